@@ -1,0 +1,1 @@
+//! PayKKa v1.2 adapter (signing comes next).

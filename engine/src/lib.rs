@@ -1,0 +1,11 @@
+//! # payorch-engine
+//!
+//! The pure domain of payorch and the ports it talks through. No I/O of its
+//! own: storage, PayKKa, brokers and HTTP live in `adapters/*`, which
+//! implement the traits declared here (ARCHITECTURE.md §2).
+//!
+//! * [`store`]: the event store, idempotency and checkpoint ports, their
+//!   vocabulary types, an in-memory implementation and (feature `testkit`)
+//!   the conformance suite every store adapter runs.
+
+pub mod store;
