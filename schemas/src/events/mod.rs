@@ -1,0 +1,1 @@
+//! The public payment event contract: what payorch appends and publishes.

@@ -1,0 +1,1 @@
+//! PayKKa v1.2 wire types (requests, responses, notifications, enums).
