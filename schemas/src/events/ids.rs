@@ -1,0 +1,186 @@
+//! Vocabulary types for the ids that appear in payorch events.
+//!
+//! payorch's own ids (`OrderId`, `AgreementId`, `CheckoutId`, `CaptureId`,
+//! `RefundId`) are uuid v7 chosen by the engine; PayKKa's and the merchant's
+//! ids (`MerchantId`, `TransId`, `GatewayOrderId`, ...) are opaque strings.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// The stream-id / display prefix of this id kind.
+            pub const PREFIX: &'static str = $prefix;
+            pub const fn from_uuid(id: Uuid) -> Self {
+                $name(id)
+            }
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+            /// Parses the bare uuid or the prefixed form (`order-<uuid>`).
+            pub fn parse(text: &str) -> Option<Self> {
+                let t = text.trim();
+                let t = t
+                    .strip_prefix($prefix)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .unwrap_or(t);
+                Uuid::parse_str(t).ok().map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn new(id: impl Into<String>) -> Self {
+                $name(id.into())
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_owned())
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// One payment attempt (one PayKKa `trans_id`); stream `order-<uuid>`.
+    OrderId,
+    "order"
+);
+uuid_id!(
+    /// A recurring agreement; stream `agreement-<uuid>`.
+    AgreementId,
+    "agreement"
+);
+uuid_id!(
+    /// A checkout session; stream `checkout-<uuid>`.
+    CheckoutId,
+    "checkout"
+);
+uuid_id!(
+    /// One capture of an order (several partial captures are possible).
+    CaptureId,
+    "capture"
+);
+uuid_id!(
+    /// One refund of an order (several partial refunds are possible).
+    RefundId,
+    "refund"
+);
+
+string_id!(
+    /// The PayKKa merchant number (`merchant_id`, up to 32 characters).
+    MerchantId
+);
+string_id!(
+    /// The merchant's attempt number sent to PayKKa (`trans_id`, <= 64);
+    /// PayKKa's idempotency key for one payment.
+    TransId
+);
+string_id!(
+    /// The merchant's refund number (`refund_trans_id`, <= 64).
+    RefundTransId
+);
+string_id!(
+    /// PayKKa's order number (`order_id`, `GW...`).
+    GatewayOrderId
+);
+string_id!(
+    /// PayKKa's refund number (`refund_order_id`, `RG...`).
+    GatewayRefundId
+);
+string_id!(
+    /// PayKKa's recurring agreement id (`recurring_agreement_id`).
+    RecurringAgreementRef
+);
+string_id!(
+    /// PayKKa's checkout session id (`session_id`, `CS...`).
+    SessionId
+);
+
+impl OrderId {
+    /// The PayKKa `trans_id` of this order: the uuid in simple (32 hex)
+    /// form, so a notification's `trans_id` leads straight to the stream.
+    pub fn trans_id(&self) -> TransId {
+        TransId(self.0.simple().to_string())
+    }
+
+    /// The `refund_trans_id` of the `seq`-th refund (1-based) of this order:
+    /// `<trans_id>r<seq>`, which maps a refund notification back to its order.
+    pub fn refund_trans_id(&self, seq: u32) -> RefundTransId {
+        RefundTransId(format!("{}r{seq}", self.0.simple()))
+    }
+
+    /// Inverse of [`OrderId::refund_trans_id`].
+    pub fn from_refund_trans_id(r: &RefundTransId) -> Option<(OrderId, u32)> {
+        let (id, seq) = r.as_str().split_once('r')?;
+        Some((OrderId(Uuid::try_parse(id).ok()?), seq.parse::<u32>().ok()?))
+    }
+
+    /// Inverse of [`OrderId::trans_id`].
+    pub fn from_trans_id(t: &TransId) -> Option<OrderId> {
+        Uuid::try_parse(t.as_str()).ok().map(OrderId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trans_ids_round_trip() {
+        let id = OrderId(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001));
+        let t = id.trans_id();
+        assert_eq!(t.as_str().len(), 32);
+        assert_eq!(OrderId::from_trans_id(&t), Some(id));
+        let r = id.refund_trans_id(3);
+        assert_eq!(OrderId::from_refund_trans_id(&r), Some((id, 3)));
+        assert!(r.as_str().len() <= 64);
+        assert_eq!(OrderId::parse(&format!("order-{id}")), Some(id));
+        assert_eq!(OrderId::parse(&id.to_string()), Some(id));
+    }
+}
