@@ -24,6 +24,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub mod memory;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 /// Identifies one stream (one aggregate instance), e.g. `order-0193...`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
