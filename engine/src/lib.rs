@@ -4,8 +4,10 @@
 //! own: storage, PayKKa, brokers and HTTP live in `adapters/*`, which
 //! implement the traits declared here (ARCHITECTURE.md §2).
 //!
+//! * [`bus`]: events out: envelope, routing keys, subscriber API, in-process bus, leader lock.
 //! * [`store`]: the event store, idempotency and checkpoint ports, their
 //!   vocabulary types, an in-memory implementation and (feature `testkit`)
 //!   the conformance suite every store adapter runs.
 
+pub mod bus;
 pub mod store;
