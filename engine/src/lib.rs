@@ -5,9 +5,11 @@
 //! implement the traits declared here (ARCHITECTURE.md §2).
 //!
 //! * [`bus`]: events out: envelope, routing keys, subscriber API, in-process bus, leader lock.
+//! * [`order`]: the Order aggregate (decide / evolve, transition table).
 //! * [`store`]: the event store, idempotency and checkpoint ports, their
 //!   vocabulary types, an in-memory implementation and (feature `testkit`)
 //!   the conformance suite every store adapter runs.
 
 pub mod bus;
+pub mod order;
 pub mod store;

@@ -87,7 +87,7 @@ pub struct EventEnvelope<E> {
 }
 
 /// Card details that may be stored: never the PAN or the CVV.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CardSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
@@ -143,7 +143,7 @@ pub enum TokenPurpose {
 macro_rules! event_enum {
     ($(#[$meta:meta])* $enum:ident { $($variant:ident = $tag:literal),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(tag = "event_type")]
         pub enum $enum {
             $( #[serde(rename = $tag)] $variant($variant), )*

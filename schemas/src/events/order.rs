@@ -21,7 +21,7 @@ use crate::Money;
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// How the shopper pays, without secrets.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InstrumentSummary {
     /// PayKKa `payment_method` as sent (`BANKCARD`, `GOOGLE_PAY`, ...).
     pub method: String,
@@ -33,7 +33,7 @@ pub struct InstrumentSummary {
 }
 
 /// The shopper asked PayKKa to store the card.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TokenRequest {
     pub purpose: TokenPurpose,
     pub shopper_reference: String,
@@ -41,7 +41,7 @@ pub struct TokenRequest {
 
 /// The order exists: amount, currency and the authorisation parameters are
 /// fixed from here on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PaymentPlaced {
     pub order_id: OrderId,
     pub merchant_id: MerchantId,
@@ -64,23 +64,23 @@ pub struct PaymentPlaced {
 }
 
 /// The initiate call is about to be sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AuthorisationRequested {
     pub trans_id: TransId,
 }
 
 /// PayKKa wants the shopper to pass a 3-D Secure challenge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChallengeRequired {
     pub authentication_url: String,
 }
 
 /// The shopper came back from the challenge (result still to come).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChallengeCompleted {}
 
 /// The challenge failed; the attempt is over.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChallengeFailed {
     pub code: String,
     pub description: String,
@@ -88,11 +88,11 @@ pub struct ChallengeFailed {
 
 /// The shopper never completed the challenge and PayKKa confirmed the
 /// payment was not made; the attempt is over.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChallengeExpired {}
 
 /// Funds are held.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Authorised {
     pub gateway_order_id: GatewayOrderId,
     pub amount: Money,
@@ -101,7 +101,7 @@ pub struct Authorised {
 }
 
 /// PayKKa or the issuer refused the payment (codes.md §4); final.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AuthorisationDeclined {
     pub code: String,
     pub description: String,
@@ -109,13 +109,13 @@ pub struct AuthorisationDeclined {
 
 /// The initiate call's result is unknown (timeout, 5xx, 999999): the
 /// reconciler will query. Not a failure.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AuthorisationOutcomeUnknown {
     pub reason: String,
 }
 
 /// PayKKa captured by itself (automatic capture): the payment succeeded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Succeeded {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_order_id: Option<GatewayOrderId>,
@@ -123,7 +123,7 @@ pub struct Succeeded {
 }
 
 /// A (partial) capture is about to be sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CaptureRequested {
     pub capture_id: CaptureId,
     pub amount: Money,
@@ -132,7 +132,7 @@ pub struct CaptureRequested {
 }
 
 /// The capture went through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Captured {
     pub capture_id: CaptureId,
     pub amount: Money,
@@ -140,40 +140,40 @@ pub struct Captured {
     pub remainder_released: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CaptureDeclined {
     pub capture_id: CaptureId,
     pub code: String,
     pub description: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CaptureOutcomeUnknown {
     pub capture_id: CaptureId,
     pub reason: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VoidRequested {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Voided {}
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VoidDeclined {
     pub code: String,
     pub description: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VoidOutcomeUnknown {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefundRequested {
     pub refund_id: RefundId,
     pub refund_trans_id: RefundTransId,
@@ -182,7 +182,7 @@ pub struct RefundRequested {
     pub reason: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Refunded {
     pub refund_id: RefundId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,21 +190,21 @@ pub struct Refunded {
     pub amount: Money,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefundDeclined {
     pub refund_id: RefundId,
     pub code: String,
     pub description: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefundOutcomeUnknown {
     pub refund_id: RefundId,
     pub reason: String,
 }
 
 /// PayKKa stored the card: a token (and for recurring, an agreement).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TokenStored {
     pub token: String,
     pub shopper_reference: String,
