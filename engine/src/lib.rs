@@ -10,6 +10,10 @@
 //!   vocabulary types, an in-memory implementation and (feature `testkit`)
 //!   the conformance suite every store adapter runs.
 
+pub mod agreement;
 pub mod bus;
+pub mod checkout;
+pub mod codec;
+pub mod gateway;
 pub mod order;
 pub mod store;
