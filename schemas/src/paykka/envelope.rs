@@ -21,7 +21,9 @@ pub struct Envelope<T> {
     pub ret_code: String,
     #[serde(default)]
     pub ret_msg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // No `default` here: serde already maps a missing Option to None, and
+    // `default` would add a `T: Default` bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<T>,
 }
 
