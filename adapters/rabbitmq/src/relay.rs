@@ -1,0 +1,479 @@
+//! The relay: event store -> `payorch.events`, at-least-once.
+//!
+//! The events table is the outbox: the relay reads `read_all` after its
+//! checkpoint (`relay:<exchange>` by default) and publishes each event with
+//! publisher confirms, keeping up to `window` messages unconfirmed. Confirms
+//! are consumed in publish order, so the checkpoint moves over the
+//! contiguous prefix of confirmed positions only. A nack, a missing confirm
+//! or a lost connection ends the session: the relay reconnects with backoff
+//! and republishes from the checkpoint (duplicates possible, loss never).
+//!
+//! Only the holder of the leader lease (`LeaderLock`, named like the
+//! checkpoint) publishes; other relays stand by and retry the lease every
+//! `standby_poll`. The lease is re-checked every `lease_check_interval` and
+//! while idle; once lost, the relay stops publishing and stands by again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{Channel, Connection, ConnectionProperties, PublisherConfirm};
+use payorch_engine::bus::{LeaderLock, LeaseGuard};
+use payorch_engine::store::{CheckpointStore, EventStore, Position, RecordedEvent};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::topology::{self, EXCHANGE};
+use crate::{Backoff, RabbitError};
+
+/// Relay settings.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub amqp_url: String,
+    /// Exchange to publish to (default `payorch.events`).
+    pub exchange: String,
+    /// Checkpoint and lease name (default `relay:<exchange>`).
+    pub name: String,
+    /// Most unconfirmed messages in flight (default 256).
+    pub window: usize,
+    /// Events read per `read_all` call (default 256).
+    pub read_batch: usize,
+    /// Poll interval when the store has nothing new (default 100 ms).
+    pub idle_poll: Duration,
+    /// How often a standby relay retries the lease (default 500 ms).
+    pub standby_poll: Duration,
+    /// How often an active relay checks that it still holds the lease
+    /// (default 1 s).
+    pub lease_check_interval: Duration,
+    /// Longest wait for one publisher confirm (default 30 s).
+    pub confirm_timeout: Duration,
+    /// Confirmed events between checkpoint writes while busy (default 128;
+    /// the checkpoint is also written whenever the pipeline drains).
+    pub checkpoint_every: usize,
+    pub backoff: Backoff,
+}
+
+impl RelayConfig {
+    pub fn new(amqp_url: impl Into<String>) -> Self {
+        RelayConfig {
+            amqp_url: amqp_url.into(),
+            exchange: EXCHANGE.to_owned(),
+            name: format!("relay:{EXCHANGE}"),
+            window: 256,
+            read_batch: 256,
+            idle_poll: Duration::from_millis(100),
+            standby_poll: Duration::from_millis(500),
+            lease_check_interval: Duration::from_secs(1),
+            confirm_timeout: Duration::from_secs(30),
+            checkpoint_every: 128,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Publishes to `exchange`; the name becomes `relay:<exchange>`.
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = exchange.into();
+        self.name = format!("relay:{}", self.exchange);
+        self
+    }
+}
+
+/// What a relay is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayState {
+    /// Waiting for the leader lease (another relay holds it).
+    Standby,
+    /// Holds the lease, (re)connecting to the broker.
+    Connecting,
+    /// Holds the lease and publishes.
+    Active,
+    /// Stopped on request.
+    Stopped,
+}
+
+/// A relay's progress, observable through [`RelayHandle::status`].
+#[derive(Clone, Copy, Debug)]
+pub struct RelayStatus {
+    pub state: RelayState,
+    /// Highest position confirmed by the broker and checkpointed.
+    pub checkpoint: Position,
+    /// Messages published by this relay, republished ones included.
+    pub published: u64,
+    /// Sessions that ended in a failure (broker, store, nack).
+    pub failures: u64,
+}
+
+/// Publishes the event store to RabbitMQ.
+pub struct Relay {
+    store: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    lock: Arc<dyn LeaderLock>,
+    config: RelayConfig,
+    wake: Arc<Notify>,
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    stop: watch::Sender<bool>,
+    status: watch::Receiver<RelayStatus>,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// The latest status.
+    pub fn status(&self) -> RelayStatus {
+        *self.status.borrow()
+    }
+
+    /// A receiver to wait on status changes.
+    pub fn watch(&self) -> watch::Receiver<RelayStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until `pred` holds for the status, at most `timeout`; returns
+    /// whether it did.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl FnMut(&RelayStatus) -> bool,
+    ) -> bool {
+        let mut rx = self.status.clone();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(pred)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Stops after saving the confirmed checkpoint; waits for the task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Kills the relay at once (a crash: unconfirmed or unsaved progress is
+    /// republished by the next relay).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Why a session ended without an error to back off from.
+enum SessionEnd {
+    Stopped,
+    LeaseLost,
+}
+
+impl Relay {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        lock: Arc<dyn LeaderLock>,
+        config: RelayConfig,
+    ) -> Self {
+        Relay {
+            store,
+            checkpoints,
+            lock,
+            config,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Uses `wake` to be woken at once after appends (instead of waiting for
+    /// the idle poll). Call `wake.notify_one()` after each append.
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Starts the relay task.
+    pub fn spawn(self) -> RelayHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (status_tx, status_rx) = watch::channel(RelayStatus {
+            state: RelayState::Standby,
+            checkpoint: Position::START,
+            published: 0,
+            failures: 0,
+        });
+        let runner = Runner {
+            relay: self,
+            stop: stop_rx,
+            status: status_tx,
+        };
+        RelayHandle {
+            stop: stop_tx,
+            status: status_rx,
+            task: tokio::spawn(runner.run()),
+        }
+    }
+}
+
+struct Runner {
+    relay: Relay,
+    stop: watch::Receiver<bool>,
+    status: watch::Sender<RelayStatus>,
+}
+
+impl Runner {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn set_state(&self, state: RelayState) {
+        self.status.send_modify(|s| s.state = state);
+    }
+
+    /// Sleeps `d`; false if asked to stop meanwhile.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.wait_for(|s| *s) => false,
+        }
+    }
+
+    async fn run(mut self) {
+        let name = self.relay.config.name.clone();
+        loop {
+            if self.stopping() {
+                break;
+            }
+            self.set_state(RelayState::Standby);
+            let guard = match self.relay.lock.try_acquire(&name).await {
+                Ok(Some(guard)) => guard,
+                Ok(None) => {
+                    let d = self.relay.config.standby_poll;
+                    if !self.pause(d).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(relay = %name, error = %e, "leader lock unavailable");
+                    let d = self.relay.config.standby_poll;
+                    if !self.pause(d).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(relay = %name, "leader lease acquired; relaying");
+            match self.lead(guard.as_ref()).await {
+                SessionEnd::Stopped => break,
+                SessionEnd::LeaseLost => {
+                    tracing::warn!(relay = %name, "leader lease lost; standing by");
+                }
+            }
+        }
+        self.set_state(RelayState::Stopped);
+    }
+
+    /// Connects and publishes while holding the lease, reconnecting with
+    /// backoff after failures.
+    async fn lead(&mut self, guard: &dyn LeaseGuard) -> SessionEnd {
+        let mut backoff = self.relay.config.backoff.min;
+        loop {
+            if self.stopping() {
+                return SessionEnd::Stopped;
+            }
+            if guard.is_lost().await {
+                return SessionEnd::LeaseLost;
+            }
+            self.set_state(RelayState::Connecting);
+            let before = self.status.borrow().checkpoint;
+            match self.session(guard).await {
+                Ok(end) => return end,
+                Err(e) => {
+                    self.status.send_modify(|s| s.failures += 1);
+                    if self.status.borrow().checkpoint > before {
+                        backoff = self.relay.config.backoff.min;
+                    }
+                    tracing::warn!(relay = %self.relay.config.name, error = %e, retry_in = ?backoff, "relay session failed; republishing from the checkpoint after backoff");
+                    if !self.pause(backoff).await {
+                        return SessionEnd::Stopped;
+                    }
+                    backoff = self.relay.config.backoff.next(backoff);
+                }
+            }
+        }
+    }
+
+    async fn session(&mut self, guard: &dyn LeaseGuard) -> Result<SessionEnd, RabbitError> {
+        let url = self.relay.config.amqp_url.clone();
+        let name = self.relay.config.name.clone();
+        let exchange = self.relay.config.exchange.clone();
+        let conn = Connection::connect(
+            &url,
+            ConnectionProperties::default().with_connection_name(name.into()),
+        )
+        .await?;
+        let result = async {
+            let channel = conn.create_channel().await?;
+            topology::declare_exchange(&channel, &exchange).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            self.pump(&channel, guard).await
+        }
+        .await;
+        // Best effort: the connection may already be gone.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.close(200, ShortString::from("relay session end")),
+        )
+        .await;
+        result
+    }
+
+    async fn load_checkpoint(&self) -> Result<Position, RabbitError> {
+        Ok(self
+            .relay
+            .checkpoints
+            .load_checkpoint(&self.relay.config.name)
+            .await?
+            .unwrap_or(Position::START))
+    }
+
+    async fn save_checkpoint(&self, position: Position) -> Result<(), RabbitError> {
+        self.relay
+            .checkpoints
+            .save_checkpoint(&self.relay.config.name, position)
+            .await?;
+        self.status.send_modify(|s| s.checkpoint = position);
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        channel: &Channel,
+        exchange: &ShortString,
+        event: &RecordedEvent,
+    ) -> Result<PublisherConfirm, RabbitError> {
+        let (props, body) = topology::event_message(event)?;
+        let confirm = channel
+            .basic_publish(
+                exchange.clone(),
+                topology::routing_key_short(event),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await?;
+        self.status.send_modify(|s| s.published += 1);
+        Ok(confirm)
+    }
+
+    /// Publishes from the checkpoint until stopped, the lease is lost or
+    /// something fails.
+    async fn pump(
+        &mut self,
+        channel: &Channel,
+        guard: &dyn LeaseGuard,
+    ) -> Result<SessionEnd, RabbitError> {
+        let window = self.relay.config.window.max(1);
+        let read_batch = self.relay.config.read_batch.max(1);
+        let low_water = window / 2;
+        let exchange = topology::short(self.relay.config.exchange.clone())?;
+        let confirm_timeout = self.relay.config.confirm_timeout;
+        let lease_every = self.relay.config.lease_check_interval;
+        let checkpoint_every = self.relay.config.checkpoint_every.max(1);
+
+        let mut checkpoint = self.load_checkpoint().await?;
+        self.status.send_modify(|s| s.checkpoint = checkpoint);
+        let mut next = checkpoint;
+        let mut inflight: VecDeque<(Position, PublisherConfirm)> = VecDeque::new();
+        let mut drained = false;
+        let mut unsaved = false;
+        let mut since_save = 0usize;
+        let mut lease_checked = Instant::now();
+        self.set_state(RelayState::Active);
+
+        loop {
+            if self.stopping() {
+                if unsaved {
+                    self.save_checkpoint(checkpoint).await?;
+                }
+                return Ok(SessionEnd::Stopped);
+            }
+            if lease_checked.elapsed() >= lease_every {
+                if guard.is_lost().await {
+                    return Ok(SessionEnd::LeaseLost);
+                }
+                lease_checked = Instant::now();
+            }
+
+            // Keep the pipeline full.
+            if !drained && inflight.len() <= low_water {
+                let want = read_batch.min(window - inflight.len());
+                let events = self.relay.store.read_all(next, want).await?;
+                drained = events.len() < want;
+                for event in &events {
+                    let confirm = self.publish(channel, &exchange, event).await?;
+                    inflight.push_back((event.global_position, confirm));
+                    next = event.global_position;
+                }
+                if !events.is_empty() {
+                    continue;
+                }
+            }
+
+            // Settle the oldest message: confirms come in publish order.
+            if let Some((position, confirm)) = inflight.pop_front() {
+                let mut stop = self.stop.clone();
+                let confirmation = tokio::select! {
+                    c = tokio::time::timeout(confirm_timeout, confirm) => {
+                        Some(c.map_err(|_| RabbitError::ConfirmTimeout(confirm_timeout))??)
+                    }
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let Some(confirmation) = confirmation else {
+                    if unsaved {
+                        self.save_checkpoint(checkpoint).await?;
+                    }
+                    return Ok(SessionEnd::Stopped);
+                };
+                if confirmation.is_nack() {
+                    if unsaved {
+                        self.save_checkpoint(checkpoint).await?;
+                    }
+                    return Err(RabbitError::Nacked(position));
+                }
+                checkpoint = position;
+                unsaved = true;
+                since_save += 1;
+                drained = false;
+                if inflight.is_empty() || since_save >= checkpoint_every {
+                    self.save_checkpoint(checkpoint).await?;
+                    unsaved = false;
+                    since_save = 0;
+                }
+                continue;
+            }
+
+            // Idle: nothing in flight, nothing new.
+            if unsaved {
+                self.save_checkpoint(checkpoint).await?;
+                unsaved = false;
+                since_save = 0;
+            }
+            if guard.is_lost().await {
+                return Ok(SessionEnd::LeaseLost);
+            }
+            lease_checked = Instant::now();
+            let idle = self.relay.config.idle_poll;
+            let wake = self.relay.wake.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = wake.notified() => {}
+                _ = self.stop.wait_for(|s| *s) => {}
+            }
+            drained = false;
+        }
+    }
+}

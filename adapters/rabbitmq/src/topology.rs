@@ -1,0 +1,205 @@
+//! Names, headers and idempotent declarations shared by the relay and the
+//! subscriber. Both sides declare what they use, so either may start first.
+//!
+//! * exchange `payorch.events`: topic, durable;
+//! * per subscription `<queue>`: durable, bound with the subscription's
+//!   patterns, dead-lettering (`x-dead-letter-exchange` = default exchange,
+//!   `x-dead-letter-routing-key` = `<queue>.dlq`) into `<queue>.dlq`;
+//! * `<queue>.retry`: durable, no consumer; a message waits there for its
+//!   per-message `expiration` (the retry delay) and is dead-lettered back
+//!   into `<queue>`;
+//! * `<queue>.dlq`: durable, for operators (inspect, shovel back).
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use payorch_engine::bus::{envelope_json, routing_key};
+use payorch_engine::store::RecordedEvent;
+
+use crate::RabbitError;
+
+/// The exchange events are published to.
+pub const EXCHANGE: &str = "payorch.events";
+
+/// Header: the event's stream id (long string).
+pub const H_STREAM_ID: &str = "payorch-stream-id";
+/// Header: the event's stream type (long string).
+pub const H_STREAM_TYPE: &str = "payorch-stream-type";
+/// Header: the event type (long string).
+pub const H_EVENT_TYPE: &str = "payorch-event-type";
+/// Header: the event's version in its stream (signed 64-bit).
+pub const H_VERSION: &str = "payorch-version";
+/// Header: the event's global position in the store (signed 64-bit).
+pub const H_GLOBAL_POSITION: &str = "payorch-global-position";
+/// Header: the payload's schema version (signed 64-bit).
+pub const H_SCHEMA_VERSION: &str = "payorch-schema-version";
+/// Header: correlation id (long string, uuid), when the event has one.
+pub const H_CORRELATION_ID: &str = "payorch-correlation-id";
+/// Header: merchant id (long string), when the event has one.
+pub const H_MERCHANT_ID: &str = "payorch-merchant-id";
+/// Header set by subscribers on retried copies: retries so far (signed 64-bit).
+pub const H_RETRIES: &str = "payorch-retries";
+/// Header set by subscribers on retried copies: the original routing key.
+pub const H_ROUTING_KEY: &str = "payorch-routing-key";
+
+/// The dead-letter queue of a subscription queue.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// The retry queue of a subscription queue.
+pub fn retry_queue(queue: &str) -> String {
+    format!("{queue}.retry")
+}
+
+pub(crate) fn short(s: impl Into<String>) -> Result<ShortString, RabbitError> {
+    let s = s.into();
+    ShortString::try_new(s.clone())
+        .map_err(|_| RabbitError::Config(format!("name longer than 255 bytes: {s:?}")))
+}
+
+fn long(s: impl Into<Vec<u8>>) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declares the durable topic exchange.
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), RabbitError> {
+    channel
+        .exchange_declare(
+            short(exchange)?,
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Declares a subscription's queue, retry queue and dead-letter queue, and
+/// binds the queue to `exchange` with each pattern.
+pub async fn declare_subscription(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    patterns: &[String],
+) -> Result<(), RabbitError> {
+    declare_exchange(channel, exchange).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let dlq = dead_letter_queue(queue);
+    let retry = retry_queue(queue);
+    channel
+        .queue_declare(short(dlq.clone())?, durable, FieldTable::default())
+        .await?;
+
+    let mut retry_args = FieldTable::default();
+    retry_args.insert("x-dead-letter-exchange".into(), long(""));
+    retry_args.insert("x-dead-letter-routing-key".into(), long(queue));
+    channel
+        .queue_declare(short(retry)?, durable, retry_args)
+        .await?;
+
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), long(""));
+    args.insert("x-dead-letter-routing-key".into(), long(dlq));
+    channel.queue_declare(short(queue)?, durable, args).await?;
+    for pattern in patterns {
+        channel
+            .queue_bind(
+                short(queue)?,
+                short(exchange)?,
+                short(pattern.clone())?,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A routing key within AMQP's 255-byte limit (cut at a char boundary; only
+/// absurdly long merchant ids or event types get there).
+pub(crate) fn routing_key_short(event: &RecordedEvent) -> ShortString {
+    let mut key = routing_key(event);
+    if key.len() > 255 {
+        let mut end = 255;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+    }
+    ShortString::try_new(key).unwrap_or_else(|_| ShortString::from("unknown.unknown.unknown"))
+}
+
+fn int(n: u64) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// The properties and body of the message published for an event.
+pub fn event_message(event: &RecordedEvent) -> Result<(BasicProperties, Vec<u8>), RabbitError> {
+    let body = envelope_json(event)?;
+    let mut headers = FieldTable::default();
+    headers.insert(H_STREAM_ID.into(), long(event.stream_id.as_str()));
+    headers.insert(H_STREAM_TYPE.into(), long(event.stream_type.as_str()));
+    headers.insert(H_EVENT_TYPE.into(), long(event.event_type.as_str()));
+    headers.insert(H_VERSION.into(), int(event.version.0));
+    headers.insert(H_GLOBAL_POSITION.into(), int(event.global_position.0));
+    headers.insert(
+        H_SCHEMA_VERSION.into(),
+        int(u64::from(event.schema_version)),
+    );
+    if let Some(c) = event.metadata.correlation_id {
+        headers.insert(H_CORRELATION_ID.into(), long(c.to_string()));
+    }
+    if let Some(m) = &event.metadata.merchant_id {
+        headers.insert(H_MERCHANT_ID.into(), long(m.as_str()));
+    }
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(event.event_id.to_string().into())
+        .with_app_id("payorch".into())
+        .with_timestamp(u64::try_from(event.recorded_at.unix_timestamp()).unwrap_or(0))
+        .with_headers(headers);
+    if let Some(c) = event.metadata.correlation_id {
+        props = props.with_correlation_id(c.to_string().into());
+    }
+    Ok((props, body))
+}
+
+/// Reads an integer header (any AMQP integer type).
+pub(crate) fn int_header(props: &BasicProperties, name: &str) -> Option<i64> {
+    let value = props.headers().as_ref()?.inner().get(name)?;
+    match value {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Reads a string header.
+pub(crate) fn str_header(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub(crate) fn long_value(s: &str) -> AMQPValue {
+    long(s)
+}
+
+pub(crate) fn int_value(n: u64) -> AMQPValue {
+    int(n)
+}
