@@ -1,1 +1,771 @@
-//! placeholder
+//! # payorch-postgres
+//!
+//! The production store of payorch: the engine's storage ports
+//! ([`EventStore`], [`IdempotencyStore`], [`CheckpointStore`]) on Postgres
+//! (13+, for `xid8`), plus [`AdvisoryLock`], which keeps exactly one relay or
+//! reconciler active per database.
+//!
+//! ## Append
+//!
+//! One statement, in autocommit (schema in `migrations/`):
+//! it reads the stream's version and looks for already stored event ids,
+//! and only when neither stops it takes a session advisory lock
+//! ([`POSITION_LOCK`]), inserts the batch (positions from an identity
+//! sequence, `tx_id` = `pg_current_xact_id()`), releases the lock and
+//! inserts the idempotency record. The lock covers position and
+//! transaction-id assignment only, not the commit, so concurrent writers
+//! still share WAL flushes (group commit).
+//!
+//! * **Conflicts**: the expected version is checked in the statement; a race
+//!   that passes the check loses on the unique `(stream_id, version)`
+//!   constraint, recognised by SQLSTATE 23505 and the constraint name
+//!   (never by message text), and comes back as
+//!   [`StoreError::Conflict`] with the actual version read after the failure.
+//! * **Idempotent re-append**: if any event id is stored, nothing is
+//!   written; the stored events are compared (semantic JSON equality) and the
+//!   stored outcome returned, or [`StoreError::EventIdReused`].
+//! * **Cancellation and lost connections**: each append runs in its own
+//!   task, so a caller dropping the future cannot leave a connection holding
+//!   the position lock; after a failed statement the connection releases all
+//!   its advisory locks or is closed. A session that dies releases its locks.
+//!   Transient errors (I/O, terminated backends) are retried: retrying is
+//!   safe because event ids make appends idempotent.
+//!
+//! ## `read_all` never skips
+//!
+//! With concurrent writers a higher position can commit before a lower one.
+//! Because every transaction gets its xid and its positions inside the same
+//! short critical section, xid order equals position order. `read_all`
+//! returns only rows whose `tx_id` is below
+//! `pg_snapshot_xmin(pg_current_snapshot())`, i.e. written by transactions
+//! that had ended when the reading statement started; every lower position
+//! was written by an even older transaction, also ended, so it is visible
+//! (committed) or gone for good (aborted). A transaction that holds a
+//! position and stays open therefore holds back every reader at its
+//! position, which `tests/store_postgres.rs` proves deterministically.
+//! Trade-off: any long-running *writing* transaction on the cluster delays
+//! (never breaks) tailing until it ends.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use payorch_engine::store::{
+    AppendOutcome, AppendRequest, CheckpointStore, EventMetadata, EventStore, ExpectedVersion,
+    IdempotencyRecord, IdempotencyStore, NewEvent, Position, RecordedEvent, StoreError, StreamId,
+    Version,
+};
+use serde_json::value::RawValue;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+mod lock;
+
+pub use lock::AdvisoryLock;
+
+/// The advisory lock (two-int4 form, so it never collides with the bigint
+/// keys of [`AdvisoryLock`]) held while an append assigns positions.
+pub const POSITION_LOCK: (i32, i32) = (1_885_436_271, 1); // 0x7061796f = "payo"
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How often a transient failure (lost connection, terminated backend,
+/// restarting server) is retried inside one store call.
+const TRANSIENT_RETRIES: u32 = 5;
+
+/// Errors of connecting and migrating. (The storage ports themselves return
+/// the engine's [`StoreError`].)
+#[derive(Debug, thiserror::Error)]
+pub enum PgStoreError {
+    /// The database could not be reached or refused the connection (bad URL,
+    /// server down, auth). Fix the configuration or retry later.
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Applying the embedded migrations failed, e.g. the database was
+    /// migrated by a newer payorch. Do not start on this database.
+    #[error("Postgres migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed (e.g. while taking an advisory lock). Usually
+    /// transient: retry later, page someone if it persists.
+    #[error("Postgres query failed: {0}")]
+    Query(#[source] sqlx::Error),
+}
+
+/// Applies the embedded migrations to `pool` (idempotent; concurrent
+/// callers serialise on sqlx's migration lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), PgStoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Event, idempotency and checkpoint store on Postgres.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects a pool of up to 16 connections to `url`. Does not migrate:
+    /// call [`PostgresStore::migrate`].
+    pub async fn connect(url: &str) -> Result<Self, PgStoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(PgStoreError::Connect)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Uses an existing pool (its `search_path` decides the schema).
+    pub fn from_pool(pool: PgPool) -> Self {
+        PostgresStore { pool }
+    }
+
+    /// Applies the embedded migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), PgStoreError> {
+        migrate(&self.pool).await
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Error mapping
+// ---------------------------------------------------------------------------
+
+/// Errors after which the same call may succeed on a fresh connection.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // 08: connection exception; 57P01-03: admin shutdown / crash
+            // shutdown / cannot connect now; 40001/40P01: serialization
+            // failure / deadlock.
+            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+/// The connection itself is broken (as opposed to a statement error).
+fn connection_broken(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// The name of the unique constraint a statement violated (SQLSTATE 23505).
+fn unique_violation(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Some(db.constraint().unwrap_or_default().to_owned())
+        }
+        _ => None,
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("postgres: {e}"))
+}
+
+fn corrupt(e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(format!("postgres row: {e}"))
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} {v} out of range")))
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what} {v}")))
+}
+
+fn raw_json(s: String, what: &str) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Runs `op` with retries on transient errors (short growing backoff).
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "postgres: transient error, retrying");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------
+
+const EVENT_COLUMNS: &str = "global_position, stream_id, stream_type, version, event_id, \
+     event_type, schema_version, payload::text AS payload, metadata::text AS metadata, recorded_at";
+
+fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let metadata: String = row.try_get("metadata").map_err(corrupt)?;
+    let schema_version: i32 = row.try_get("schema_version").map_err(corrupt)?;
+    Ok(RecordedEvent {
+        global_position: Position(to_u64(
+            row.try_get("global_position").map_err(corrupt)?,
+            "position",
+        )?),
+        stream_id: StreamId::new(row.try_get::<String, _>("stream_id").map_err(corrupt)?),
+        stream_type: row.try_get("stream_type").map_err(corrupt)?,
+        version: Version(to_u64(row.try_get("version").map_err(corrupt)?, "version")?),
+        event_id: row.try_get("event_id").map_err(corrupt)?,
+        event_type: row.try_get("event_type").map_err(corrupt)?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| StoreError::Corrupt(format!("schema version {schema_version}")))?,
+        payload: raw_json(row.try_get("payload").map_err(corrupt)?, "payload")?,
+        metadata: serde_json::from_str::<EventMetadata>(&metadata)
+            .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
+        recorded_at: row.try_get("recorded_at").map_err(corrupt)?,
+    })
+}
+
+/// Semantic JSON equality (jsonb normalises key order and whitespace).
+fn json_eq(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (
+                serde_json::from_str::<serde_json::Value>(a),
+                serde_json::from_str::<serde_json::Value>(b),
+            ),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+fn same_event(stored: &RecordedEvent, new: &NewEvent, stream: &StreamId) -> bool {
+    stored.stream_id == *stream
+        && stored.event_type == new.event_type
+        && stored.schema_version == new.schema_version
+        && json_eq(stored.payload.get(), new.payload.get())
+}
+
+// ---------------------------------------------------------------------------
+// Append
+// ---------------------------------------------------------------------------
+
+/// The append statement. Parameters: $1 stream_id, $2 stream_type,
+/// $3 expected version (NULL = Any), $4..$9 the batch as arrays,
+/// $10..$15 the idempotency record ($10 NULL = none). See the crate docs.
+const APPEND_SQL: &str = r#"
+WITH cur AS MATERIALIZED (
+    SELECT COALESCE(MAX(version), 0)::int8 AS v FROM events WHERE stream_id = $1
+), dup AS MATERIALIZED (
+    SELECT count(*)::int8 AS n FROM events WHERE event_id = ANY($4::uuid[])
+), go AS MATERIALIZED (
+    SELECT cur.v FROM cur, dup
+    WHERE dup.n = 0 AND ($3::int8 IS NULL OR cur.v = $3::int8)
+), lk AS MATERIALIZED (
+    SELECT pg_advisory_lock(1885436271, 1)::text AS l FROM go
+), ins AS (
+    INSERT INTO events (stream_id, stream_type, version, event_id, event_type,
+                        schema_version, payload, metadata, recorded_at)
+    SELECT $1, $2, go.v + u.ord, u.event_id, u.event_type, u.schema_version,
+           u.payload::jsonb, u.metadata::jsonb, u.recorded_at
+    FROM go, lk,
+         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::timestamptz[])
+           WITH ORDINALITY AS u(event_id, event_type, schema_version, payload, metadata,
+                                recorded_at, ord)
+    ORDER BY u.ord
+    RETURNING global_position, version
+), idem AS (
+    INSERT INTO idempotency (scope, key, fingerprint, response, stream_id, created_at)
+    SELECT $10::text, $11::text, $12::text, $13::jsonb, $14::text, $15::timestamptz
+    FROM (SELECT 1 FROM ins LIMIT 1) AS x
+    WHERE $10::text IS NOT NULL
+    RETURNING 1
+), agg AS (
+    SELECT min(global_position) AS first_pos, max(global_position) AS last_pos,
+           max(version) AS last_version, count(*) AS n
+    FROM ins
+)
+SELECT (SELECT v FROM cur) AS current_version, (SELECT n FROM dup) AS duplicates,
+       agg.first_pos, agg.last_pos, agg.last_version,
+       CASE WHEN agg.n > 0 THEN pg_advisory_unlock(1885436271, 1) END AS unlocked
+FROM agg
+"#;
+
+/// The arrays and scalars of one append, prepared once for all attempts.
+struct AppendArgs {
+    stream_id: String,
+    stream_type: String,
+    expected: Option<i64>,
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+    recorded_at: Vec<OffsetDateTime>,
+    idempotency: Option<IdempotencyRecord>,
+}
+
+impl AppendArgs {
+    fn new(request: &AppendRequest) -> Result<Self, StoreError> {
+        let expected = match request.expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) => Some(to_i64(v.0, "expected version")?),
+        };
+        let mut args = AppendArgs {
+            stream_id: request.stream_id.as_str().to_owned(),
+            stream_type: request.stream_type.clone(),
+            expected,
+            ids: Vec::with_capacity(request.events.len()),
+            types: Vec::with_capacity(request.events.len()),
+            schema_versions: Vec::with_capacity(request.events.len()),
+            payloads: Vec::with_capacity(request.events.len()),
+            metadata: Vec::with_capacity(request.events.len()),
+            recorded_at: Vec::with_capacity(request.events.len()),
+            idempotency: request.idempotency.clone(),
+        };
+        for e in &request.events {
+            args.ids.push(e.event_id);
+            args.types.push(e.event_type.clone());
+            args.schema_versions
+                .push(i32::try_from(e.schema_version).map_err(|_| {
+                    StoreError::Invalid(format!("schema version {} too large", e.schema_version))
+                })?);
+            args.payloads.push(e.payload.get().to_owned());
+            args.metadata.push(
+                serde_json::to_string(&e.metadata)
+                    .map_err(|err| StoreError::Invalid(format!("metadata: {err}")))?,
+            );
+            args.recorded_at.push(e.recorded_at);
+        }
+        Ok(args)
+    }
+}
+
+/// What the append statement reported.
+struct AppendRow {
+    current: i64,
+    duplicates: i64,
+    first: Option<i64>,
+    last: Option<i64>,
+    last_version: Option<i64>,
+}
+
+async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
+    let rec = a.idempotency.as_ref();
+    let row = sqlx::query(APPEND_SQL)
+        .bind(&a.stream_id)
+        .bind(&a.stream_type)
+        .bind(a.expected)
+        .bind(&a.ids)
+        .bind(&a.types)
+        .bind(&a.schema_versions)
+        .bind(&a.payloads)
+        .bind(&a.metadata)
+        .bind(&a.recorded_at)
+        .bind(rec.map(|r| r.scope.as_str()))
+        .bind(rec.map(|r| r.key.as_str()))
+        .bind(rec.map(|r| r.fingerprint.as_str()))
+        .bind(rec.map(|r| r.response.get()))
+        .bind(rec.and_then(|r| r.stream_id.as_ref().map(StreamId::as_str)))
+        .bind(rec.map(|r| r.created_at))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(AppendRow {
+        current: row.try_get("current_version")?,
+        duplicates: row.try_get("duplicates")?,
+        first: row.try_get("first_pos")?,
+        last: row.try_get("last_pos")?,
+        last_version: row.try_get("last_version")?,
+    })
+}
+
+/// One attempt's result, before interpretation.
+enum Attempt {
+    Row(AppendRow),
+    /// 23505 on the named constraint.
+    Unique(String),
+}
+
+/// Runs the append statement on a dedicated pooled connection. After a
+/// failed statement the connection may still hold the position lock: it
+/// releases every advisory lock it holds, or is closed if it cannot.
+async fn attempt_append(pool: &PgPool, a: &AppendArgs) -> Result<Attempt, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    match run_append(&mut conn, a).await {
+        Ok(row) => Ok(Attempt::Row(row)),
+        Err(e) => {
+            if connection_broken(&e)
+                || sqlx::query("SELECT pg_advisory_unlock_all()")
+                    .execute(&mut *conn)
+                    .await
+                    .is_err()
+            {
+                conn.close_on_drop();
+            }
+            match unique_violation(&e) {
+                Some(constraint) => Ok(Attempt::Unique(constraint)),
+                None => Err(e),
+            }
+        }
+    }
+}
+
+async fn read_events_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1)");
+    let rows = retrying(|| {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(ids)
+            .fetch_all(pool)
+    })
+    .await?;
+    rows.iter().map(decode_event).collect()
+}
+
+/// The outcome of re-appending a batch some of whose ids are stored.
+async fn stored_outcome(
+    pool: &PgPool,
+    request: &AppendRequest,
+) -> Result<AppendOutcome, StoreError> {
+    let ids: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
+    let stored: HashMap<Uuid, RecordedEvent> = read_events_by_id(pool, &ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.event_id, e))
+        .collect();
+    let mut found = Vec::with_capacity(request.events.len());
+    for event in &request.events {
+        match stored.get(&event.event_id) {
+            Some(s) if same_event(s, event, &request.stream_id) => found.push(s),
+            _ => {
+                return Err(StoreError::EventIdReused {
+                    event_id: event.event_id,
+                });
+            }
+        }
+    }
+    match (found.first(), found.last()) {
+        (Some(f), Some(l)) => Ok(AppendOutcome {
+            version: l.version,
+            first_position: f.global_position,
+            last_position: l.global_position,
+            already_stored: true,
+        }),
+        _ => Err(StoreError::Invalid("append of an empty batch".into())),
+    }
+}
+
+impl PostgresStore {
+    async fn append_inner(
+        pool: PgPool,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let args = AppendArgs::new(&request)?;
+        let mut transient = 0;
+        let mut races = 0;
+        loop {
+            let attempt = match attempt_append(&pool, &args).await {
+                Ok(a) => a,
+                Err(e) if is_transient(&e) && transient < TRANSIENT_RETRIES => {
+                    // The statement may have committed before the
+                    // connection died: the retry then finds the ids stored
+                    // and returns the stored outcome.
+                    transient += 1;
+                    tracing::warn!(error = %e, attempt = transient, "postgres append: retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(transient))).await;
+                    continue;
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            match attempt {
+                Attempt::Row(row) => {
+                    if row.duplicates > 0 {
+                        return stored_outcome(&pool, &request).await;
+                    }
+                    if let (Some(first), Some(last), Some(version)) =
+                        (row.first, row.last, row.last_version)
+                    {
+                        return Ok(AppendOutcome {
+                            version: Version(to_u64(version, "version")?),
+                            first_position: Position(to_u64(first, "position")?),
+                            last_position: Position(to_u64(last, "position")?),
+                            already_stored: false,
+                        });
+                    }
+                    // Nothing inserted and no duplicates: the version check.
+                    return Err(StoreError::Conflict {
+                        stream: request.stream_id.clone(),
+                        expected: request.expected,
+                        actual: Version(to_u64(row.current, "version")?),
+                    });
+                }
+                Attempt::Unique(constraint) if constraint == "idempotency_pkey" => {
+                    let (scope, key) = args
+                        .idempotency
+                        .as_ref()
+                        .map(|r| (r.scope.clone(), r.key.clone()))
+                        .unwrap_or_default();
+                    return Err(StoreError::IdempotencyKeyTaken { scope, key });
+                }
+                Attempt::Unique(constraint) => {
+                    // events_stream_version_key: another writer took the
+                    // version first. events_event_id_key: another writer
+                    // stored the same ids concurrently; the next attempt
+                    // reports the idempotent outcome.
+                    races += 1;
+                    if constraint == "events_stream_version_key"
+                        && request.expected != ExpectedVersion::Any
+                    {
+                        let actual = read_version(&pool, &request.stream_id).await?;
+                        return Err(StoreError::Conflict {
+                            stream: request.stream_id.clone(),
+                            expected: request.expected,
+                            actual,
+                        });
+                    }
+                    if races > 50 {
+                        return Err(StoreError::Unavailable(format!(
+                            "postgres: append to {} kept losing races on {constraint}",
+                            request.stream_id
+                        )));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_version(pool: &PgPool, stream: &StreamId) -> Result<Version, StoreError> {
+    let v: i64 = retrying(|| {
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0)::int8 FROM events WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_one(pool)
+    })
+    .await?;
+    Ok(Version(to_u64(v, "version")?))
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid("append of an empty batch".into()));
+        }
+        // Own task: runs to completion even if the caller's future is
+        // dropped, so no pooled connection is ever abandoned mid-append.
+        let pool = self.pool.clone();
+        tokio::spawn(Self::append_inner(pool, request))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("postgres append task failed: {e}")))?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 \
+             ORDER BY version LIMIT $3"
+        );
+        let rows = retrying(|| {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(stream.as_str())
+                .bind(saturating_i64(from.0))
+                .bind(limit_i64(limit))
+                .fetch_all(&self.pool)
+        })
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // The safe horizon: only rows of transactions that ended before this
+        // statement's snapshot (see the crate docs).
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE global_position > $1 \
+               AND tx_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())) \
+             ORDER BY global_position LIMIT $2"
+        );
+        let rows = retrying(|| {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(saturating_i64(after.0))
+                .bind(limit_i64(limit))
+                .fetch_all(&self.pool)
+        })
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        read_version(&self.pool, stream).await
+    }
+
+    async fn list_streams(
+        &self,
+        stream_type: &str,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<(StreamId, Version)>, StoreError> {
+        let rows = retrying(|| {
+            sqlx::query(
+                "SELECT stream_id, MAX(version) AS version FROM events \
+                 WHERE stream_type = $1 AND ($2::text IS NULL OR stream_id > $2::text) \
+                 GROUP BY stream_id ORDER BY stream_id LIMIT $3",
+            )
+            .bind(stream_type)
+            .bind(after.map(StreamId::as_str))
+            .bind(limit_i64(limit))
+            .fetch_all(&self.pool)
+        })
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("stream_id").map_err(corrupt)?;
+                let v: i64 = r.try_get("version").map_err(corrupt)?;
+                Ok((StreamId::new(id), Version(to_u64(v, "version")?)))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    async fn get_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = retrying(|| {
+            sqlx::query(
+                "SELECT scope, key, fingerprint, response::text AS response, stream_id, created_at \
+                 FROM idempotency WHERE scope = $1 AND key = $2",
+            )
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&self.pool)
+        })
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(IdempotencyRecord {
+            scope: r.try_get("scope").map_err(corrupt)?,
+            key: r.try_get("key").map_err(corrupt)?,
+            fingerprint: r.try_get("fingerprint").map_err(corrupt)?,
+            response: raw_json(r.try_get("response").map_err(corrupt)?, "response")?,
+            stream_id: r
+                .try_get::<Option<String>, _>("stream_id")
+                .map_err(corrupt)?
+                .map(StreamId::new),
+            created_at: r.try_get("created_at").map_err(corrupt)?,
+        }))
+    }
+
+    async fn put_idempotency(&self, record: IdempotencyRecord) -> Result<(), StoreError> {
+        let r = retrying(|| async {
+            let r = sqlx::query(
+                "INSERT INTO idempotency (scope, key, fingerprint, response, stream_id, created_at) \
+                 VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
+            )
+            .bind(&record.scope)
+            .bind(&record.key)
+            .bind(&record.fingerprint)
+            .bind(record.response.get())
+            .bind(record.stream_id.as_ref().map(StreamId::as_str))
+            .bind(record.created_at)
+            .execute(&self.pool)
+            .await;
+            // A unique violation is an answer, not a failure to retry.
+            match r {
+                Ok(_) => Ok(true),
+                Err(e) if unique_violation(&e).is_some() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        if r {
+            Ok(())
+        } else {
+            Err(StoreError::IdempotencyKeyTaken {
+                scope: record.scope,
+                key: record.key,
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        let v: Option<i64> = retrying(|| {
+            sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+        })
+        .await?;
+        v.map(|p| to_u64(p, "checkpoint").map(Position)).transpose()
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        let p = to_i64(position.0, "position")?;
+        retrying(|| {
+            sqlx::query(
+                "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(p)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_sql_uses_the_position_lock() {
+        let (a, b) = POSITION_LOCK;
+        assert_eq!(a, i32::from_be_bytes(*b"payo"));
+        assert!(APPEND_SQL.contains(&format!("pg_advisory_lock({a}, {b})")));
+        assert!(APPEND_SQL.contains(&format!("pg_advisory_unlock({a}, {b})")));
+    }
+}
