@@ -195,10 +195,21 @@ fn refund_notification_accepts_v3_key_names() {
         "amount": "300",
     }))
     .unwrap();
-    assert_eq!(n.trans_id.as_deref(), Some("rf-0002"));
-    assert_eq!(n.order_id.as_deref(), Some("GW1"));
-    assert_eq!(n.notify_type, Some(NotifyType::RefundFailure));
+    assert_eq!(n.refund_trans_id(), Some("rf-0002"));
+    assert_eq!(n.original_order_id(), Some("GW1"));
+    assert_eq!(n.kind(), Some(&NotifyType::RefundFailure));
+    assert_eq!(n.effective_status(), Some(RefundStatus::Failure));
     assert_eq!(n.amount, Some(300));
+    // Both spellings at once still parse (no serde alias collision).
+    let both: RefundNotification = serde_json::from_value(json!({
+        "notify_type": "REFUND.SUCCESS", "event_type": "REFUND.SUCCESS",
+        "trans_id": "rf-3", "refund_trans_id": "rf-3",
+    }))
+    .unwrap();
+    assert_eq!(both.refund_trans_id(), Some("rf-3"));
+    let p: PaymentNotification =
+        serde_json::from_value(json!({"event_type": "PAYMENT.CANCELED"})).unwrap();
+    assert_eq!(p.effective_status(), Some(GatewayOrderStatus::Canceled));
 }
 
 #[test]
@@ -471,6 +482,9 @@ fn token_query_response_shapes() {
     let single: TokenQueryResponse =
         serde_json::from_value(json!({"token":"TK9","shopper_reference":"c1"})).unwrap();
     assert_eq!(single.tokens.len(), 1);
+    let none: TokenQueryResponse =
+        serde_json::from_value(json!({"shopper_reference":"c1"})).unwrap();
+    assert!(none.tokens.is_empty());
     let again: TokenQueryResponse =
         serde_json::from_value(serde_json::to_value(&wrapped).unwrap()).unwrap();
     assert_eq!(again, wrapped);

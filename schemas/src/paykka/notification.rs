@@ -19,9 +19,13 @@ pub struct PaymentNotification {
     /// Seconds or milliseconds; see [`Self::timestamp_ms`].
     #[serde(with = "wire::opt_amount", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
-    /// v3 variants call it `event_type`.
-    #[serde(alias = "event_type", skip_serializing_if = "Option::is_none")]
+    /// Read it via [`Self::kind`], which falls back to `event_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_type: Option<NotifyType>,
+    /// The v3 name of `notify_type` (kept apart, not aliased, so a body with
+    /// both keys still parses and re-serializes unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<NotifyType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,14 +68,17 @@ impl PaymentNotification {
         self.timestamp.map(normalize_timestamp_ms)
     }
 
-    /// `status`, or the status `notify_type` implies when `status` is
+    /// `status`, or the status `notify_type` (or `event_type`) implies when `status` is
     /// absent (models.md §3).
     pub fn effective_status(&self) -> Option<GatewayOrderStatus> {
-        self.status.clone().or_else(|| {
-            self.notify_type
-                .as_ref()
-                .and_then(NotifyType::payment_status)
-        })
+        self.status
+            .clone()
+            .or_else(|| self.kind().and_then(NotifyType::payment_status))
+    }
+
+    /// `notify_type`, else the v3 `event_type`.
+    pub fn kind(&self) -> Option<&NotifyType> {
+        self.notify_type.as_ref().or(self.event_type.as_ref())
     }
 
     /// `amount` + `currency` as [`Money`]; `Ok(None)` when either is absent.
@@ -85,29 +92,41 @@ impl PaymentNotification {
 /// Pitfall (endpoints.md §14): `trans_id` is **our refund number** (the
 /// `refund_trans_id` of the refund request) and `order_id` is the
 /// **original payment's** `GW…`; the v3 names `refund_trans_id` /
-/// `ori_order_id` are accepted as aliases.
+/// `ori_order_id` are kept in their own fields; read the ids via
+/// [`RefundNotification::refund_trans_id`] and
+/// [`RefundNotification::original_order_id`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RefundNotification {
     #[serde(with = "wire::opt_amount", skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
-    #[serde(alias = "event_type", skip_serializing_if = "Option::is_none")]
+    /// Read it via [`Self::kind`], which falls back to `event_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_type: Option<NotifyType>,
+    /// The v3 name of `notify_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<NotifyType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant_id: Option<String>,
-    /// Our `refund_trans_id`.
-    #[serde(alias = "refund_trans_id", skip_serializing_if = "Option::is_none")]
+    /// Our `refund_trans_id` (read via [`Self::refund_trans_id`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trans_id: Option<String>,
+    /// v3 name of `trans_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_trans_id: Option<String>,
     /// PayKKa refund number (`RG…`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refund_order_id: Option<String>,
-    /// The original payment `GW…`.
-    #[serde(alias = "ori_order_id", skip_serializing_if = "Option::is_none")]
+    /// The original payment `GW…` (read via [`Self::original_order_id`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// v3 name of `order_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ori_order_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<RefundStatus>,
     #[serde(with = "wire::opt_amount", skip_serializing_if = "Option::is_none")]
@@ -126,13 +145,26 @@ impl RefundNotification {
         self.timestamp.map(normalize_timestamp_ms)
     }
 
-    /// `status`, or the status `notify_type` implies when it is absent.
+    /// `status`, or the status `notify_type` (or `event_type`) implies when it is absent.
     pub fn effective_status(&self) -> Option<RefundStatus> {
-        self.status.clone().or_else(|| {
-            self.notify_type
-                .as_ref()
-                .and_then(NotifyType::refund_status)
-        })
+        self.status
+            .clone()
+            .or_else(|| self.kind().and_then(NotifyType::refund_status))
+    }
+
+    /// `notify_type`, else the v3 `event_type`.
+    pub fn kind(&self) -> Option<&NotifyType> {
+        self.notify_type.as_ref().or(self.event_type.as_ref())
+    }
+
+    /// Our refund number: `trans_id`, else the v3 `refund_trans_id`.
+    pub fn refund_trans_id(&self) -> Option<&str> {
+        self.trans_id.as_deref().or(self.refund_trans_id.as_deref())
+    }
+
+    /// The original payment's `GW…`: `order_id`, else the v3 `ori_order_id`.
+    pub fn original_order_id(&self) -> Option<&str> {
+        self.order_id.as_deref().or(self.ori_order_id.as_deref())
     }
 
     /// `amount` + `currency` as [`Money`]; `Ok(None)` when either is absent.

@@ -88,10 +88,11 @@ impl<'de> Deserialize<'de> for TokenQueryResponse {
                 }
                 let single: TokenInfo = serde_json::from_value(serde_json::Value::Object(map))
                     .map_err(D::Error::custom)?;
-                let tokens = if single == TokenInfo::default() {
-                    Vec::new()
-                } else {
+                // A bare object is one token only if it names a token.
+                let tokens = if single.token.is_some() {
                     vec![single]
+                } else {
+                    Vec::new()
                 };
                 Ok(TokenQueryResponse {
                     shopper_reference,

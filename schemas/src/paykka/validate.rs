@@ -77,6 +77,14 @@ impl fmt::Display for ValidationError {
     }
 }
 
+/// Whether an optional-typed field must be present.
+#[derive(Clone, Copy)]
+enum Need {
+    Optional,
+    Required,
+    RequiredWhen(&'static str),
+}
+
 /// Collects problems, at most one per field.
 #[derive(Default)]
 struct Checker {
@@ -133,17 +141,17 @@ impl Checker {
         }
     }
 
-    fn url(&mut self, field: &str, value: Option<&str>, required: Option<&'static str>) {
+    fn url(&mut self, field: &str, value: Option<&str>, need: Need) {
         match value {
             Some(v) if !v.trim().is_empty() => {
                 if !looks_like_url(v) {
                     self.push(field, Problem::NotUrl);
                 }
             }
-            _ => match required {
-                Some("") => self.push(field, Problem::Required),
-                Some(when) => self.push(field, Problem::RequiredWhen(when)),
-                None => {}
+            _ => match need {
+                Need::Optional => {}
+                Need::Required => self.push(field, Problem::Required),
+                Need::RequiredWhen(when) => self.push(field, Problem::RequiredWhen(when)),
             },
         }
     }
@@ -354,14 +362,18 @@ fn check_initiate(r: &InitiateRequest, c: &mut Checker) {
     c.common(&r.merchant_id, r.timestamp);
     c.required("trans_id", &r.trans_id, Some(64));
     c.positive("amount", r.amount);
-    c.url("notify_url", r.notify_url.as_deref(), None);
+    c.url("notify_url", r.notify_url.as_deref(), Need::Optional);
 
     let recurring = r.payment_type == PaymentType::Recurring;
     let subsequent = recurring && r.mit == Some(true);
     c.url(
         "return_url",
         r.return_url.as_deref(),
-        (!subsequent).then_some("unless this is a subsequent (mit=true) recurring payment"),
+        if subsequent {
+            Need::Optional
+        } else {
+            Need::RequiredWhen("unless this is a subsequent (mit=true) recurring payment")
+        },
     );
     c.datetime("expire_time", r.expire_time.as_ref());
 
@@ -430,9 +442,9 @@ fn check_session(r: &CheckoutSessionRequest, c: &mut Checker) {
     c.common(&r.merchant_id, r.timestamp);
     c.required("trans_id", &r.trans_id, Some(64));
     c.positive("amount", r.amount);
-    c.url("notify_url", r.notify_url.as_deref(), None);
-    c.url("return_url", r.return_url.as_deref(), Some(""));
-    c.url("cancel_url", r.cancel_url.as_deref(), None);
+    c.url("notify_url", r.notify_url.as_deref(), Need::Optional);
+    c.url("return_url", r.return_url.as_deref(), Need::Required);
+    c.url("cancel_url", r.cancel_url.as_deref(), Need::Optional);
     c.datetime("expire_time", r.expire_time.as_ref());
     let empty = PaymentInfo::default();
     let p = r.payment.as_ref().unwrap_or(&empty);
@@ -526,7 +538,7 @@ validated! {
         c.required("refund_trans_id", &r.refund_trans_id, Some(64));
         c.required("ori_order_id", &r.ori_order_id, None);
         c.positive("refund_amount", r.refund_amount);
-        c.url("notify_url", r.notify_url.as_deref(), None);
+        c.url("notify_url", r.notify_url.as_deref(), Need::Optional);
     };
     RefundQueryRequest => |r, c| {
         c.common(&r.merchant_id, r.timestamp);
