@@ -15,5 +15,7 @@ pub mod bus;
 pub mod checkout;
 pub mod codec;
 pub mod gateway;
+pub mod orchestrator;
 pub mod order;
 pub mod store;
+pub mod testing;

@@ -257,7 +257,7 @@ impl PaymentGateway for FakeGateway {
         g.calls.push("capture".into());
         let step = g.capture.pop_front();
         run(step, || match g.find(Some(&req.order_id), None) {
-            Some(o) if o.status == "AUTHORIZED" => {
+            Some(o) if o.status == "AUTHORIZED" || o.status == "PARTIALLY_REVERSED" => {
                 let amount = req.amount.unwrap_or(o.amount - o.captured);
                 o.captured += amount;
                 o.status = if o.captured >= o.amount {

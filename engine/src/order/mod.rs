@@ -773,11 +773,12 @@ fn capture_outcome(s: &OrderState, id: CaptureId, o: CallOutcome<PaymentObservat
                 description,
             })
         }
+        // PARTIALLY_REVERSED's meaning is [INFERRED]; whether the rest is
+        // released is our own request's `final_capture`.
         CallOutcome::Accepted(obs) if obs.status.is_captured() => one(Captured {
             capture_id: id,
             amount: open.amount,
-            remainder_released: open.final_capture
-                || obs.status == ObservedStatus::PartiallyReversed,
+            remainder_released: open.final_capture,
         }),
         // Accepted but still AUTHORIZED/PROCESSING: the result comes later.
         CallOutcome::Accepted(_) => none(),
@@ -1128,7 +1129,7 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
             em.emit(Captured {
                 capture_id,
                 amount,
-                remainder_released: final_capture || o.status == ObservedStatus::PartiallyReversed,
+                remainder_released: final_capture,
             });
         }
     }
