@@ -17,5 +17,7 @@ pub mod codec;
 pub mod gateway;
 pub mod orchestrator;
 pub mod order;
+pub mod reconciler;
+pub mod replay;
 pub mod store;
 pub mod testing;

@@ -992,6 +992,11 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
         .unwrap_or(Money::zero(Currency::EUR));
 
     match &o.status {
+        // A challenge still pending past the reconciler's grace period will
+        // never complete (PayKKa expires it).
+        O::Processing if o.settled && s.phase() == Phase::ChallengeRequired => {
+            em.emit(ChallengeExpired {});
+        }
         O::Processing | O::Other(_) => {
             if let Some(url) = &o.authentication_url
                 && matches!(
