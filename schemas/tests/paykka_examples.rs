@@ -522,3 +522,18 @@ fn session_query_response_carries_the_transaction() {
         round_trip(r#"{"session_id":"CS2","amount":"800"}"#.replace("\"800\"", "800").as_str());
     assert!(unpaid.order.order_id.is_none());
 }
+
+#[test]
+fn numeric_trans_id_is_accepted_and_written_as_a_string() {
+    let mut v: Value = serde_json::from_str(INITIATE_REQUEST).unwrap();
+    v["trans_id"] = json!(20240101001u64);
+    let req: InitiateRequest = serde_json::from_value(v).unwrap();
+    assert_eq!(req.trans_id, "20240101001");
+    assert_eq!(
+        serde_json::to_value(&req).unwrap()["trans_id"],
+        json!("20240101001")
+    );
+    let mut v: Value = serde_json::from_str(INITIATE_REQUEST).unwrap();
+    v["trans_id"] = json!(true);
+    assert!(serde_json::from_value::<InitiateRequest>(v).is_err());
+}

@@ -171,7 +171,7 @@ pub struct Bill {
     pub area_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
-    /// Soft descriptor [meaning INFERRED].
+    /// Soft descriptor \[meaning INFERRED\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub descriptor: Option<String>,
 }

@@ -30,10 +30,12 @@ pub struct InitiateRequest {
     /// PayKKa default `FINAL_AUTH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorisation_type: Option<AuthorisationType>,
-    /// PayKKa default `AUTOMATIC` [INFERRED].
+    /// PayKKa default `AUTOMATIC` \[INFERRED\].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_method: Option<CaptureMethod>,
-    /// Merchant order number, ≤ 64; PayKKa's idempotency key.
+    /// Merchant order number, ≤ 64; PayKKa's idempotency key. A bare JSON
+    /// number is accepted on parse (one client sent one).
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub trans_id: String,
     /// Epoch milliseconds; the same value goes into the signature.
     pub timestamp: i64,
@@ -51,7 +53,7 @@ pub struct InitiateRequest {
     /// Required with `RECURRING`: `false` first payment, `true` later ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mit: Option<bool>,
-    /// Subsequent recurring payments (top level, [INFERRED] placement).
+    /// Subsequent recurring payments (top level, \[INFERRED\] placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurring_agreement_id: Option<String>,
     pub payment: PaymentRequest,
@@ -386,7 +388,7 @@ impl QueryRequest {
 }
 
 /// Capture (交易请款), `POST /payments/capture` (endpoints.md §3, fields
-/// [INFERRED]). `amount` omitted ⇒ full capture.
+/// \[INFERRED\]). `amount` omitted ⇒ full capture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRequest {
     pub merchant_id: String,

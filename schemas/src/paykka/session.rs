@@ -18,7 +18,8 @@ pub struct CheckoutSessionRequest {
     pub merchant_id: String,
     pub timestamp: i64,
     pub payment_type: PaymentType,
-    /// ≤ 64; one `trans_id` ⇒ one session.
+    /// ≤ 64; one `trans_id` ⇒ one session. A bare JSON number is accepted.
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub trans_id: String,
     pub currency: Currency,
     #[serde(with = "wire::amount")]
@@ -120,7 +121,7 @@ pub struct CheckoutSessionResponse {
 }
 
 /// Checkout session query (收银台查询), `POST /session/query`
-/// (endpoints.md §10, fields [INFERRED]): `session_id` and/or `trans_id`.
+/// (endpoints.md §10, fields \[INFERRED\]): `session_id` and/or `trans_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutSessionQueryRequest {
     pub merchant_id: String,
@@ -131,7 +132,7 @@ pub struct CheckoutSessionQueryRequest {
     pub trans_id: Option<String>,
 }
 
-/// `data` of session query [INFERRED]: the session's own fields
+/// `data` of session query \[INFERRED\]: the session's own fields
 /// (`session_url`, `session_status`) next to the transaction fields of a
 /// [`PaymentResponse`] (`session_id`, `trans_id`, `order_id`, `status`, …),
 /// which are empty while the shopper has not paid.

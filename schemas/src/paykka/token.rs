@@ -14,7 +14,7 @@ use super::enums::{PaymentMethod, TokenUsage};
 use super::objects::CardInfo;
 
 /// Token query (token查询), `POST /payments/token/query` (endpoints.md §5,
-/// fields [INFERRED]).
+/// fields \[INFERRED\]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenQueryRequest {
     pub merchant_id: String,
@@ -25,7 +25,7 @@ pub struct TokenQueryRequest {
     pub token: Option<String>,
 }
 
-/// One stored payment method (`TokenRespDto`, fields [INFERRED]).
+/// One stored payment method (`TokenRespDto`, fields \[INFERRED\]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenInfo {
@@ -47,7 +47,7 @@ pub struct TokenInfo {
     pub recurring_agreement_id: Option<String>,
 }
 
-/// `data` of a token query. The shape was not captured [INFERRED], so
+/// `data` of a token query. The shape was not captured \[INFERRED\], so
 /// parsing accepts a bare array of tokens, a single token object, or an
 /// object holding the array under `tokens`, `token_list`, `list` or
 /// `records`. It serializes as `{"shopper_reference":…,"tokens":[…]}`.
@@ -108,7 +108,7 @@ impl<'de> Deserialize<'de> for TokenQueryResponse {
 }
 
 /// Token remove (token删除), `POST /payments/token/remove` (endpoints.md §6,
-/// [DOC]). The answer has no `data`.
+/// \[DOC\]). The answer has no `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRemoveRequest {
     pub merchant_id: String,
@@ -143,7 +143,7 @@ pub struct ApplePaySessionRequest {
 
 /// `data` of the Apple Pay session call: Apple's opaque merchant-session
 /// object, which PayKKa documents as a string holding JSON (v3 sample)
-/// [INFERRED for v1.2]. Kept as the raw JSON value (string or object) and
+/// \[INFERRED for v1.2\]. Kept as the raw JSON value (string or object) and
 /// re-serialized unchanged; [`ApplePaySessionResponse::merchant_session`]
 /// gives the object to hand to `completeMerchantValidation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -113,6 +113,34 @@ pub mod opt_amount {
     }
 }
 
+/// Deserializes a string field that a client may send as a bare JSON
+/// number (one PayKKa client version sent `trans_id` as an integer,
+/// README §5 "Identifiers"). Serializing stays a string.
+///
+/// Use with `#[serde(deserialize_with = "wire::string_or_number")]`.
+pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an integer")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// Timestamps below this are taken as seconds, at or above as milliseconds
 /// (models.md §15: "< 10^11 ⇒ seconds"; 10^11 s is the year 5138).
 pub const SECONDS_THRESHOLD: i64 = 100_000_000_000;
