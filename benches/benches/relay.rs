@@ -231,7 +231,9 @@ fn bench_relay(c: &mut Criterion) {
         .expect("tokio runtime");
     let url = url();
     let Some(broker) = rt.block_on(Broker::setup(&url)) else {
-        eprintln!("\n**************** SKIP relay bench: RabbitMQ unreachable at {url} ****************\n");
+        eprintln!(
+            "\n**************** SKIP relay bench: RabbitMQ unreachable at {url} ****************\n"
+        );
         return;
     };
     let store = rt.block_on(filled_store());
@@ -273,8 +275,12 @@ fn bench_relay(c: &mut Criterion) {
     });
     group.bench_function("relay", |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (broker, store, url, rates) =
-                (broker.clone(), store.clone(), url.clone(), relay_rates.clone());
+            let (broker, store, url, rates) = (
+                broker.clone(),
+                store.clone(),
+                url.clone(),
+                relay_rates.clone(),
+            );
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

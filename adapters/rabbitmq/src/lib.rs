@@ -54,6 +54,11 @@ pub enum RabbitError {
     /// The relay's leader lease was lost; it stops publishing and stands by.
     #[error("leader lease lost")]
     LeaseLost,
+    /// The broker ended a subscriber's consumer (connection lost, queue
+    /// deleted or consumer cancelled). The subscriber reconnects and
+    /// redeclares its queue; unacked messages are redelivered.
+    #[error("the broker ended the consumer")]
+    ConsumerEnded,
     /// Invalid configuration (bad name, pattern). Fix the configuration.
     #[error("invalid configuration: {0}")]
     Config(String),

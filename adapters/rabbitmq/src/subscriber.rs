@@ -223,11 +223,7 @@ impl Worker {
             match next {
                 Some(Ok(delivery)) => self.settle(&session.publish, delivery).await?,
                 Some(Err(e)) => return Err(e.into()),
-                None => {
-                    return Err(RabbitError::Config(
-                        "the broker cancelled the consumer (queue deleted?)".into(),
-                    ));
-                }
+                None => return Err(RabbitError::ConsumerEnded),
             }
         }
     }
