@@ -537,3 +537,31 @@ fn numeric_trans_id_is_accepted_and_written_as_a_string() {
     v["trans_id"] = json!(true);
     assert!(serde_json::from_value::<InitiateRequest>(v).is_err());
 }
+
+#[test]
+fn balances_convert_to_money_and_check_invariants() {
+    let r: PaymentResponse = serde_json::from_value(json!({
+        "currency": "JPY",
+        "balances": {"authed_amount": 1690, "captured_amount": 1690, "refunded_amount": 500,
+                     "able_to_refund_amount": 1190}
+    }))
+    .unwrap();
+    let b = r.balances().unwrap().unwrap();
+    assert_eq!(b.captured, Money::new(1690, Currency::JPY));
+    assert_eq!(b.voided, Money::zero(Currency::JPY), "absent counts as 0");
+    assert!(b.is_consistent());
+
+    let over: PaymentResponse = serde_json::from_value(json!({
+        "currency": "EUR",
+        "balances": {"authed_amount": 100, "captured_amount": 100, "refunded_amount": 80,
+                     "able_to_refund_amount": 80}
+    }))
+    .unwrap();
+    assert!(!over.balances().unwrap().unwrap().is_consistent());
+
+    let unknown: PaymentResponse =
+        serde_json::from_value(json!({"currency": "QQQ", "balances": {}})).unwrap();
+    assert!(unknown.balances().is_err());
+    let no_currency: PaymentResponse = serde_json::from_value(json!({"balances": {}})).unwrap();
+    assert_eq!(no_currency.balances().unwrap(), None);
+}

@@ -17,13 +17,17 @@
 
 use std::fmt;
 
-/// Folds a spelling to its comparison key: upper case, without `_`, `-`,
-/// `.` and whitespace.
-pub(crate) fn normalize(raw: &str) -> String {
+/// The characters of a spelling that matter for comparison: upper case,
+/// without `_`, `-`, `.` and whitespace. Lazy, so matching allocates nothing.
+fn fold(raw: &str) -> impl Iterator<Item = char> + '_ {
     raw.chars()
         .filter(|c| !matches!(c, '_' | '-' | '.') && !c.is_whitespace())
         .flat_map(char::to_uppercase)
-        .collect()
+}
+
+/// Whether two spellings are the same value (`BankCard` = `BANK_CARD`).
+pub(crate) fn same_spelling(a: &str, b: &str) -> bool {
+    fold(a).eq(fold(b))
 }
 
 /// Generates a forward-compatible string enum: the listed variants with
@@ -61,10 +65,9 @@ macro_rules! paykka_enum {
             /// Parses any spelling; never fails (unmatched text becomes
             /// `Unknown` with the raw text).
             pub fn parse(raw: &str) -> Self {
-                let key = $crate::paykka::enums::normalize(raw);
                 $(
-                    if key == $crate::paykka::enums::normalize($wire)
-                        $( || key == $crate::paykka::enums::normalize($alias) )*
+                    if $crate::paykka::enums::same_spelling(raw, $wire)
+                        $( || $crate::paykka::enums::same_spelling(raw, $alias) )*
                     {
                         return $name::$variant;
                     }
@@ -329,7 +332,7 @@ impl NotifyType {
     pub fn is_refund(&self) -> bool {
         match self {
             NotifyType::RefundSuccess | NotifyType::RefundFailure => true,
-            NotifyType::Unknown(raw) => normalize(raw).starts_with("REFUND"),
+            NotifyType::Unknown(raw) => fold(raw).take(6).eq("REFUND".chars()),
             _ => false,
         }
     }
@@ -428,6 +431,8 @@ mod tests {
         );
         assert!(NotifyType::parse("REFUND.REVERSED").is_refund());
         assert!(!NotifyType::parse("PAYMENT.EXPIRED").is_refund());
+        assert!(NotifyType::parse("refund_partial").is_refund());
+        assert!(!NotifyType::parse("REF").is_refund());
     }
 
     #[test]
