@@ -99,3 +99,49 @@ async fn in_memory_url_works() {
     store.migrate().await.expect("migrate");
     testkit::append_read_round_trip(Arc::new(store)).await;
 }
+
+/// Two stores on the same file (as two processes would be) race on one
+/// stream: SQLite's write lock serialises them, each version has exactly
+/// one winner and losers get typed conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_race_safely() {
+    use payorch_engine::store::StoreError;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Arc::new(open_in(&dir).await);
+    let b = Arc::new(open_in(&dir).await);
+    let s = testkit::stream("shared");
+    let mut handles = Vec::new();
+    for w in 0..8u64 {
+        let store = if w % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut wins = Vec::new();
+            while wins.len() < 5 {
+                let v = store.stream_version(&s).await.expect("version");
+                let events = testkit::new_events(w, 1);
+                let id = events[0].event_id;
+                match store
+                    .append(testkit::request(&s, ExpectedVersion::Exact(v), events))
+                    .await
+                {
+                    Ok(o) => wins.push((o.version, id)),
+                    Err(StoreError::Conflict { actual, .. }) => assert!(actual > v),
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+            wins
+        }));
+    }
+    let mut winners = std::collections::BTreeMap::new();
+    for h in handles {
+        for (v, id) in h.await.expect("task") {
+            assert!(winners.insert(v, id).is_none(), "two winners for {v}");
+        }
+    }
+    let stored = a.read_stream(&s, Version(1), 100).await.expect("read");
+    assert_eq!(stored.len(), 40);
+    for (i, e) in stored.iter().enumerate() {
+        assert_eq!(e.version, Version(i as u64 + 1));
+        assert_eq!(winners.get(&e.version), Some(&e.event_id));
+    }
+}
