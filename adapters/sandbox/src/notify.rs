@@ -1,0 +1,399 @@
+//! Notification delivery (endpoints.md §13–§14, flows.md §9): every status
+//! change is POSTed, signed with the platform key, to the `notify_url`
+//! until acknowledged (HTTP 200 with `ret_code` `000000`), with exponential
+//! backoff, at most `NotifyConfig::max_attempts` times.
+//!
+//! Faults (duplicate, reorder, delay, drop) are decided when a notification
+//! is queued, from one generator seeded by `FaultConfig::seed`, so the same
+//! sequence of notifications gets the same faults. First attempts go out
+//! one at a time in queue order (so "reordered" means exactly what the
+//! fault decided); retries run in the background.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{FaultConfig, NotifyConfig};
+use crate::crypto::PlatformKey;
+use crate::ops::Outgoing;
+
+/// Where a notification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Not acknowledged yet (attempts may still follow).
+    Pending,
+    /// The receiver answered HTTP 200 with `ret_code` `000000`.
+    Acknowledged,
+    /// Every attempt failed.
+    GaveUp,
+    /// The drop fault ate it; never sent.
+    Dropped,
+}
+
+/// One queued notification (a duplicate is its own record).
+#[derive(Debug, Clone)]
+pub struct NotificationRecord {
+    /// Queue order, from 1.
+    pub seq: u64,
+    pub url: String,
+    /// `PAYMENT.SUCCESS`, `REFUND.FAILURE`, ...
+    pub notify_type: String,
+    /// `order_id` of a payment notification, `refund_order_id` of a refund one.
+    pub subject_id: String,
+    /// The exact body bytes sent (UTF-8 JSON).
+    pub body: String,
+    /// The `signature` header sent (percent-encoded base64).
+    pub signature: String,
+    pub attempts: u32,
+    pub outcome: DeliveryOutcome,
+    /// Set on the second copy made by the duplicate fault.
+    pub duplicate_of: Option<u64>,
+    pub delayed: bool,
+    pub reordered: bool,
+}
+
+/// SplitMix64: tiny, seedable, good enough for fault dice.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `p`.
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        if p >= 1.0 {
+            return true;
+        }
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    url: String,
+    body: Bytes,
+    signature: String,
+    delay: Duration,
+    hold: bool,
+}
+
+pub(crate) struct Notifier {
+    tx: mpsc::UnboundedSender<Job>,
+    records: Arc<Mutex<Vec<NotificationRecord>>>,
+    rng: Mutex<Rng>,
+    faults: FaultConfig,
+    key: PlatformKey,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Notifier {
+    pub(crate) fn start(
+        key: PlatformKey,
+        faults: FaultConfig,
+        config: NotifyConfig,
+        client: reqwest::Client,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let delivery = Delivery {
+            client,
+            config,
+            records: records.clone(),
+        };
+        let task = tokio::spawn(dispatch(rx, delivery, faults.reorder_hold));
+        Arc::new(Notifier {
+            tx,
+            records,
+            rng: Mutex::new(Rng::new(faults.seed)),
+            faults,
+            key,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    pub(crate) fn records(&self) -> Vec<NotificationRecord> {
+        lock(&self.records).clone()
+    }
+
+    pub(crate) fn stop(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+
+    /// Serializes, signs and queues one notification, applying faults.
+    pub(crate) fn send(&self, outgoing: Outgoing) {
+        let (url, body, merchant_id, timestamp, notify_type, subject_id) = match outgoing {
+            Outgoing::Payment { url, body } => (
+                url,
+                serde_json::to_vec(&body),
+                body.merchant_id.clone().unwrap_or_default(),
+                body.timestamp.unwrap_or_default(),
+                body.notify_type
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                body.order_id.clone().unwrap_or_default(),
+            ),
+            Outgoing::Refund { url, body } => (
+                url,
+                serde_json::to_vec(&body),
+                body.merchant_id.clone().unwrap_or_default(),
+                body.timestamp.unwrap_or_default(),
+                body.notify_type
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                body.refund_order_id.clone().unwrap_or_default(),
+            ),
+        };
+        let Ok(body) = body else {
+            tracing::error!("cannot serialize a notification body");
+            return;
+        };
+        let signature = self.key.sign_header(&merchant_id, timestamp, &body);
+        let (dropped, duplicate, delay, hold) = {
+            let mut rng = lock(&self.rng);
+            let f = &self.faults;
+            // Always roll all four dice so one fault does not shift the
+            // others' sequence.
+            (
+                rng.chance(f.notify_drop),
+                rng.chance(f.notify_duplicate),
+                rng.chance(f.notify_delay_probability),
+                rng.chance(f.notify_reorder),
+            )
+        };
+        let body = Bytes::from(body);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut records = lock(&self.records);
+        let seq = records.len() as u64 + 1;
+        records.push(NotificationRecord {
+            seq,
+            url: url.clone(),
+            notify_type: notify_type.clone(),
+            subject_id: subject_id.clone(),
+            body: text.clone(),
+            signature: signature.clone(),
+            attempts: 0,
+            outcome: if dropped {
+                DeliveryOutcome::Dropped
+            } else {
+                DeliveryOutcome::Pending
+            },
+            duplicate_of: None,
+            delayed: delay && !dropped,
+            reordered: hold && !dropped,
+        });
+        if dropped {
+            return;
+        }
+        let delay = if delay {
+            self.faults.notify_delay
+        } else {
+            Duration::ZERO
+        };
+        let mut jobs = vec![Job {
+            seq,
+            url: url.clone(),
+            body: body.clone(),
+            signature: signature.clone(),
+            delay,
+            hold,
+        }];
+        if duplicate {
+            let dup_seq = seq + 1;
+            records.push(NotificationRecord {
+                seq: dup_seq,
+                url: url.clone(),
+                notify_type,
+                subject_id,
+                body: text,
+                signature: signature.clone(),
+                attempts: 0,
+                outcome: DeliveryOutcome::Pending,
+                duplicate_of: Some(seq),
+                delayed: false,
+                reordered: false,
+            });
+            jobs.push(Job {
+                seq: dup_seq,
+                url,
+                body,
+                signature,
+                delay: Duration::ZERO,
+                hold: false,
+            });
+        }
+        drop(records);
+        for job in jobs {
+            if self.tx.send(job).is_err() {
+                tracing::warn!("notification dispatcher stopped; notification not sent");
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Delivery {
+    client: reqwest::Client,
+    config: NotifyConfig,
+    records: Arc<Mutex<Vec<NotificationRecord>>>,
+}
+
+impl Delivery {
+    fn set(&self, seq: u64, f: impl FnOnce(&mut NotificationRecord)) {
+        let mut records = lock(&self.records);
+        if let Some(r) = seq.checked_sub(1).and_then(|i| records.get_mut(i as usize)) {
+            f(r);
+        }
+    }
+
+    async fn attempt(&self, job: &Job) -> bool {
+        self.set(job.seq, |r| r.attempts += 1);
+        let result = self
+            .client
+            .post(&job.url)
+            .header("content-type", "application/json")
+            .header("signature", &job.signature)
+            .header("type", "RSA256")
+            .header("version", "v1.2")
+            .timeout(self.config.attempt_timeout)
+            .body(job.body.clone())
+            .send()
+            .await;
+        let acked = match result {
+            Ok(resp) if resp.status() == reqwest::StatusCode::OK => match resp.bytes().await {
+                Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("ret_code")
+                            .and_then(|c| c.as_str())
+                            .map(|c| c == "000000")
+                    })
+                    .unwrap_or(false),
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if acked {
+            self.set(job.seq, |r| r.outcome = DeliveryOutcome::Acknowledged);
+        }
+        acked
+    }
+
+    fn backoff(&self, failed_attempts: u32) -> Duration {
+        let factor = 1u32 << failed_attempts.saturating_sub(1).min(16);
+        self.config
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.config.max_backoff)
+    }
+
+    /// Retries after a failed first attempt, in the background.
+    async fn retry_loop(self, job: Job, mut done: u32) {
+        while done < self.config.max_attempts {
+            tokio::time::sleep(self.backoff(done)).await;
+            if self.attempt(&job).await {
+                return;
+            }
+            done += 1;
+        }
+        self.set(job.seq, |r| r.outcome = DeliveryOutcome::GaveUp);
+    }
+
+    /// First attempt inline (keeps queue order), retries in the background.
+    async fn deliver(&self, job: Job) {
+        if !job.delay.is_zero() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(job.delay).await;
+                if !me.attempt(&job).await {
+                    me.retry_loop(job, 1).await;
+                }
+            });
+            return;
+        }
+        if self.attempt(&job).await {
+            return;
+        }
+        if self.config.max_attempts <= 1 {
+            self.set(job.seq, |r| r.outcome = DeliveryOutcome::GaveUp);
+            return;
+        }
+        tokio::spawn(self.clone().retry_loop(job, 1));
+    }
+}
+
+async fn dispatch(mut rx: mpsc::UnboundedReceiver<Job>, delivery: Delivery, hold_for: Duration) {
+    let mut held: Option<Job> = None;
+    loop {
+        let next = if held.is_some() {
+            // None: the hold expired.
+            tokio::time::timeout(hold_for, rx.recv()).await.ok()
+        } else {
+            Some(rx.recv().await)
+        };
+        match next {
+            Some(Some(job)) => {
+                if job.hold && held.is_none() {
+                    held = Some(job);
+                    continue;
+                }
+                delivery.deliver(job).await;
+                if let Some(h) = held.take() {
+                    delivery.deliver(h).await;
+                }
+            }
+            Some(None) => {
+                if let Some(h) = held.take() {
+                    delivery.deliver(h).await;
+                }
+                return;
+            }
+            None => {
+                if let Some(h) = held.take() {
+                    delivery.deliver(h).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_deterministic_and_respects_bounds() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let xs: Vec<bool> = (0..64).map(|_| a.chance(0.5)).collect();
+        let ys: Vec<bool> = (0..64).map(|_| b.chance(0.5)).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().any(|x| *x) && xs.iter().any(|x| !*x));
+        assert!(!Rng::new(1).chance(0.0));
+        assert!(Rng::new(1).chance(1.0));
+    }
+}

@@ -1,0 +1,192 @@
+//! Test cards, wallet tokens and magic amounts that choose the simulated
+//! outcome (the table in the crate README).
+//!
+//! The PAN never leaves this module: an instrument is reduced to a
+//! [`CardProfile`] (outcome + display data) that the ledger may keep.
+
+use payorch_schemas::paykka::{CardBrand, CardInfo};
+
+/// What the "issuer" does with an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardBehaviour {
+    /// Authorised at once.
+    Approve,
+    /// `FAILURE` with this transaction error code.
+    Decline(&'static str, &'static str),
+    /// Envelope `ret_code` 206022 and `FAILURE` / `2006`.
+    NotSupported,
+    /// `PROCESSING` with a 3DS challenge URL.
+    Challenge,
+    /// `PROCESSING`, then asynchronously approved.
+    AsyncApprove,
+    /// `PROCESSING`, then asynchronously declined (`2099`).
+    AsyncDecline,
+}
+
+/// The outcome-relevant, non-secret view of an instrument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardProfile {
+    pub behaviour: CardBehaviour,
+    pub bin: String,
+    pub last4: String,
+    pub brand: CardBrand,
+}
+
+impl CardProfile {
+    pub fn card_info(&self) -> CardInfo {
+        CardInfo {
+            bin: Some(self.bin.clone()),
+            last4: Some(self.last4.clone()),
+            card_brand: Some(self.brand.clone()),
+        }
+    }
+}
+
+/// `2099` Invalid Card (codes.md §4).
+pub const INVALID_CARD: (&str, &str) = ("2099", "Invalid Card");
+
+/// Chooses the behaviour of a plain PAN (already Luhn-checked by the
+/// request validation).
+pub fn card_profile(pan: &str) -> CardProfile {
+    let behaviour = match pan {
+        "4000000000000002" => CardBehaviour::Decline(INVALID_CARD.0, INVALID_CARD.1),
+        "4000000000000010" => CardBehaviour::NotSupported,
+        "4000000000003220" => CardBehaviour::Challenge,
+        "4000000000000036" => CardBehaviour::AsyncApprove,
+        "4000000000000044" => CardBehaviour::AsyncDecline,
+        "4000000000000051" => CardBehaviour::Decline("1016", "Route does not exist"),
+        "4000000000000069" => CardBehaviour::Decline("1022", "This merchant is not allowed to pay"),
+        _ => CardBehaviour::Approve,
+    };
+    let brand = match pan.as_bytes().first() {
+        Some(b'4') => CardBrand::Visa,
+        Some(b'5') | Some(b'2') => CardBrand::Mastercard,
+        Some(b'3') if pan.starts_with("34") || pan.starts_with("37") => CardBrand::Amex,
+        Some(b'3') if pan.starts_with("35") => CardBrand::Jcb,
+        Some(b'3') => CardBrand::Diners,
+        Some(b'6') => CardBrand::Discover,
+        _ => CardBrand::Unknown("UNKNOWN".into()),
+    };
+    let (bin, last4) = if pan.len() >= 10 {
+        (pan[..6].to_owned(), pan[pan.len() - 4..].to_owned())
+    } else {
+        (String::new(), String::new())
+    };
+    CardProfile {
+        behaviour,
+        bin,
+        last4,
+        brand,
+    }
+}
+
+/// Outcome of an Encrypted Card value. In the sandbox, `encrypted_card_no`
+/// is `enc:<PAN>`; `enc:expired` simulates expired encryption data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncryptedCard {
+    Card(CardProfile),
+    /// ret_code 206021 / error 2005.
+    Expired,
+    /// ret_code 206020 / error 2004.
+    Undecryptable,
+}
+
+pub fn encrypted_card(value: &str) -> EncryptedCard {
+    match value.strip_prefix("enc:") {
+        Some("expired") => EncryptedCard::Expired,
+        Some(pan)
+            if (12..=19).contains(&pan.len())
+                && pan.bytes().all(|b| b.is_ascii_digit())
+                && payorch_schemas::paykka::luhn_valid(pan) =>
+        {
+            EncryptedCard::Card(card_profile(pan))
+        }
+        _ => EncryptedCard::Undecryptable,
+    }
+}
+
+/// Wallet `token_data`: `decline` declines, `3ds` challenges, anything else
+/// approves; displayed as a VISA 411111…1111.
+pub fn wallet_profile(token_data: &str) -> CardProfile {
+    let behaviour = match token_data.trim() {
+        "decline" => CardBehaviour::Decline(INVALID_CARD.0, INVALID_CARD.1),
+        "3ds" => CardBehaviour::Challenge,
+        _ => CardBehaviour::Approve,
+    };
+    CardProfile {
+        behaviour,
+        bin: "411111".into(),
+        last4: "1111".into(),
+        brand: CardBrand::Visa,
+    }
+}
+
+/// What the last three digits of an amount ask for (initiate `amount`,
+/// capture `amount`, refund `refund_amount`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MagicAmount {
+    None,
+    /// `...991`: committed, answer delayed by `FaultConfig::slow_response`.
+    SlowResponse,
+    /// `...992`: committed, then HTTP 500 / `999999`.
+    ErrorAfterCommit,
+    /// `...993`: (initiate) 3DS challenge whatever the card.
+    Challenge,
+    /// `...995`: (refund) the refund settles to `FAILURE`.
+    RefundFailure,
+}
+
+pub fn magic_amount(amount: i64) -> MagicAmount {
+    match amount.rem_euclid(1000) {
+        991 => MagicAmount::SlowResponse,
+        992 => MagicAmount::ErrorAfterCommit,
+        993 => MagicAmount::Challenge,
+        995 => MagicAmount::RefundFailure,
+        _ => MagicAmount::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payorch_schemas::paykka::luhn_valid;
+
+    #[test]
+    fn every_test_card_is_luhn_valid() {
+        for pan in [
+            "4111111111111111",
+            "5555555555554444",
+            "378282246310005",
+            "4000000000000002",
+            "4000000000000010",
+            "4000000000003220",
+            "4000000000000036",
+            "4000000000000044",
+            "4000000000000051",
+            "4000000000000069",
+        ] {
+            assert!(luhn_valid(pan), "{pan}");
+        }
+    }
+
+    #[test]
+    fn encrypted_values() {
+        assert_eq!(encrypted_card("enc:expired"), EncryptedCard::Expired);
+        assert_eq!(encrypted_card("garbage"), EncryptedCard::Undecryptable);
+        assert_eq!(
+            encrypted_card("enc:4111111111111112"),
+            EncryptedCard::Undecryptable
+        );
+        match encrypted_card("enc:4000000000000002") {
+            EncryptedCard::Card(p) => assert!(matches!(p.behaviour, CardBehaviour::Decline(..))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn magic() {
+        assert_eq!(magic_amount(1991), MagicAmount::SlowResponse);
+        assert_eq!(magic_amount(992), MagicAmount::ErrorAfterCommit);
+        assert_eq!(magic_amount(1000), MagicAmount::None);
+    }
+}
