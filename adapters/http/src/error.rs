@@ -1,0 +1,185 @@
+//! The one error shape of the merchant API:
+//! `{"error":{"code":"<stable_snake_case_code>","message":"..."}}`, and the
+//! mapping of [`EngineError`] onto HTTP statuses.
+//!
+//! Codes are part of the API contract (clients match on them); messages are
+//! for humans and name the field or state at fault. No message ever carries
+//! card data or API keys: engine errors name ids, states and amounts only.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use payorch_engine::orchestrator::EngineError;
+use payorch_engine::order::DomainError;
+use payorch_engine::store::StoreError;
+
+/// An API error: HTTP status, stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    /// The HTTP status to answer with.
+    pub status: StatusCode,
+    /// Stable snake_case code clients may match on.
+    pub code: &'static str,
+    /// Human-readable explanation naming the field or state at fault.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with the given status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_request` about one field.
+    pub fn invalid_field(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("field `{field}`: {problem}"),
+        )
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(self.body())).into_response();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+fn domain(e: &DomainError) -> (StatusCode, &'static str) {
+    match e {
+        DomainError::IllegalCommand { .. } => (StatusCode::CONFLICT, "invalid_state"),
+        DomainError::OperationInFlight { .. } => (StatusCode::CONFLICT, "operation_in_flight"),
+        DomainError::IdReused { .. } => (StatusCode::CONFLICT, "id_reused"),
+        DomainError::AutomaticCapture => (StatusCode::CONFLICT, "automatic_capture"),
+        DomainError::AmountExceedsAvailable { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "amount_exceeds_available")
+        }
+        DomainError::NonPositiveAmount { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "non_positive_amount")
+        }
+        DomainError::CurrencyMismatch { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch")
+        }
+        DomainError::Money(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount"),
+        DomainError::IncompleteObservation(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        use payorch_engine::agreement::AgreementError;
+        let (status, code) = match &e {
+            EngineError::Domain(d) => domain(d),
+            EngineError::Agreement(AgreementError::IllegalCommand { .. }) => {
+                (StatusCode::CONFLICT, "invalid_state")
+            }
+            EngineError::Agreement(AgreementError::NonPositiveAmount(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "non_positive_amount")
+            }
+            EngineError::Checkout(_) => (StatusCode::CONFLICT, "invalid_state"),
+            EngineError::NotFound { what, .. } => {
+                // The engine's id may be a stream id; keep the message short.
+                return ApiError::not_found(what);
+            }
+            EngineError::IdempotencyConflict { .. } => {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    "header `Idempotency-Key` was already used with a different request",
+                );
+            }
+            EngineError::Contention { .. } => (StatusCode::SERVICE_UNAVAILABLE, "contention"),
+            EngineError::Store(StoreError::Unavailable(_)) => {
+                tracing::error!(error = %e, "store unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event store is unavailable; retry with the same Idempotency-Key",
+                );
+            }
+            EngineError::Store(StoreError::IdempotencyKeyTaken { .. }) => {
+                (StatusCode::CONFLICT, "idempotency_key_reused")
+            }
+            EngineError::Store(StoreError::Conflict { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "contention")
+            }
+            EngineError::Store(_) | EngineError::Codec(_) => {
+                tracing::error!(error = %e, "internal error");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal error; the operators have been alerted",
+                );
+            }
+            EngineError::Gateway { kind, .. } => match *kind {
+                "declined" => (StatusCode::PAYMENT_REQUIRED, "gateway_declined"),
+                "rejected" => (StatusCode::UNPROCESSABLE_ENTITY, "gateway_rejected"),
+                _ => (StatusCode::BAD_GATEWAY, "gateway_unavailable"),
+            },
+            EngineError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_map_to_statuses() {
+        let nf = ApiError::from(EngineError::NotFound {
+            what: "order",
+            id: "order-x".into(),
+        });
+        assert_eq!(nf.status, StatusCode::NOT_FOUND);
+        assert_eq!(nf.message, "order not found");
+        let down = ApiError::from(EngineError::Store(StoreError::Unavailable("pg".into())));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.code, "store_unavailable");
+        let idem = ApiError::from(EngineError::IdempotencyConflict { key: "k".into() });
+        assert_eq!(idem.status, StatusCode::CONFLICT);
+        let corrupt = ApiError::from(EngineError::Store(StoreError::Corrupt("x".into())));
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!corrupt.message.contains('x'));
+    }
+}

@@ -1,0 +1,364 @@
+//! Merchant API handlers, `/healthz`, `/metrics` and `/openapi.json`.
+//!
+//! Status codes: a created payment is 201; 202 when PayKKa's answer is not
+//! known yet (the view shows `authorisation_unknown` or a call with status
+//! `outcome_unknown`; the reconciler or a notification settles it); other
+//! commands answer 200. A declined payment is still a created resource
+//! (201, `status: declined`, `decline` set).
+//!
+//! Idempotency: POSTs pass `Idempotency-Key` to the engine
+//! (`CommandContext::with_idempotency_key`), which stores one record per
+//! (merchant, key) together with the command's first events. A repeat with
+//! the same request returns the current view of the resource the key
+//! created (same status as long as nothing else changed it); another
+//! request under the same key is 409 `idempotency_key_reused`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use payorch_engine::orchestrator::{CommandContext, OrderView};
+use payorch_schemas::events::{AgreementId, CheckoutId, OrderId};
+use uuid::Uuid;
+
+use crate::auth::Merchant;
+use crate::dto::{
+    ApplePaySessionBody, CancelAgreementBody, CaptureBody, ChargeBody, CheckoutSessionView,
+    CreateCheckoutBody, CreatePaymentBody, PaymentView, RecurringAgreementView, RefundBody,
+    TokenQueryBody, TokenRemoveBody, VoidBody, require_text,
+};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, IdempotencyKey, OptionalJson};
+use crate::state::AppState;
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ctx(m: &Merchant, key: Option<IdempotencyKey>) -> CommandContext {
+    let c = m.context().with_correlation_id(Uuid::now_v7());
+    match key {
+        Some(k) => c.with_idempotency_key(k.0),
+        None => c,
+    }
+}
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).ok_or_else(|| ApiError::not_found("payment"))
+}
+
+fn agreement_id(raw: &str) -> Result<AgreementId, ApiError> {
+    AgreementId::parse(raw).ok_or_else(|| ApiError::not_found("recurring agreement"))
+}
+
+fn checkout_id(raw: &str) -> Result<CheckoutId, ApiError> {
+    CheckoutId::parse(raw).ok_or_else(|| ApiError::not_found("checkout session"))
+}
+
+/// 201/202/200 per the module docs.
+fn payment(view: OrderView, created: bool) -> Response {
+    let v = PaymentView::from(view);
+    let status = if v.authorisation_pending() || v.has_open_call() {
+        StatusCode::ACCEPTED
+    } else if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(v)).into_response()
+}
+
+/// `POST /v1/payments`.
+pub(crate) async fn create_payment(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<CreatePaymentBody>,
+) -> ApiResult {
+    let req = body.into_engine()?;
+    let view = s.engine().place_payment(&ctx(&m, Some(key)), req).await?;
+    Ok(payment(view, true))
+}
+
+/// `GET /v1/payments/{id}`.
+pub(crate) async fn get_payment(
+    State(s): State<AppState>,
+    m: Merchant,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = order_id(&id)?;
+    let view = s.engine().get_order(&ctx(&m, None), id).await?;
+    Ok(payment(view, false))
+}
+
+/// `POST /v1/payments/{id}/capture`.
+pub(crate) async fn capture(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CaptureBody>,
+) -> ApiResult {
+    let id = order_id(&id)?;
+    if let Some(a) = &body.amount
+        && a.minor <= 0
+    {
+        return Err(ApiError::invalid_field(
+            "amount.minor",
+            "must be a positive number of minor units",
+        ));
+    }
+    let view = s
+        .engine()
+        .capture(&ctx(&m, Some(key)), id, body.amount, body.final_capture)
+        .await?;
+    Ok(payment(view, false))
+}
+
+/// `POST /v1/payments/{id}/void`.
+pub(crate) async fn void(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<VoidBody>,
+) -> ApiResult {
+    let id = order_id(&id)?;
+    let view = s
+        .engine()
+        .void(&ctx(&m, Some(key)), id, body.reason)
+        .await?;
+    Ok(payment(view, false))
+}
+
+/// `POST /v1/payments/{id}/refunds`.
+pub(crate) async fn refund(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RefundBody>,
+) -> ApiResult {
+    let id = order_id(&id)?;
+    if body.amount.minor <= 0 {
+        return Err(ApiError::invalid_field(
+            "amount.minor",
+            "must be a positive number of minor units",
+        ));
+    }
+    let view = s
+        .engine()
+        .refund(&ctx(&m, Some(key)), id, body.amount, body.reason)
+        .await?;
+    Ok(payment(view, false))
+}
+
+/// `GET /v1/payments/{id}/events`.
+pub(crate) async fn payment_events(
+    State(s): State<AppState>,
+    m: Merchant,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = order_id(&id)?;
+    let events = s.engine().list_order_events(&ctx(&m, None), id).await?;
+    Ok(Json(serde_json::json!({ "payment_id": id, "events": events })).into_response())
+}
+
+/// `POST /v1/checkout-sessions`.
+pub(crate) async fn create_checkout_session(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<CreateCheckoutBody>,
+) -> ApiResult {
+    let now = s.engine().clock().now();
+    let req = body.into_engine(now, s.config().default_checkout_ttl)?;
+    let view = s
+        .engine()
+        .create_checkout_session(&ctx(&m, Some(key)), req)
+        .await?;
+    let v = CheckoutSessionView::from(view);
+    let status = if v.status == "requested" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(v)).into_response())
+}
+
+/// `GET /v1/checkout-sessions/{id}`.
+pub(crate) async fn get_checkout_session(
+    State(s): State<AppState>,
+    m: Merchant,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = checkout_id(&id)?;
+    let view = s.engine().get_checkout_session(&ctx(&m, None), id).await?;
+    Ok(Json(CheckoutSessionView::from(view)).into_response())
+}
+
+/// `POST /v1/recurring-agreements/{id}/charges`.
+pub(crate) async fn charge_agreement(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChargeBody>,
+) -> ApiResult {
+    let id = agreement_id(&id)?;
+    let amount = body.amount()?;
+    let view = s
+        .engine()
+        .charge_agreement(&ctx(&m, Some(key)), id, amount)
+        .await?;
+    Ok(payment(view, true))
+}
+
+/// `POST /v1/recurring-agreements/{id}/cancel`.
+pub(crate) async fn cancel_agreement(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CancelAgreementBody>,
+) -> ApiResult {
+    let id = agreement_id(&id)?;
+    let view = s
+        .engine()
+        .cancel_agreement(&ctx(&m, Some(key)), id, body.reason)
+        .await?;
+    let v = RecurringAgreementView::from(view);
+    let status = if v.status == "cancelling" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(v)).into_response())
+}
+
+/// `GET /v1/recurring-agreements/{id}`.
+pub(crate) async fn get_agreement(
+    State(s): State<AppState>,
+    m: Merchant,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = agreement_id(&id)?;
+    let view = s.engine().get_agreement(&ctx(&m, None), id).await?;
+    Ok(Json(RecurringAgreementView::from(view)).into_response())
+}
+
+/// `POST /v1/tokens/query`.
+pub(crate) async fn token_query(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<TokenQueryBody>,
+) -> ApiResult {
+    require_text("shopper_reference", &body.shopper_reference, 64)?;
+    let r = s
+        .engine()
+        .token_query(&ctx(&m, Some(key)), &body.shopper_reference)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "shopper_reference": r.shopper_reference.unwrap_or(body.shopper_reference),
+        "tokens": r.tokens,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/tokens/remove`.
+pub(crate) async fn token_remove(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<TokenRemoveBody>,
+) -> ApiResult {
+    require_text("token", &body.token, 64)?;
+    require_text("shopper_reference", &body.shopper_reference, 64)?;
+    s.engine()
+        .token_remove(&ctx(&m, Some(key)), &body.token, &body.shopper_reference)
+        .await?;
+    Ok(Json(serde_json::json!({ "token": body.token, "removed": true })).into_response())
+}
+
+/// `POST /v1/apple-pay/sessions`.
+pub(crate) async fn apple_pay_session(
+    State(s): State<AppState>,
+    m: Merchant,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<ApplePaySessionBody>,
+) -> ApiResult {
+    require_text("domain_name", &body.domain_name, 255)?;
+    let r = s
+        .engine()
+        .apple_pay_session(&ctx(&m, Some(key)), &body.domain_name, body.display_name)
+        .await?;
+    // PayKKa answers Apple's merchant session, sometimes as a JSON string.
+    let session = match r.0 {
+        serde_json::Value::String(text) => {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        }
+        other => other,
+    };
+    Ok(Json(serde_json::json!({ "merchant_session": session })).into_response())
+}
+
+/// `GET /healthz`: 200 when every check passes, 503 otherwise.
+pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
+    let timeout = s.config().health_check_timeout;
+    let mut checks = serde_json::Map::new();
+    let mut healthy = true;
+    for c in s.health_checks() {
+        let result = match tokio::time::timeout(timeout, c.check()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        let entry = match result {
+            Ok(()) => serde_json::json!({"status": "ok"}),
+            Err(e) => {
+                healthy = false;
+                serde_json::json!({"status": "unavailable", "error": e})
+            }
+        };
+        checks.insert(c.name().to_owned(), entry);
+    }
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "checks": checks,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics().render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+/// Fallback for unknown paths.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+/// Fallback for a known path with another method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method; see /openapi.json",
+    )
+}

@@ -1,0 +1,322 @@
+//! The OpenAPI 3.1 document served at `GET /openapi.json`, built in code
+//! from the route table ([`crate::routes::routes`]) plus hand-written
+//! component schemas for the types in [`crate::dto`].
+
+use serde_json::{Map, Value, json};
+
+use crate::routes::{Access, Method, routes};
+
+fn money() -> Value {
+    json!({
+        "type": "object",
+        "required": ["minor", "currency"],
+        "properties": {
+            "minor": {"type": "integer", "format": "int64", "description": "Amount in minor units (cents)"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code"}
+        },
+        "additionalProperties": false
+    })
+}
+
+fn schemas() -> Value {
+    let call_progress = json!({"type": "string", "enum": ["requested", "outcome_unknown", "succeeded", "declined"]});
+    json!({
+        "Money": money(),
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "Stable snake_case code"},
+                    "message": {"type": "string"}
+                }
+            }}
+        },
+        "PaymentMethod": {
+            "oneOf": [
+                {"type": "object", "required": ["type", "number", "exp_month", "exp_year"], "properties": {
+                    "type": {"const": "card"},
+                    "number": {"type": "string", "pattern": "^[0-9]{12,19}$", "writeOnly": true},
+                    "exp_month": {"type": "string", "example": "07"},
+                    "exp_year": {"type": "string", "example": "2031"},
+                    "cvv": {"type": "string", "pattern": "^[0-9]{3,4}$", "writeOnly": true},
+                    "holder_name": {"type": "string"}
+                }},
+                {"type": "object", "required": ["type", "encrypted_card_number", "encrypted_exp_month", "encrypted_exp_year"], "properties": {
+                    "type": {"const": "encrypted_card"},
+                    "encrypted_card_number": {"type": "string"},
+                    "encrypted_exp_month": {"type": "string"},
+                    "encrypted_exp_year": {"type": "string"},
+                    "encrypted_cvv": {"type": "string"}
+                }},
+                {"type": "object", "required": ["type", "token", "shopper_reference"], "properties": {
+                    "type": {"const": "token"},
+                    "token": {"type": "string", "maxLength": 64},
+                    "shopper_reference": {"type": "string", "maxLength": 64},
+                    "usage": {"enum": ["CARD_ON_FILE", "SUBSCRIPTION"]}
+                }},
+                {"type": "object", "required": ["type", "wallet", "token_data"], "properties": {
+                    "type": {"const": "wallet"},
+                    "wallet": {"enum": ["GOOGLE_PAY", "APPLE_PAY"]},
+                    "token_data": {"type": "string", "writeOnly": true}
+                }}
+            ],
+            "discriminator": {"propertyName": "type"}
+        },
+        "CreatePayment": {
+            "type": "object",
+            "required": ["amount", "payment_method"],
+            "additionalProperties": false,
+            "properties": {
+                "amount": {"$ref": "#/components/schemas/Money"},
+                "payment_type": {"enum": ["PURCHASE", "RECURRING"], "default": "PURCHASE"},
+                "authorisation_type": {"enum": ["FINAL_AUTH", "PRE_AUTH"], "default": "FINAL_AUTH"},
+                "capture_method": {"enum": ["AUTOMATIC", "MANUAL"], "default": "AUTOMATIC"},
+                "payment_method": {"$ref": "#/components/schemas/PaymentMethod"},
+                "store_token": {"type": "object", "required": ["purpose", "shopper_reference"], "properties": {
+                    "purpose": {"enum": ["CARD_ON_FILE", "SUBSCRIPTION"]},
+                    "shopper_reference": {"type": "string", "maxLength": 64}
+                }},
+                "return_url": {"type": "string", "format": "uri"},
+                "browser": {"type": "object", "description": "PayKKa BrowserReqDto for 3-D Secure 2"}
+            }
+        },
+        "Capture": {"type": "object", "additionalProperties": false, "properties": {
+            "amount": {"$ref": "#/components/schemas/Money"},
+            "final_capture": {"type": "boolean", "default": false}
+        }},
+        "Void": {"type": "object", "additionalProperties": false, "properties": {
+            "reason": {"enum": ["DUPLICATE", "FRAUDULENT", "REQUESTED_BY_CUSTOMER", "OTHER"]}
+        }},
+        "Refund": {"type": "object", "required": ["amount"], "additionalProperties": false, "properties": {
+            "amount": {"$ref": "#/components/schemas/Money"},
+            "reason": {"enum": ["DUPLICATE", "FRAUDULENT", "REQUESTED_BY_CUSTOMER", "OTHER"]}
+        }},
+        "Payment": {
+            "type": "object",
+            "required": ["id", "status", "amount", "authorised", "captured", "refunded", "payment_type", "capture_method", "trans_id", "captures", "refunds", "version"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "status": {"enum": ["authorisation_pending", "authorisation_unknown", "challenge_required", "authorised", "partially_captured", "captured", "partially_refunded", "refunded", "declined", "voided"]},
+                "amount": {"$ref": "#/components/schemas/Money"},
+                "authorised": {"$ref": "#/components/schemas/Money"},
+                "captured": {"$ref": "#/components/schemas/Money"},
+                "refunded": {"$ref": "#/components/schemas/Money"},
+                "payment_type": {"enum": ["PURCHASE", "RECURRING"]},
+                "capture_method": {"enum": ["AUTOMATIC", "MANUAL"]},
+                "trans_id": {"type": "string"},
+                "gateway_order_id": {"type": "string"},
+                "next_action": {"type": "object", "properties": {"type": {"const": "redirect_to_url"}, "url": {"type": "string"}}},
+                "decline": {"type": "object", "properties": {"code": {"type": "string"}, "description": {"type": "string"}}},
+                "card": {"type": "object", "properties": {
+                    "brand": {"type": "string"}, "bin": {"type": "string"}, "last4": {"type": "string"},
+                    "exp_month": {"type": "integer"}, "exp_year": {"type": "integer"}
+                }},
+                "token": {"type": "string"},
+                "agreement_id": {"type": "string", "format": "uuid"},
+                "captures": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "amount": {"$ref": "#/components/schemas/Money"},
+                    "final_capture": {"type": "boolean"},
+                    "status": call_progress
+                }}},
+                "refunds": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "refund_trans_id": {"type": "string"},
+                    "amount": {"$ref": "#/components/schemas/Money"},
+                    "status": call_progress
+                }}},
+                "void": call_progress,
+                "version": {"type": "integer"}
+            }
+        },
+        "PaymentEvents": {"type": "object", "properties": {
+            "payment_id": {"type": "string", "format": "uuid"},
+            "events": {"type": "array", "items": {"type": "object", "description": "EventEnvelope of an order event (payorch-schemas)"}}
+        }},
+        "CreateCheckoutSession": {"type": "object", "required": ["amount"], "additionalProperties": false, "properties": {
+            "amount": {"$ref": "#/components/schemas/Money"},
+            "payment_type": {"enum": ["PURCHASE", "RECURRING"]},
+            "capture_method": {"enum": ["AUTOMATIC", "MANUAL"]},
+            "session_mode": {"enum": ["HOSTED", "DROP_IN", "COMPONENT"], "default": "HOSTED"},
+            "return_url": {"type": "string", "format": "uri"},
+            "expires_at": {"type": "string", "format": "date-time"}
+        }},
+        "CheckoutSession": {"type": "object", "required": ["id", "status", "amount", "version"], "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"enum": ["requested", "open", "completed", "expired", "cancelled"]},
+            "amount": {"$ref": "#/components/schemas/Money"},
+            "session_id": {"type": "string"},
+            "session_url": {"type": "string"},
+            "payment_id": {"type": "string", "format": "uuid"},
+            "version": {"type": "integer"}
+        }},
+        "Charge": {"type": "object", "required": ["amount"], "additionalProperties": false, "properties": {
+            "amount": {"$ref": "#/components/schemas/Money"}
+        }},
+        "CancelAgreement": {"type": "object", "additionalProperties": false, "properties": {
+            "reason": {"type": "string"}
+        }},
+        "RecurringAgreement": {"type": "object", "required": ["id", "status", "first_payment_id", "shopper_reference", "charges", "version"], "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"enum": ["active", "cancelling", "cancelled"]},
+            "first_payment_id": {"type": "string", "format": "uuid"},
+            "shopper_reference": {"type": "string"},
+            "charges": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "version": {"type": "integer"}
+        }},
+        "TokenQuery": {"type": "object", "required": ["shopper_reference"], "additionalProperties": false, "properties": {
+            "shopper_reference": {"type": "string", "maxLength": 64}
+        }},
+        "TokenList": {"type": "object", "properties": {
+            "shopper_reference": {"type": "string"},
+            "tokens": {"type": "array", "items": {"type": "object"}}
+        }},
+        "TokenRemove": {"type": "object", "required": ["token", "shopper_reference"], "additionalProperties": false, "properties": {
+            "token": {"type": "string"},
+            "shopper_reference": {"type": "string"}
+        }},
+        "TokenRemoved": {"type": "object", "properties": {"token": {"type": "string"}, "removed": {"type": "boolean"}}},
+        "ApplePaySession": {"type": "object", "required": ["domain_name"], "additionalProperties": false, "properties": {
+            "domain_name": {"type": "string"},
+            "display_name": {"type": "string"}
+        }},
+        "ApplePayMerchantSession": {"type": "object", "properties": {"merchant_session": {}}},
+        "PaykkaNotification": {"type": "object", "description": "PayKKa v1.2 notification body, verified against the `signature` header"},
+        "PaykkaAck": {"type": "object", "properties": {"ret_code": {"type": "string"}, "ret_msg": {"type": "string"}}},
+        "Health": {"type": "object", "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "checks": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "status": {"enum": ["ok", "unavailable"]}, "error": {"type": "string"}
+            }}}
+        }},
+        "PrometheusText": {"type": "string"},
+        "OpenApiDocument": {"type": "object"}
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for r in routes() {
+        let mut op = Map::new();
+        op.insert("operationId".into(), json!(r.operation_id));
+        op.insert("summary".into(), json!(r.summary));
+        op.insert("tags".into(), json!([r.tag]));
+        let mut params = Vec::new();
+        if r.path.contains("{id}") {
+            params.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
+        }
+        match r.access {
+            Access::Merchant => {
+                op.insert("security".into(), json!([{"merchantApiKey": []}]));
+                if r.method == Method::Post {
+                    params.push(json!({
+                        "name": "Idempotency-Key", "in": "header", "required": true,
+                        "description": "Unique per operation; resend it on retries. Same key + same body returns the resource the key created; same key + another body is 409.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+                    }));
+                }
+            }
+            Access::PaykkaSignature => {
+                op.insert("security".into(), json!([{"paykkaSignature": []}]));
+            }
+            Access::Public => {
+                op.insert("security".into(), json!([]));
+            }
+        }
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(schema) = r.request {
+            op.insert(
+                "requestBody".into(),
+                json!({
+                    "required": !r.request_optional,
+                    "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+                }),
+            );
+        }
+        let mut responses = Map::new();
+        for (status, schema) in r.responses {
+            let media = if *schema == "PrometheusText" {
+                "text/plain"
+            } else {
+                "application/json"
+            };
+            responses.insert(
+                status.to_string(),
+                json!({
+                    "description": format!("{schema}"),
+                    "content": {media: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+                }),
+            );
+        }
+        match r.access {
+            Access::Merchant => {
+                responses.insert(
+                    "400".into(),
+                    error_response("Invalid request, malformed JSON or missing Idempotency-Key"),
+                );
+                responses.insert("401".into(), error_response("Missing or unknown API key"));
+                responses.insert(
+                    "404".into(),
+                    error_response("Not found (or owned by another merchant)"),
+                );
+                if r.method == Method::Post {
+                    responses.insert("409".into(), error_response("Illegal in the current state, or Idempotency-Key reused with another body"));
+                    responses.insert("413".into(), error_response("Body larger than the limit"));
+                    responses.insert(
+                        "422".into(),
+                        error_response("Amount or currency not acceptable for this payment"),
+                    );
+                }
+                responses.insert(
+                    "503".into(),
+                    error_response("Storage unavailable; retry with the same Idempotency-Key"),
+                );
+            }
+            Access::PaykkaSignature => {
+                responses.insert("401".into(), json!({"description": "Invalid signature or stale timestamp; nothing recorded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaykkaAck"}}}}));
+                responses.insert("503".into(), json!({"description": "Storage unavailable; PayKKa redelivers", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaykkaAck"}}}}));
+            }
+            Access::Public => {
+                if r.path == "/healthz" {
+                    responses.insert("503".into(), json!({"description": "A dependency is down", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}));
+                }
+            }
+        }
+        op.insert("responses".into(), Value::Object(responses));
+        let entry = paths
+            .entry(r.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(r.method.as_str().to_ascii_lowercase(), Value::Object(op));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "payorch merchant API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Payments on PayKKa v1.2 through payorch. Every POST needs an Idempotency-Key header. Errors are {\"error\":{\"code\",\"message\"}}."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "merchantApiKey": {"type": "http", "scheme": "bearer", "description": "Per-merchant API key"},
+                "paykkaSignature": {"type": "apiKey", "in": "header", "name": "signature", "description": "PayKKa RSA signature of the raw body"}
+            },
+            "schemas": schemas()
+        }
+    })
+}

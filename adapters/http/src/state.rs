@@ -1,0 +1,152 @@
+//! What every handler shares: the engine, the API-key table, the webhook
+//! verifier, metrics, health checks and HTTP settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use payorch_engine::orchestrator::Engine;
+
+use crate::auth::ApiKeys;
+use crate::metrics::Metrics;
+use crate::webhook::WebhookVerifier;
+
+/// A dependency `/healthz` checks (store reachable, broker reachable...).
+/// The binary supplies implementations.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// Short stable name shown in the `/healthz` body (`store`, `broker`).
+    fn name(&self) -> &str;
+    /// `Ok` when the dependency answers; `Err` with a reason otherwise.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// HTTP settings.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest accepted merchant API request body (413 above).
+    pub max_body_bytes: usize,
+    /// Largest accepted webhook body (413 above).
+    pub max_webhook_body_bytes: usize,
+    /// Time budget of each health check (a check that takes longer fails).
+    pub health_check_timeout: Duration,
+    /// Lifetime of a checkout session when the request gives no `expires_at`.
+    pub default_checkout_ttl: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 64 * 1024,
+            max_webhook_body_bytes: 64 * 1024,
+            health_check_timeout: Duration::from_secs(2),
+            default_checkout_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    api_keys: ApiKeys,
+    verifier: Arc<dyn WebhookVerifier>,
+    metrics: Metrics,
+    health: Vec<Arc<dyn HealthCheck>>,
+    config: HttpConfig,
+}
+
+/// Shared state of the router (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("api_keys", &self.inner.api_keys)
+            .field("health_checks", &self.inner.health.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State with default [`HttpConfig`], fresh [`Metrics`] and no health
+    /// checks; add them with the `with_*` methods.
+    pub fn new(engine: Arc<Engine>, api_keys: ApiKeys, verifier: Arc<dyn WebhookVerifier>) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                engine,
+                api_keys,
+                verifier,
+                metrics: Metrics::new(),
+                health: Vec::new(),
+                config: HttpConfig::default(),
+            }),
+        }
+    }
+
+    fn map(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => Inner {
+                engine: shared.engine.clone(),
+                api_keys: shared.api_keys.clone(),
+                verifier: shared.verifier.clone(),
+                metrics: shared.metrics.clone(),
+                health: shared.health.clone(),
+                config: shared.config.clone(),
+            },
+        };
+        f(&mut inner);
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Uses this metrics handle (share it with [`crate::MeteredGateway`]).
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        self.map(|i| i.metrics = metrics)
+    }
+
+    /// Adds a health check.
+    pub fn with_health_check(self, check: Arc<dyn HealthCheck>) -> Self {
+        self.map(|i| i.health.push(check))
+    }
+
+    /// Replaces the HTTP settings.
+    pub fn with_config(self, config: HttpConfig) -> Self {
+        self.map(|i| i.config = config)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    /// The API-key table.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.inner.api_keys
+    }
+
+    /// The webhook verifier.
+    pub fn verifier(&self) -> &Arc<dyn WebhookVerifier> {
+        &self.inner.verifier
+    }
+
+    /// The metrics handle.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The health checks.
+    pub fn health_checks(&self) -> &[Arc<dyn HealthCheck>] {
+        &self.inner.health
+    }
+
+    /// The HTTP settings.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+}

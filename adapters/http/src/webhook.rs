@@ -1,0 +1,189 @@
+//! PayKKa notification endpoints (`POST /webhooks/paykka/payments`,
+//! `POST /webhooks/paykka/refunds`).
+//!
+//! The raw body (size-limited) goes to a [`WebhookVerifier`]; only a
+//! verified notification reaches the engine. Answers follow PayKKa's
+//! contract (flows.md §9): `200 {"ret_code":"000000","ret_msg":"Success"}`
+//! once the notification is recorded — or is harmless (a duplicate, an
+//! order that is not ours); `401 {"ret_code":"401","ret_msg":"Invalid signature"}`
+//! with nothing recorded for a bad signature or stale timestamp; `503` when
+//! storage is down so PayKKa delivers again.
+//!
+//! payorch-http must not depend on payorch-paykka (adapters never depend on
+//! each other), so verification is a port: the binary implements
+//! [`WebhookVerifier`] by delegating to `payorch_paykka::webhook::WebhookReceiver`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use payorch_engine::orchestrator::EngineError;
+use payorch_engine::store::StoreError;
+use payorch_schemas::paykka::Notification;
+
+use crate::state::AppState;
+
+/// PayKKa's success acknowledgement body.
+pub const ACK_BODY: &str = r#"{"ret_code":"000000","ret_msg":"Success"}"#;
+/// The body answered to a notification that fails verification.
+pub const INVALID_SIGNATURE_BODY: &str = r#"{"ret_code":"401","ret_msg":"Invalid signature"}"#;
+
+/// Why a delivery was refused by the verifier. Nothing is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRejection {
+    /// Missing or bad signature, or a timestamp outside the window
+    /// (HTTP 401). A forgery, a replay or a wrong platform key.
+    #[error("notification not authenticated: {0}")]
+    Unauthenticated(String),
+    /// Signed correctly but not a notification we can read (HTTP 400).
+    #[error("notification malformed: {0}")]
+    Malformed(String),
+    /// Body over the verifier's own limit (HTTP 413).
+    #[error("notification body too large")]
+    TooLarge,
+}
+
+/// Verifies a PayKKa delivery (signature over the exact raw body,
+/// timestamp freshness) and parses it. Implemented by the binary on top of
+/// payorch-paykka; tests may use any implementation.
+pub trait WebhookVerifier: Send + Sync {
+    /// `headers` as received, `raw_body` byte for byte as received.
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        raw_body: &[u8],
+    ) -> Result<Notification, WebhookRejection>;
+}
+
+fn answer(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn ret(code: &str, msg: &str) -> String {
+    serde_json::json!({"ret_code": code, "ret_msg": msg}).to_string()
+}
+
+/// `POST /webhooks/paykka/payments`.
+pub(crate) async fn payments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, "payment", headers, body).await
+}
+
+/// `POST /webhooks/paykka/refunds`.
+pub(crate) async fn refunds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, "refund", headers, body).await
+}
+
+async fn receive(
+    state: AppState,
+    endpoint: &'static str,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let metrics = state.metrics().clone();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            metrics.record_webhook(endpoint, "rejected");
+            let status = e.status();
+            tracing::warn!(endpoint, %status, "notification body unreadable");
+            return answer(status, ret(status.as_str(), &e.body_text()));
+        }
+    };
+    if body.len() > state.config().max_webhook_body_bytes {
+        metrics.record_webhook(endpoint, "rejected");
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ret("413", "notification body too large"),
+        );
+    }
+    let notification = match state.verifier().verify(&headers, &body) {
+        Ok(n) => n,
+        Err(rejection) => {
+            metrics.record_webhook(endpoint, "rejected");
+            tracing::warn!(endpoint, %rejection, "PayKKa notification refused");
+            return match rejection {
+                WebhookRejection::Unauthenticated(_) => {
+                    answer(StatusCode::UNAUTHORIZED, INVALID_SIGNATURE_BODY.to_owned())
+                }
+                WebhookRejection::Malformed(reason) => {
+                    answer(StatusCode::BAD_REQUEST, ret("400", &reason))
+                }
+                WebhookRejection::TooLarge => answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ret("413", "notification body too large"),
+                ),
+            };
+        }
+    };
+    let correlation_id = Some(uuid::Uuid::now_v7());
+    let engine = state.engine();
+    // Route by content, not endpoint: PayKKa may post both kinds to one URL.
+    let (kind, result) = match &notification {
+        Notification::Payment(n) => (
+            "payment",
+            engine.apply_payment_notification(n, correlation_id).await,
+        ),
+        Notification::Refund(n) => (
+            "refund",
+            engine.apply_refund_notification(n, correlation_id).await,
+        ),
+    };
+    if kind != endpoint {
+        tracing::info!(endpoint, kind, "notification kind differs from endpoint");
+    }
+    match result {
+        Ok(Some(view)) => {
+            metrics.record_webhook(kind, "applied");
+            tracing::info!(kind, order_id = %view.order_id, status = ?view.status, "notification applied");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
+        }
+        Ok(None) => {
+            // Not one of ours (another integration, a deleted test order):
+            // acknowledge so PayKKa stops, and leave a trace.
+            metrics.record_webhook(kind, "unknown_order");
+            tracing::warn!(kind, "notification for an unknown order acknowledged");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
+        }
+        Err(
+            e @ (EngineError::Store(StoreError::Unavailable(_))
+            | EngineError::Store(StoreError::Conflict { .. })
+            | EngineError::Contention { .. }),
+        ) => {
+            metrics.record_webhook(kind, "unavailable");
+            tracing::error!(kind, error = %e, "notification not recorded; PayKKa will redeliver");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ret("503", "temporarily unavailable"),
+            )
+        }
+        Err(e @ (EngineError::Domain(_) | EngineError::NotFound { .. })) => {
+            // Redelivery cannot change a refusal of the order itself:
+            // acknowledge and alert instead of looping.
+            metrics.record_webhook(kind, "error");
+            tracing::error!(kind, error = %e, "notification refused by the order; acknowledged");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
+        }
+        Err(e) => {
+            metrics.record_webhook(kind, "error");
+            tracing::error!(kind, error = %e, "notification failed");
+            answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ret("500", "internal error"),
+            )
+        }
+    }
+}
