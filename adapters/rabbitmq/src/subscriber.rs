@@ -325,3 +325,35 @@ fn retry_properties(
     headers.insert(H_ROUTING_KEY.into(), topology::long_value(routing_key));
     props.clone().with_headers(headers)
 }
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn retry_copies_count_and_drop_death_history() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        headers.insert(
+            "x-first-death-queue".into(),
+            topology::long_value("q.retry"),
+        );
+        headers.insert("payorch-stream-id".into(), topology::long_value("order-1"));
+        let props = lapin::BasicProperties::default().with_headers(headers);
+        let copy = retry_properties(&props, 3, "order.captured.m1");
+        let h = copy.headers().as_ref().expect("headers").inner();
+        assert!(!h.contains_key("x-death"));
+        assert!(!h.contains_key("x-first-death-queue"));
+        assert_eq!(topology::int_header(&copy, H_RETRIES), Some(3));
+        assert_eq!(
+            topology::str_header(&copy, H_ROUTING_KEY).as_deref(),
+            Some("order.captured.m1")
+        );
+        assert_eq!(
+            topology::str_header(&copy, "payorch-stream-id").as_deref(),
+            Some("order-1")
+        );
+    }
+}

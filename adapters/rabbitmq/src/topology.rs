@@ -203,3 +203,58 @@ pub(crate) fn long_value(s: &str) -> AMQPValue {
 pub(crate) fn int_value(n: u64) -> AMQPValue {
     int(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use payorch_engine::store::{EventMetadata, Position, StreamId, Version};
+    use serde_json::value::RawValue;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn event(merchant: &str) -> RecordedEvent {
+        RecordedEvent {
+            global_position: Position(42),
+            stream_id: StreamId::new("order-1"),
+            stream_type: "order".into(),
+            version: Version(3),
+            event_id: Uuid::now_v7(),
+            event_type: "captured".into(),
+            schema_version: 2,
+            payload: RawValue::from_string("{}".into()).expect("json"),
+            metadata: EventMetadata {
+                merchant_id: Some(merchant.into()),
+                ..Default::default()
+            },
+            recorded_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn long_routing_keys_are_cut_to_the_amqp_limit() {
+        let key = routing_key_short(&event(&"é".repeat(200)));
+        assert!(key.as_str().len() <= 255);
+        assert!(key.as_str().starts_with("order.captured.é"));
+        assert_eq!(routing_key_short(&event("m")).as_str(), "order.captured.m");
+    }
+
+    #[test]
+    fn message_properties_and_headers() {
+        let e = event("m1");
+        let (props, body) = event_message(&e).expect("encodes");
+        assert_eq!(*props.delivery_mode(), Some(2));
+        assert_eq!(
+            props.message_id().as_ref().map(|m| m.as_str().to_owned()),
+            Some(e.event_id.to_string())
+        );
+        assert_eq!(int_header(&props, H_VERSION), Some(3));
+        assert_eq!(int_header(&props, H_GLOBAL_POSITION), Some(42));
+        assert_eq!(int_header(&props, H_SCHEMA_VERSION), Some(2));
+        assert_eq!(str_header(&props, H_STREAM_ID).as_deref(), Some("order-1"));
+        assert_eq!(str_header(&props, H_MERCHANT_ID).as_deref(), Some("m1"));
+        assert_eq!(str_header(&props, H_CORRELATION_ID), None);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["global_position"], 42);
+    }
+}

@@ -133,6 +133,15 @@ struct Worker {
     stop: watch::Receiver<bool>,
 }
 
+/// Aborts the handler task if the subscription is dropped mid-call.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The subscription was asked to stop.
 struct Stopped;
 
@@ -212,7 +221,7 @@ impl Worker {
             return Ok(());
         }
         let body = match envelope_json(event) {
-            Ok(b) => b,
+            Ok(b) => Arc::new(b),
             Err(e) => {
                 self.dead_letter(
                     event,
@@ -232,7 +241,7 @@ impl Worker {
                 attempt,
                 redelivered: attempt > 0,
             };
-            match self.handler.handle_raw(&body, &ctx).await {
+            match self.call_handler(&body, ctx).await {
                 Ok(()) => return Ok(()),
                 Err(HandlerError::Transient(msg)) if attempt < self.options.max_retries => {
                     tracing::debug!(subscription = %self.options.name, message_id = %event.event_id, attempt, error = %msg, "handler failed; retrying");
@@ -240,10 +249,30 @@ impl Worker {
                     self.pause(self.options.retry_delay).await?;
                 }
                 Err(error) => {
-                    self.dead_letter(event, key, body, error, attempt + 1);
+                    self.dead_letter(event, key, body.to_vec(), error, attempt + 1);
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Runs the handler on its own task so that a panic is a transient
+    /// failure (as with the RabbitMQ subscriber) instead of the end of the
+    /// subscription.
+    async fn call_handler(
+        &self,
+        body: &Arc<Vec<u8>>,
+        ctx: DeliveryContext,
+    ) -> Result<(), HandlerError> {
+        let handler = self.handler.clone();
+        let body = body.clone();
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            handler.handle_raw(&body, &ctx).await
+        }));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(HandlerError::Transient("handler panicked".into())),
+            Err(_) => Err(HandlerError::Transient("handler task cancelled".into())),
         }
     }
 
@@ -302,11 +331,13 @@ mod tests {
     use crate::store::{AppendRequest, EventMetadata, ExpectedVersion, NewEvent, StreamId};
 
     type Seen = Arc<Mutex<Vec<(String, u64, String)>>>;
+    type FailWhen =
+        Box<dyn Fn(&EventEnvelope<serde_json::Value>) -> Option<HandlerError> + Send + Sync>;
 
     /// Records (stream, version, event type); fails as told by `fail`.
     struct Recorder {
         seen: Seen,
-        fail: Box<dyn Fn(&EventEnvelope<serde_json::Value>) -> Option<HandlerError> + Send + Sync>,
+        fail: FailWhen,
         calls: Arc<AtomicU32>,
     }
 
@@ -546,5 +577,26 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(types, ["a", "b", "c"]);
         assert_eq!(seen_ids.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_transient_failure() {
+        let store = Arc::new(InMemoryStore::new());
+        let bus = bus(&store);
+        append(&store, "order-1", "order", &["panic", "fine"]).await;
+        let (h, seen, calls) = recorder(|e| {
+            assert!(e.event_type != "panic", "handler bug");
+            None
+        });
+        let opts = SubscriptionOptions::new("p", ["#"])
+            .with_max_retries(1)
+            .with_retry_delay(Duration::from_millis(1));
+        let sub = subscribe(&bus, opts, h).await.expect("subscribe");
+        wait_until("the event after the panicking one", || len(&seen) == 1).await;
+        sub.stop().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "2 panics + the good one");
+        let dead = bus.dead_letters("p");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 2);
     }
 }

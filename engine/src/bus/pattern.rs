@@ -58,9 +58,7 @@ impl TopicPattern {
                     }
                 }
                 Word::One => {
-                    for j in 0..key.len() {
-                        next[j + 1] = reachable[j];
-                    }
+                    next[1..].copy_from_slice(&reachable[..key.len()]);
                 }
                 Word::Literal(lit) => {
                     for j in 0..key.len() {
