@@ -131,8 +131,9 @@ pub struct RefundEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct OrderState {
     pub phase: PhaseCell,
-    /// The placement facts (amount, currency, parameters).
-    pub placed: Option<Box<PaymentPlaced>>,
+    /// The placement facts (amount, currency, parameters). Shared: cloning
+    /// a state (decide's scratch copy, snapshots) must stay cheap.
+    pub placed: Option<std::sync::Arc<PaymentPlaced>>,
     pub gateway_order_id: Option<GatewayOrderId>,
     /// Minor units of the order currency.
     pub authorised: i64,
@@ -491,7 +492,7 @@ pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
     s.version += 1;
     match e {
         OrderEvent::PaymentPlaced(p) => {
-            s.placed = Some(Box::new(p.clone()));
+            s.placed = Some(std::sync::Arc::new(p.clone()));
             s.phase = PhaseCell(Phase::AuthorisationPending);
         }
         OrderEvent::AuthorisationRequested(_) => {}
@@ -582,13 +583,14 @@ fn declined(s: &mut OrderState, code: &str, description: &str) {
 }
 
 fn set_capture(s: &mut OrderState, id: CaptureId, p: CallProgress) {
-    if let Some(c) = s.captures.iter_mut().find(|c| c.capture_id == id) {
+    // The entry is almost always the last one: search from the end.
+    if let Some(c) = s.captures.iter_mut().rev().find(|c| c.capture_id == id) {
         c.progress = p;
     }
 }
 
 fn set_refund(s: &mut OrderState, id: RefundId, p: CallProgress) {
-    if let Some(r) = s.refunds.iter_mut().find(|r| r.refund_id == id) {
+    if let Some(r) = s.refunds.iter_mut().rev().find(|r| r.refund_id == id) {
         r.progress = p;
     }
 }
@@ -956,16 +958,23 @@ fn observe(s: &OrderState, o: Observation) -> Decided {
 }
 
 /// Accumulates events while keeping a scratch state up to date, so each
-/// step sees the effect of the previous ones.
-struct Emitter {
-    state: OrderState,
+/// step sees the effect of the previous ones. The state is cloned only when
+/// the first event is emitted (a duplicate webhook costs no clone).
+struct Emitter<'a> {
+    base: &'a OrderState,
+    scratch: Option<OrderState>,
     events: Vec<OrderEvent>,
 }
 
-impl Emitter {
+impl Emitter<'_> {
+    fn state(&self) -> &OrderState {
+        self.scratch.as_ref().unwrap_or(self.base)
+    }
+
     fn emit(&mut self, e: impl Into<OrderEvent>) {
         let e = e.into();
-        self.state = evolve(std::mem::take(&mut self.state), &e);
+        let current = self.scratch.take().unwrap_or_else(|| self.base.clone());
+        self.scratch = Some(evolve(current, &e));
         self.events.push(e);
     }
 }
@@ -976,7 +985,8 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
         return none();
     }
     let mut em = Emitter {
-        state: s.clone(),
+        base: s,
+        scratch: None,
         events: Vec::new(),
     };
     let pre_auth = |p: Phase| {
@@ -1065,9 +1075,9 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
                 // AUTHORIZED after the grace period: an open capture or void
                 // did not happen.
                 if let Some(c) = em
-                    .state
+                    .state()
                     .open_capture()
-                    .filter(|_| o.balances.is_none_or(|b| b.captured <= em.state.captured))
+                    .filter(|_| o.balances.is_none_or(|b| b.captured <= em.state().captured))
                 {
                     let capture_id = c.capture_id;
                     em.emit(CaptureDeclined {
@@ -1077,7 +1087,7 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
                             .into(),
                     });
                 }
-                if em.state.void.is_some_and(CallProgress::is_open) {
+                if em.state().void.is_some_and(CallProgress::is_open) {
                     em.emit(VoidDeclined {
                         code: "NOT_VOIDED".into(),
                         description: "PayKKa still reports AUTHORIZED after the grace period"
@@ -1089,9 +1099,9 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
     }
 
     // A stored token, once the payment went through.
-    if let (Some(token), None) = (&o.token, &em.state.token)
-        && !matches!(em.state.phase(), Phase::Declined | Phase::New)
-        && !pre_auth(em.state.phase())
+    if let (Some(token), None) = (&o.token, &em.state().token)
+        && !matches!(em.state().phase(), Phase::Declined | Phase::New)
+        && !pre_auth(em.state().phase())
     {
         let shopper_reference = o
             .shopper_reference
@@ -1114,7 +1124,7 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
 /// PayKKa reports money captured: resolve an open capture and record any
 /// capture we did not ask for (automatic capture).
 fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
-    let st = &em.state;
+    let st = em.state();
     if !matches!(st.phase(), Phase::Authorised | Phase::PartiallyCaptured) {
         return;
     }
@@ -1138,7 +1148,7 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
             });
         }
     }
-    let st = &em.state;
+    let st = em.state();
     if st.open_capture().is_none() && target > st.captured && !st.remainder_released {
         let placed = st
             .placed
