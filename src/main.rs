@@ -34,6 +34,8 @@ enum Command {
     Sign(commands::sign::Args),
     /// Verify a v1.2 signature over a body file.
     Verify(commands::verify::Args),
+    /// Run the PayKKa v1.2 sandbox (simulator) standalone.
+    Sandbox(commands::sandbox::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => commands::keygen::run(args, &out),
         Command::Sign(args) => commands::sign::run(args, &out),
         Command::Verify(args) => commands::verify::run(args, &out),
+        Command::Sandbox(args) => commands::sandbox::run(args, &out),
     };
     match result {
         Ok(code) => code,

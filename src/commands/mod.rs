@@ -2,6 +2,7 @@
 //! `run(&Args, &Output) -> anyhow::Result<ExitCode>`.
 
 pub mod keygen;
+pub mod sandbox;
 pub mod sign;
 pub mod verify;
 
