@@ -385,7 +385,7 @@ impl ChargeBody {
 }
 
 /// `POST /v1/recurring-agreements/{id}/cancel` (body optional).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelAgreementBody {
     #[serde(default)]
@@ -393,14 +393,14 @@ pub struct CancelAgreementBody {
 }
 
 /// `POST /v1/tokens/query`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenQueryBody {
     pub shopper_reference: String,
 }
 
 /// `POST /v1/tokens/remove`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRemoveBody {
     pub token: String,
@@ -408,7 +408,7 @@ pub struct TokenRemoveBody {
 }
 
 /// `POST /v1/apple-pay/sessions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplePaySessionBody {
     /// The domain the Apple Pay button is shown on.

@@ -11,7 +11,9 @@
 //! (merchant, key) together with the command's first events. A repeat with
 //! the same request returns the current view of the resource the key
 //! created (same status as long as nothing else changed it); another
-//! request under the same key is 409 `idempotency_key_reused`.
+//! request under the same key is 409 `idempotency_key_reused`. The POSTs
+//! the engine records nothing for use [`crate::idempotency`] (one key
+//! space per merchant across all routes).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -29,6 +31,7 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, IdempotencyKey, OptionalJson};
+use crate::idempotency;
 use crate::state::AppState;
 
 type ApiResult = Result<Response, ApiError>;
@@ -205,11 +208,17 @@ pub(crate) async fn charge_agreement(
 ) -> ApiResult {
     let id = agreement_id(&id)?;
     let amount = body.amount()?;
-    let view = s
-        .engine()
-        .charge_agreement(&ctx(&m, Some(key)), id, amount)
-        .await?;
+    let ctx = ctx(&m, Some(key));
+    if let Some(order) = idempotency::charge_replay(&s, &ctx, id, amount).await? {
+        let view = s.engine().get_order(&ctx, order).await?;
+        return Ok(payment(view, true));
+    }
+    let view = s.engine().charge_agreement(&ctx, id, amount).await?;
     Ok(payment(view, true))
+}
+
+fn body_value<T: serde::Serialize>(body: &T) -> serde_json::Value {
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 /// `POST /v1/recurring-agreements/{id}/cancel`.
@@ -221,17 +230,19 @@ pub(crate) async fn cancel_agreement(
     OptionalJson(body): OptionalJson<CancelAgreementBody>,
 ) -> ApiResult {
     let id = agreement_id(&id)?;
-    let view = s
-        .engine()
-        .cancel_agreement(&ctx(&m, Some(key)), id, body.reason)
-        .await?;
-    let v = RecurringAgreementView::from(view);
-    let status = if v.status == "cancelling" {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(v)).into_response())
+    let ctx = ctx(&m, Some(key));
+    let fp = idempotency::fingerprint("cancel_agreement", &id.to_string(), &body_value(&body));
+    idempotency::run(&s, &ctx, fp, || async {
+        let view = s.engine().cancel_agreement(&ctx, id, body.reason).await?;
+        let v = RecurringAgreementView::from(view);
+        let status = if v.status == "cancelling" {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, body_value(&v)))
+    })
+    .await
 }
 
 /// `GET /v1/recurring-agreements/{id}`.
@@ -253,15 +264,22 @@ pub(crate) async fn token_query(
     ApiJson(body): ApiJson<TokenQueryBody>,
 ) -> ApiResult {
     require_text("shopper_reference", &body.shopper_reference, 64)?;
-    let r = s
-        .engine()
-        .token_query(&ctx(&m, Some(key)), &body.shopper_reference)
-        .await?;
-    Ok(Json(serde_json::json!({
-        "shopper_reference": r.shopper_reference.unwrap_or(body.shopper_reference),
-        "tokens": r.tokens,
-    }))
-    .into_response())
+    let ctx = ctx(&m, Some(key));
+    let fp = idempotency::fingerprint("token_query", "", &body_value(&body));
+    idempotency::run(&s, &ctx, fp, || async {
+        let r = s
+            .engine()
+            .token_query(&ctx, &body.shopper_reference)
+            .await?;
+        Ok((
+            StatusCode::OK,
+            serde_json::json!({
+                "shopper_reference": r.shopper_reference.unwrap_or(body.shopper_reference),
+                "tokens": r.tokens,
+            }),
+        ))
+    })
+    .await
 }
 
 /// `POST /v1/tokens/remove`.
@@ -273,10 +291,18 @@ pub(crate) async fn token_remove(
 ) -> ApiResult {
     require_text("token", &body.token, 64)?;
     require_text("shopper_reference", &body.shopper_reference, 64)?;
-    s.engine()
-        .token_remove(&ctx(&m, Some(key)), &body.token, &body.shopper_reference)
-        .await?;
-    Ok(Json(serde_json::json!({ "token": body.token, "removed": true })).into_response())
+    let ctx = ctx(&m, Some(key));
+    let fp = idempotency::fingerprint("token_remove", "", &body_value(&body));
+    idempotency::run(&s, &ctx, fp, || async {
+        s.engine()
+            .token_remove(&ctx, &body.token, &body.shopper_reference)
+            .await?;
+        Ok((
+            StatusCode::OK,
+            serde_json::json!({ "token": body.token, "removed": true }),
+        ))
+    })
+    .await
 }
 
 /// `POST /v1/apple-pay/sessions`.
@@ -287,18 +313,26 @@ pub(crate) async fn apple_pay_session(
     ApiJson(body): ApiJson<ApplePaySessionBody>,
 ) -> ApiResult {
     require_text("domain_name", &body.domain_name, 255)?;
-    let r = s
-        .engine()
-        .apple_pay_session(&ctx(&m, Some(key)), &body.domain_name, body.display_name)
-        .await?;
-    // PayKKa answers Apple's merchant session, sometimes as a JSON string.
-    let session = match r.0 {
-        serde_json::Value::String(text) => {
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-        }
-        other => other,
-    };
-    Ok(Json(serde_json::json!({ "merchant_session": session })).into_response())
+    let ctx = ctx(&m, Some(key));
+    let fp = idempotency::fingerprint("apple_pay_session", "", &body_value(&body));
+    idempotency::run(&s, &ctx, fp, || async {
+        let r = s
+            .engine()
+            .apple_pay_session(&ctx, &body.domain_name, body.display_name)
+            .await?;
+        // PayKKa answers Apple's merchant session, sometimes as a JSON string.
+        let session = match r.0 {
+            serde_json::Value::String(text) => {
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            }
+            other => other,
+        };
+        Ok((
+            StatusCode::OK,
+            serde_json::json!({ "merchant_session": session }),
+        ))
+    })
+    .await
 }
 
 /// `GET /healthz`: 200 when every check passes, 503 otherwise.

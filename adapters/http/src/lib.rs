@@ -19,6 +19,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 mod handlers;
+mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use payorch_engine::orchestrator::Engine;
+use payorch_engine::store::IdempotencyStore;
 
 use crate::auth::ApiKeys;
 use crate::metrics::Metrics;
@@ -53,6 +54,7 @@ struct Inner {
     metrics: Metrics,
     health: Vec<Arc<dyn HealthCheck>>,
     config: HttpConfig,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -83,6 +85,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 health: Vec::new(),
                 config: HttpConfig::default(),
+                idempotency: None,
             }),
         }
     }
@@ -97,6 +100,7 @@ impl AppState {
                 metrics: shared.metrics.clone(),
                 health: shared.health.clone(),
                 config: shared.config.clone(),
+                idempotency: shared.idempotency.clone(),
             },
         };
         f(&mut inner);
@@ -118,6 +122,20 @@ impl AppState {
     /// Replaces the HTTP settings.
     pub fn with_config(self, config: HttpConfig) -> Self {
         self.map(|i| i.config = config)
+    }
+
+    /// The engine's idempotency store (the same one the engine was built
+    /// with). With it, the POSTs the engine records no idempotency for
+    /// (cancel agreement, token query/remove, Apple Pay session) replay
+    /// their stored answer, and agreement charges are replay-checked before
+    /// the engine runs (see [`crate::idempotency`]).
+    pub fn with_idempotency_store(self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.map(|i| i.idempotency = Some(store))
+    }
+
+    /// The idempotency store, when configured.
+    pub fn idempotency_store(&self) -> Option<&Arc<dyn IdempotencyStore>> {
+        self.inner.idempotency.as_ref()
     }
 
     /// The engine.

@@ -909,3 +909,129 @@ async fn event_count(h: &Harness, id: &str) -> usize {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.body["events"].as_array().map(Vec::len).unwrap_or(0)
 }
+
+#[tokio::test]
+async fn idempotency_of_charges_and_pass_through_routes() {
+    let h = harness();
+    let r = send(
+        &h.router,
+        post(
+            "/v1/payments",
+            Some(KEY_A),
+            Some("rec-idem"),
+            &json!({
+                "amount": {"minor": 999, "currency": "EUR"},
+                "payment_type": "RECURRING",
+                "payment_method": {"type": "card", "number": "4111111111111111",
+                    "exp_month": "07", "exp_year": "2031", "cvv": "737"},
+                "store_token": {"purpose": "SUBSCRIPTION", "shopper_reference": "shopper-7"},
+                "return_url": "https://shop.example/return"
+            })
+            .to_string(),
+        ),
+    )
+    .await;
+    let agreement = r.body["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/recurring-agreements/{agreement}/charges");
+    let charge = r#"{"amount":{"minor":500,"currency":"EUR"}}"#;
+    let c1 = send(&h.router, post(&path, Some(KEY_A), Some("ch-1"), charge)).await;
+    assert_eq!(c1.status, StatusCode::CREATED, "{}", c1.text);
+    let c2 = send(&h.router, post(&path, Some(KEY_A), Some("ch-1"), charge)).await;
+    assert_eq!(c2.status, c1.status);
+    assert_eq!(c2.body, c1.body);
+    let a = send(
+        &h.router,
+        get(
+            &format!("/v1/recurring-agreements/{agreement}"),
+            Some(KEY_A),
+        ),
+    )
+    .await;
+    assert_eq!(
+        a.body["charges"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        a.text
+    );
+    let c3 = send(
+        &h.router,
+        post(
+            &path,
+            Some(KEY_A),
+            Some("ch-1"),
+            r#"{"amount":{"minor":501,"currency":"EUR"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(c3.status, StatusCode::CONFLICT, "{}", c3.text);
+
+    // Pass-through routes replay their stored answer without calling PayKKa.
+    let body = r#"{"token":"TK1","shopper_reference":"shopper-7"}"#;
+    let t1 = send(
+        &h.router,
+        post("/v1/tokens/remove", Some(KEY_A), Some("tr-9"), body),
+    )
+    .await;
+    let t2 = send(
+        &h.router,
+        post("/v1/tokens/remove", Some(KEY_A), Some("tr-9"), body),
+    )
+    .await;
+    assert_eq!(t1.status, StatusCode::OK);
+    assert_eq!(t2.status, StatusCode::OK);
+    assert_eq!(t2.body, t1.body);
+    assert_eq!(
+        h.gateway
+            .calls()
+            .iter()
+            .filter(|c| *c == "token_remove")
+            .count(),
+        1
+    );
+    let t3 = send(
+        &h.router,
+        post(
+            "/v1/tokens/remove",
+            Some(KEY_A),
+            Some("tr-9"),
+            r#"{"token":"TK2","shopper_reference":"shopper-7"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(t3.status, StatusCode::CONFLICT);
+
+    // One key space per merchant across routes.
+    let q = send(
+        &h.router,
+        post(
+            "/v1/tokens/query",
+            Some(KEY_A),
+            Some("ch-1"),
+            r#"{"shopper_reference":"shopper-7"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(q.status, StatusCode::CONFLICT, "{}", q.text);
+    assert_eq!(q.body["error"]["code"], "idempotency_key_reused");
+
+    let cancel = |k: &'static str| {
+        post(
+            &format!("/v1/recurring-agreements/{agreement}/cancel"),
+            Some(KEY_A),
+            Some(k),
+            "",
+        )
+    };
+    let x1 = send(&h.router, cancel("cx-1")).await;
+    let x2 = send(&h.router, cancel("cx-1")).await;
+    assert_eq!(x1.status, StatusCode::OK, "{}", x1.text);
+    assert_eq!(x2.body, x1.body);
+    assert_eq!(
+        h.gateway
+            .calls()
+            .iter()
+            .filter(|c| *c == "recurring_cancel")
+            .count(),
+        1
+    );
+}

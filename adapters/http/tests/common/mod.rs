@@ -206,7 +206,8 @@ pub fn harness() -> Harness {
     let state = AppState::new(engine.clone(), keys, Arc::new(TestVerifier))
         .with_metrics(metrics.clone())
         .with_health_check(store_check)
-        .with_health_check(broker.clone());
+        .with_health_check(broker.clone())
+        .with_idempotency_store(store.clone());
     Harness {
         router: payorch_http::router(state.clone()),
         state,
