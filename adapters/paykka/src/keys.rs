@@ -226,12 +226,10 @@ impl MerchantPrivateKey {
 
     /// Reads and parses a private key file into the given backend.
     pub fn from_file_with(path: impl AsRef<Path>, backend: Backend) -> Result<Self, KeyError> {
-        let text = read_text(path.as_ref())?;
-        let text = SecretBytes(text.into_bytes());
-        // Safe: read_text returned a String, so the bytes are UTF-8.
-        let text = std::str::from_utf8(text.as_slice()).map_err(|_| KeyError::MalformedBase64 {
-            reason: "key file is not UTF-8 text".to_owned(),
-        })?;
+        // Keep the file contents in a wiped-on-drop buffer.
+        let text = SecretBytes(read_text(path.as_ref())?.into_bytes());
+        // Cannot fail: the bytes came from a String.
+        let text = std::str::from_utf8(text.as_slice()).unwrap_or_default();
         Self::parse_with(text, backend)
     }
 
