@@ -371,6 +371,27 @@ fn fingerprint(text: &str) -> String {
     format!("{h:016x}")
 }
 
+/// The idempotency fingerprint of a payment request (no card secrets: the
+/// summary stands for the card).
+fn place_fingerprint(
+    req: &PlacePaymentRequest,
+    summary: &InstrumentSummary,
+    agreement: Option<AgreementId>,
+) -> String {
+    fingerprint(&format!(
+        "place|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        req.amount,
+        req.payment_type,
+        req.authorisation_type,
+        req.capture_method,
+        summary,
+        req.store_token,
+        req.return_url,
+        agreement,
+        req.payment.encrypted_card_no.is_some()
+    ))
+}
+
 fn instrument_summary(p: &PaymentRequest) -> InstrumentSummary {
     let card = p.card_no.as_ref().map(|n| CardSummary {
         brand: None,
@@ -781,18 +802,7 @@ impl Engine {
         agreement: Option<(AgreementId, Option<String>)>,
     ) -> Result<OrderView, EngineError> {
         let summary = instrument_summary(&req.payment);
-        let fp = fingerprint(&format!(
-            "place|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            req.amount,
-            req.payment_type,
-            req.authorisation_type,
-            req.capture_method,
-            summary,
-            req.store_token,
-            req.return_url,
-            agreement.as_ref().map(|a| a.0),
-            req.payment.encrypted_card_no.is_some()
-        ));
+        let fp = place_fingerprint(&req, &summary, agreement.as_ref().map(|a| a.0));
         if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
             return self.view_of_stream(ctx, &stream).await;
         }
@@ -1650,6 +1660,12 @@ impl Engine {
             return_url: None,
             browser: None,
         };
+        // A repeated request (same idempotency key and body) returns the
+        // order it created, without recording a second charge.
+        let fp = place_fingerprint(&req, &instrument_summary(&req.payment), Some(agreement_id));
+        if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
+            return self.view_of_stream(ctx, &stream).await;
+        }
         // Record the charge on the agreement first: a cancelled agreement
         // refuses it (conflict-checked against a concurrent cancel).
         self.execute::<AgreementAggregate, AgreementError>(&stream, &ctx.metadata(), None, |s| {

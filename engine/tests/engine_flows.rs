@@ -340,11 +340,21 @@ async fn recurring_first_payment_creates_an_agreement_that_charges_and_cancels()
     let a = w.engine.get_agreement(&ctx(), agreement_id).await.unwrap();
     assert_eq!(a.first_order_id, order.order_id);
 
+    let keyed = ctx().with_idempotency_key("charge-1");
     let charge = w
         .engine
-        .charge_agreement(&ctx(), agreement_id, eur(500))
+        .charge_agreement(&keyed, agreement_id, eur(500))
         .await
         .unwrap();
+    let again = w
+        .engine
+        .charge_agreement(&keyed, agreement_id, eur(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.order_id, charge.order_id,
+        "a repeated charge is the same order"
+    );
     assert_eq!(
         (charge.status, charge.agreement_id),
         (Phase::Captured, Some(agreement_id))
