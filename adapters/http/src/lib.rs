@@ -13,6 +13,37 @@
 //!
 //! [`routes::routes`] is the single route table both [`router`] and the
 //! OpenAPI document read.
+//!
+//! Wiring in the binary (composition root), sketched:
+//!
+//! ```ignore
+//! let metrics = payorch_http::Metrics::new();
+//! let gateway = Arc::new(payorch_http::MeteredGateway::new(paykka_client, metrics.clone()));
+//! let engine = Arc::new(Engine::new(store.clone(), store.clone(), gateway, clock.clone(), cfg));
+//! let keys = ApiKeys::new().with_hashed_key("18356675194960", &merchant.api_key_sha256)?;
+//! let state = AppState::new(engine, keys, Arc::new(PaykkaVerifier { receiver, clock }))
+//!     .with_metrics(metrics)
+//!     .with_idempotency_store(store.clone())
+//!     .with_health_check(store_check)
+//!     .with_health_check(broker_check);
+//! payorch_http::serve(listener, payorch_http::router(state), shutdown_signal).await?;
+//!
+//! // The verifier delegates to payorch-paykka (http::HeaderMap is the
+//! // same type in axum and reqwest):
+//! impl WebhookVerifier for PaykkaVerifier {
+//!     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Notification, WebhookRejection> {
+//!         match self.receiver.handle(headers, body, self.clock.now()) {
+//!             Ok(VerifiedNotification::Payment(p)) => Ok(Notification::Payment(Box::new(p))),
+//!             Ok(VerifiedNotification::Refund(r)) => Ok(Notification::Refund(Box::new(r))),
+//!             Err(e) => Err(match e.http_status() {
+//!                 401 => WebhookRejection::Unauthenticated(e.to_string()),
+//!                 413 => WebhookRejection::TooLarge,
+//!                 _ => WebhookRejection::Malformed(e.to_string()),
+//!             }),
+//!         }
+//!     }
+//! }
+//! ```
 
 pub mod auth;
 pub mod dto;
