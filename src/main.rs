@@ -5,9 +5,13 @@
 //! To add a subcommand: write `commands/<name>.rs`, add a variant to
 //! [`Command`] and one arm to [`main`]'s dispatch.
 
+mod app;
 mod commands;
+mod config;
 mod output;
+mod store;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +25,15 @@ struct Cli {
     /// Machine-readable JSON output instead of text.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Config file (default: ./payorch.toml if present, or $PAYORCH_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Event store URL (`sqlite://FILE` or `postgres://...`); overrides
+    /// the config file and PAYORCH_STORE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    store_url: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -36,16 +49,72 @@ enum Command {
     Verify(commands::verify::Args),
     /// Run the PayKKa v1.2 sandbox (simulator) standalone.
     Sandbox(commands::sandbox::Args),
+    /// Apply the embedded migrations of the configured store.
+    Migrate(commands::migrate::Args),
+    /// Fold a stream to a version or time, rebuild a projection, or verify every history.
+    Replay(commands::replay::Args),
+    /// Write events as JSON lines (the whole store or selected streams).
+    Export(commands::export::ExportArgs),
+    /// Append events from a JSON-lines export (idempotent by event id).
+    Import(commands::export::ImportArgs),
+    /// Run every payment flow against an in-process sandbox and print the event timeline.
+    Demo(commands::demo::Args),
+    /// Run the HTTP service (merchant API, webhooks, relay, reconciler).
+    Serve(commands::serve::Args),
+}
+
+/// Global settings shared by the subcommands that need a configuration.
+#[derive(Debug)]
+pub struct Globals {
+    config_file: Option<PathBuf>,
+    store_url: Option<String>,
+}
+
+impl Globals {
+    /// The configuration: file < PAYORCH_* env < global flags.
+    pub fn config(&self) -> anyhow::Result<config::Config> {
+        self.config_with(config::FlagOverrides::default())
+    }
+
+    /// As [`Globals::config`] with more flag overrides of a subcommand.
+    pub fn config_with(&self, mut flags: config::FlagOverrides) -> anyhow::Result<config::Config> {
+        if flags.store_url.is_none() {
+            flags.store_url = self.store_url.clone();
+        }
+        Ok(config::Config::load(
+            self.config_file.as_deref(),
+            &|k| std::env::var(k).ok(),
+            &flags,
+        )?)
+    }
+}
+
+/// Runs async work of a subcommand on a multi-threaded runtime.
+pub fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Output::new(cli.json);
+    let globals = Globals {
+        config_file: cli.config.clone(),
+        store_url: cli.store_url.clone(),
+    };
     let result = match &cli.command {
         Command::Keygen(args) => commands::keygen::run(args, &out),
         Command::Sign(args) => commands::sign::run(args, &out),
         Command::Verify(args) => commands::verify::run(args, &out),
         Command::Sandbox(args) => commands::sandbox::run(args, &out),
+        Command::Migrate(args) => commands::migrate::run(args, &globals, &out),
+        Command::Replay(args) => commands::replay::run(args, &globals, &out),
+        Command::Export(args) => commands::export::run_export(args, &globals, &out),
+        Command::Import(args) => commands::export::run_import(args, &globals, &out),
+        Command::Demo(args) => commands::demo::run(args, &globals, &out),
+        Command::Serve(args) => commands::serve::run(args, &globals, &out),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,13 @@
 //! One module per `payorch` subcommand. Each has `Args` (clap derive) and
 //! `run(&Args, &Output) -> anyhow::Result<ExitCode>`.
 
+pub mod demo;
+pub mod export;
 pub mod keygen;
+pub mod migrate;
+pub mod replay;
 pub mod sandbox;
+pub mod serve;
 pub mod sign;
 pub mod verify;
 

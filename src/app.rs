@@ -1,0 +1,269 @@
+//! The composition root: from a [`Config`] to a running set of parts
+//! (store, PayKKa gateway or in-process sandbox, engine, API keys, webhook
+//! verifier, health checks). Used by `serve` and `demo`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+use payorch_engine::gateway::PaymentGateway;
+use payorch_engine::orchestrator::{Engine, EngineConfig};
+use payorch_engine::store::{StreamId, SystemClock};
+use payorch_http::{
+    ApiKeys, HealthCheck, MeteredGateway, Metrics, WebhookRejection, WebhookVerifier,
+};
+use payorch_paykka::keys::generate_merchant_key_pair;
+use payorch_paykka::{
+    MerchantConfig, MerchantPrivateKey, PaykkaClient, PaykkaPublicKey, SignatureMode,
+    SigningConfig, VerifiedNotification, WebhookConfig, WebhookError, WebhookReceiver,
+};
+use payorch_sandbox::{RunningSandbox, SandboxConfig, SandboxMerchant};
+use payorch_schemas::paykka::Notification;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Merchant id of the generated demo merchant (in-process sandbox).
+pub const DEMO_MERCHANT: &str = "10000000000001";
+
+/// The generated demo merchant's API key (shown once, never logged).
+pub struct DemoMerchant {
+    pub merchant_id: String,
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for DemoMerchant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DemoMerchant({}, api_key ***)", self.merchant_id)
+    }
+}
+
+/// Everything built from the configuration.
+pub struct App {
+    pub store: Store,
+    pub engine: Arc<Engine>,
+    pub api_keys: ApiKeys,
+    pub verifier: Arc<dyn WebhookVerifier>,
+    pub metrics: Metrics,
+    /// Present when no PayKKa is configured.
+    pub sandbox: Option<RunningSandbox>,
+    pub demo: Option<DemoMerchant>,
+}
+
+/// Where PayKKa posts notifications for a service reachable at `public_url`.
+pub fn notify_urls(public_url: &str) -> (String, String) {
+    let base = public_url.trim_end_matches('/');
+    (
+        format!("{base}/webhooks/paykka/payments"),
+        format!("{base}/webhooks/paykka/refunds"),
+    )
+}
+
+fn signature_mode(s: Option<&str>) -> SignatureMode {
+    match s {
+        Some("enforce") => SignatureMode::Enforce,
+        Some("off") => SignatureMode::Off,
+        _ => SignatureMode::Warn,
+    }
+}
+
+/// A random API key (128 bits from the OS RNG through uuid v4).
+pub fn random_api_key() -> String {
+    format!(
+        "pk_demo_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl App {
+    /// Builds the parts. `public_url` is where this service's webhook
+    /// endpoints are reachable (the in-process sandbox posts there).
+    pub async fn build(config: &Config, public_url: &str) -> anyhow::Result<App> {
+        let store = Store::open_migrated(&config.store_url).await?;
+        let metrics = Metrics::new();
+        let (notify, refund_notify) = notify_urls(public_url);
+        let mut api_keys = ApiKeys::new();
+        let mut sandbox = None;
+        let mut demo = None;
+
+        let (client, platform_key, tolerance) = match config.paykka_base_url() {
+            Some(base_url) => {
+                let section = config.paykka.clone().unwrap_or_default();
+                let mut builder = PaykkaClient::builder();
+                let mut platform: Option<PaykkaPublicKey> = None;
+                for (i, m) in config.merchants.iter().enumerate() {
+                    let key =
+                        MerchantPrivateKey::from_file(&m.private_key_path).with_context(|| {
+                            format!(
+                                "merchants[{i}].private_key_path ({})",
+                                m.private_key_path.display()
+                            )
+                        })?;
+                    let pk = PaykkaPublicKey::from_file(&m.paykka_public_key_path).with_context(
+                        || {
+                            format!(
+                                "merchants[{i}].paykka_public_key_path ({})",
+                                m.paykka_public_key_path.display()
+                            )
+                        },
+                    )?;
+                    platform.get_or_insert_with(|| pk.clone());
+                    let signing = SigningConfig {
+                        percent_encode_signature: section.percent_encode_signature.unwrap_or(true),
+                        body_version_field: section.body_version_field.unwrap_or(false),
+                    };
+                    builder = builder.merchant(
+                        MerchantConfig::new(m.merchant_id.clone(), key, pk)
+                            .with_base_url(base_url)
+                            .with_signing(signing)
+                            .with_response_signature(signature_mode(
+                                section.response_signature.as_deref(),
+                            )),
+                    );
+                    api_keys = api_keys
+                        .with_hashed_key(m.merchant_id.clone(), &m.api_key_sha256)
+                        .with_context(|| format!("merchants[{i}].api_key_sha256"))?;
+                }
+                let platform = platform.context("merchants: none configured")?;
+                let client = builder.build().context("cannot build the PayKKa client")?;
+                (client, platform, section.webhook_tolerance_ms)
+            }
+            None => {
+                let keys = generate_merchant_key_pair().context("cannot generate demo keys")?;
+                let sb_config = SandboxConfig {
+                    merchants: vec![SandboxMerchant::new(
+                        DEMO_MERCHANT,
+                        keys.public.to_spki_pem(),
+                    )],
+                    ..SandboxConfig::default()
+                };
+                let running = payorch_sandbox::spawn(sb_config, ([127, 0, 0, 1], 0).into())
+                    .await
+                    .context("cannot start the in-process sandbox")?;
+                let platform = PaykkaPublicKey::parse(&running.platform_public_key_pem())
+                    .context("sandbox platform key")?;
+                let client = PaykkaClient::new(
+                    MerchantConfig::new(
+                        DEMO_MERCHANT,
+                        keys.private_key().context("demo private key")?,
+                        platform.clone(),
+                    )
+                    .with_base_url(running.base_url())
+                    .with_response_signature(SignatureMode::Enforce),
+                )
+                .context("cannot build the PayKKa client")?;
+                let key = random_api_key();
+                api_keys = api_keys.with_plain_key(DEMO_MERCHANT, &key);
+                demo = Some(DemoMerchant {
+                    merchant_id: DEMO_MERCHANT.into(),
+                    api_key: key,
+                });
+                sandbox = Some(running);
+                (client, platform, None)
+            }
+        };
+
+        let gateway: Arc<dyn PaymentGateway> =
+            Arc::new(MeteredGateway::new(client, metrics.clone()));
+        let engine = Arc::new(Engine::new(
+            store.events(),
+            store.idempotency(),
+            gateway,
+            Arc::new(SystemClock),
+            EngineConfig {
+                notify_url: Some(notify),
+                refund_notify_url: Some(refund_notify),
+                default_return_url: Some(format!("{}/", public_url.trim_end_matches('/'))),
+                ..EngineConfig::default()
+            },
+        ));
+        let mut webhook = WebhookConfig::default();
+        if let Some(t) = tolerance {
+            webhook.timestamp_tolerance_ms = t;
+        }
+        let verifier: Arc<dyn WebhookVerifier> = Arc::new(PaykkaVerifier {
+            receiver: WebhookReceiver::new(platform_key, webhook),
+        });
+        Ok(App {
+            store,
+            engine,
+            api_keys,
+            verifier,
+            metrics,
+            sandbox,
+            demo,
+        })
+    }
+
+    /// Health checks of the parts (`store`, and `sandbox` when in-process).
+    pub fn health_checks(&self) -> Vec<Arc<dyn HealthCheck>> {
+        vec![Arc::new(StoreHealth {
+            store: self.store.clone(),
+        })]
+    }
+
+    /// Stops the sandbox and closes the store.
+    pub async fn shutdown(self) {
+        if let Some(s) = self.sandbox {
+            s.shutdown().await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// [`WebhookVerifier`] delegating to payorch-paykka's [`WebhookReceiver`].
+pub struct PaykkaVerifier {
+    pub receiver: WebhookReceiver,
+}
+
+impl WebhookVerifier for PaykkaVerifier {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        raw_body: &[u8],
+    ) -> Result<Notification, WebhookRejection> {
+        let signature = headers
+            .get("signature")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        match self
+            .receiver
+            .handle_parts(signature, raw_body, time::OffsetDateTime::now_utc())
+        {
+            Ok(VerifiedNotification::Payment(p)) => Ok(Notification::Payment(p)),
+            Ok(VerifiedNotification::Refund(r)) => Ok(Notification::Refund(r)),
+            Err(e @ WebhookError::BodyTooLarge { .. }) => {
+                let _ = e;
+                Err(WebhookRejection::TooLarge)
+            }
+            Err(e) if e.http_status() == 400 => Err(WebhookRejection::Malformed(e.to_string())),
+            Err(e) => Err(WebhookRejection::Unauthenticated(e.to_string())),
+        }
+    }
+}
+
+/// `/healthz`: the store answers a read.
+struct StoreHealth {
+    store: Store,
+}
+
+#[async_trait]
+impl HealthCheck for StoreHealth {
+    fn name(&self) -> &str {
+        "store"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let events = self.store.events();
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            events.stream_version(&StreamId::new("healthz")),
+        )
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}

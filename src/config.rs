@@ -1,0 +1,420 @@
+//! Service configuration: `payorch.toml` (or `--config FILE`), then
+//! `PAYORCH_*` environment overrides, then command-line flags.
+//!
+//! Every setting has a default that makes a fresh machine work: SQLite in
+//! `./payorch.db`, the in-process bus, and (no `[paykka]` section) an
+//! in-process PayKKa sandbox with a generated demo merchant.
+//!
+//! Errors name the key at fault (`store_url`, `PAYORCH_ADDR`,
+//! `merchants[0].private_key_path`...).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default store: a SQLite file in the working directory.
+pub const DEFAULT_STORE_URL: &str = "sqlite://payorch.db";
+/// The default listen address of `payorch serve`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// The file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "payorch.toml";
+
+/// Why the configuration could not be loaded. Always a fix-the-input error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has a bad/unknown key (the
+    /// message names the key and line).
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A setting (file key, env variable or flag named in `key`) has an
+    /// invalid value.
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The PayKKa connection (absent: in-process sandbox).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PaykkaSection {
+    /// Host plus prefix, e.g. `https://api.paykka.example/apis` [INFERRED prefix].
+    pub base_url: Option<String>,
+    /// Response signature check: `enforce`, `warn` (default) or `off`.
+    #[serde(default)]
+    pub response_signature: Option<String>,
+    /// Percent-encode the base64 signature header (spec default true) [INFERRED].
+    #[serde(default)]
+    pub percent_encode_signature: Option<bool>,
+    /// Send the `version` field in the body (spec default false) [INFERRED].
+    #[serde(default)]
+    pub body_version_field: Option<bool>,
+    /// Notification timestamp tolerance in ms (default 300 000).
+    #[serde(default)]
+    pub webhook_tolerance_ms: Option<u64>,
+}
+
+/// One merchant served by this instance.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantSection {
+    /// PayKKa merchant number.
+    pub merchant_id: String,
+    /// The merchant's RSA private key (PEM) that signs requests.
+    pub private_key_path: PathBuf,
+    /// PayKKa's platform public key (PEM or bare base64).
+    pub paykka_public_key_path: PathBuf,
+    /// Hex SHA-256 of the merchant's payorch API key.
+    pub api_key_sha256: String,
+}
+
+/// The whole configuration. See the module docs for precedence.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://FILE` or `postgres://...`.
+    pub store_url: String,
+    /// `amqp://...`; `None` uses the in-process bus.
+    pub amqp_url: Option<String>,
+    /// Listen address of `serve`.
+    pub addr: String,
+    /// The URL PayKKa reaches this service at (for `notify_url`); default
+    /// `http://<addr>`.
+    pub public_url: Option<String>,
+    /// Seconds between reconciler passes.
+    pub reconcile_interval_secs: u64,
+    pub paykka: Option<PaykkaSection>,
+    pub merchants: Vec<MerchantSection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store_url: DEFAULT_STORE_URL.into(),
+            amqp_url: None,
+            addr: DEFAULT_ADDR.into(),
+            public_url: None,
+            reconcile_interval_secs: 5,
+            paykka: None,
+            merchants: Vec::new(),
+        }
+    }
+}
+
+/// Overrides from command-line flags (highest precedence).
+#[derive(Clone, Debug, Default)]
+pub struct FlagOverrides {
+    pub store_url: Option<String>,
+    pub amqp_url: Option<String>,
+    pub addr: Option<String>,
+}
+
+impl Config {
+    /// Parses TOML text (`path` only names the source in errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Loads: defaults < file (`file`, else `PAYORCH_CONFIG`, else
+    /// `./payorch.toml` if present) < `PAYORCH_*` from `env` < `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        let path: Option<PathBuf> = match file {
+            Some(p) => Some(p.to_owned()),
+            None => match env("PAYORCH_CONFIG") {
+                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+                _ => {
+                    let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                    p.exists().then_some(p)
+                }
+            },
+        };
+        let mut config = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                Config::from_toml(&text, p)?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.apply_flags(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |k: &str| env(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("PAYORCH_STORE_URL") {
+            self.store_url = v;
+        }
+        if let Some(v) = get("PAYORCH_AMQP_URL") {
+            self.amqp_url = if v == "none" { None } else { Some(v) };
+        }
+        if let Some(v) = get("PAYORCH_ADDR") {
+            self.addr = v;
+        }
+        if let Some(v) = get("PAYORCH_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = get("PAYORCH_RECONCILE_INTERVAL_SECS") {
+            self.reconcile_interval_secs = v.parse().map_err(|e| ConfigError::Invalid {
+                key: "PAYORCH_RECONCILE_INTERVAL_SECS".into(),
+                message: format!("{e}"),
+            })?;
+        }
+        if let Some(v) = get("PAYORCH_PAYKKA_BASE_URL") {
+            self.paykka.get_or_insert_with(Default::default).base_url = Some(v);
+        }
+        if let Some(v) = get("PAYORCH_PAYKKA_RESPONSE_SIGNATURE") {
+            self.paykka
+                .get_or_insert_with(Default::default)
+                .response_signature = Some(v);
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &FlagOverrides) {
+        if let Some(v) = &flags.store_url {
+            self.store_url = v.clone();
+        }
+        if let Some(v) = &flags.amqp_url {
+            self.amqp_url = Some(v.clone());
+        }
+        if let Some(v) = &flags.addr {
+            self.addr = v.clone();
+        }
+    }
+
+    /// Checks values whose errors should name the key before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if !(self.store_url.starts_with("sqlite:")
+            || self.store_url.starts_with("postgres://")
+            || self.store_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "store_url",
+                format!(
+                    "{:?} must start with sqlite: or postgres://",
+                    self.store_url
+                ),
+            ));
+        }
+        if let Some(a) = &self.amqp_url
+            && !(a.starts_with("amqp://") || a.starts_with("amqps://"))
+        {
+            return Err(invalid(
+                "amqp_url",
+                "must start with amqp:// or amqps://".into(),
+            ));
+        }
+        self.addr
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("addr", format!("{:?}: {e}", self.addr)))?;
+        if let Some(p) = &self.paykka {
+            if let Some(mode) = &p.response_signature
+                && !matches!(mode.as_str(), "enforce" | "warn" | "off")
+            {
+                return Err(invalid(
+                    "paykka.response_signature",
+                    format!("{mode:?} is not one of enforce, warn, off"),
+                ));
+            }
+            if p.base_url.is_some() && self.merchants.is_empty() {
+                return Err(invalid(
+                    "merchants",
+                    "paykka.base_url is set but no [[merchants]] are configured".into(),
+                ));
+            }
+        }
+        for (i, m) in self.merchants.iter().enumerate() {
+            if m.merchant_id.is_empty() {
+                return Err(invalid(
+                    &format!("merchants[{i}].merchant_id"),
+                    "empty".into(),
+                ));
+            }
+            if m.api_key_sha256.len() != 64
+                || !m.api_key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(invalid(
+                    &format!("merchants[{i}].api_key_sha256"),
+                    "must be 64 hex digits (SHA-256 of the API key)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured PayKKa base URL, if any (`None`: in-process sandbox).
+    pub fn paykka_base_url(&self) -> Option<&str> {
+        self.paykka.as_ref().and_then(|p| p.base_url.as_deref())
+    }
+}
+
+/// `url` with any password replaced by `***` (for printing).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("payorch.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_without_file_env_or_flags() {
+        let c = Config::load(
+            Some(Path::new("/nonexistent/none.toml")),
+            &env_of(&[]),
+            &FlagOverrides::default(),
+        );
+        assert!(matches!(c, Err(ConfigError::Read { .. })));
+        let mut c = Config::default();
+        c.apply_env(&env_of(&[])).unwrap();
+        assert_eq!(c.store_url, DEFAULT_STORE_URL);
+        assert_eq!(c.addr, DEFAULT_ADDR);
+        assert_eq!(c.amqp_url, None);
+        assert_eq!(c.paykka_base_url(), None);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "store_url = \"sqlite://file.db\"\naddr = \"127.0.0.1:1111\"\namqp_url = \"amqp://file\"\n",
+        );
+        let none = FlagOverrides::default();
+        let c = Config::load(Some(&p), &env_of(&[]), &none).unwrap();
+        assert_eq!(
+            (c.store_url.as_str(), c.addr.as_str()),
+            ("sqlite://file.db", "127.0.0.1:1111")
+        );
+        let env = env_of(&[
+            ("PAYORCH_STORE_URL", "sqlite://env.db"),
+            ("PAYORCH_ADDR", "127.0.0.1:2222"),
+        ]);
+        let c = Config::load(Some(&p), &env, &none).unwrap();
+        assert_eq!(
+            (c.store_url.as_str(), c.addr.as_str()),
+            ("sqlite://env.db", "127.0.0.1:2222")
+        );
+        assert_eq!(c.amqp_url.as_deref(), Some("amqp://file"));
+        let flags = FlagOverrides {
+            store_url: Some("sqlite://flag.db".into()),
+            amqp_url: None,
+            addr: Some("127.0.0.1:3333".into()),
+        };
+        let c = Config::load(Some(&p), &env, &flags).unwrap();
+        assert_eq!(
+            (c.store_url.as_str(), c.addr.as_str()),
+            ("sqlite://flag.db", "127.0.0.1:3333")
+        );
+        // "none" in the env turns a file's broker off.
+        let c = Config::load(Some(&p), &env_of(&[("PAYORCH_AMQP_URL", "none")]), &none).unwrap();
+        assert_eq!(c.amqp_url, None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "stor_url = \"x\"\n");
+        let e = Config::load(Some(&p), &env_of(&[]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stor_url"), "{e}");
+        let p = write(&dir, "addr = 5\n");
+        let e = Config::load(Some(&p), &env_of(&[]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("addr"), "{e}");
+        let e = Config::load(
+            Some(&write(&dir, "")),
+            &env_of(&[("PAYORCH_ADDR", "nope")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("addr"), "{e}");
+        let p = write(
+            &dir,
+            "[[merchants]]\nmerchant_id = \"1\"\nprivate_key_path = \"k\"\npaykka_public_key_path = \"p\"\napi_key_sha256 = \"zz\"\n",
+        );
+        let e = Config::load(Some(&p), &env_of(&[]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("merchants[0].api_key_sha256"), "{e}");
+    }
+
+    #[test]
+    fn urls_print_without_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
+        assert_eq!(redact_url("sqlite://payorch.db"), "sqlite://payorch.db");
+    }
+
+    #[test]
+    fn paykka_env_override_creates_the_section() {
+        let mut c = Config::default();
+        c.apply_env(&env_of(&[("PAYORCH_PAYKKA_BASE_URL", "https://x/apis")]))
+            .unwrap();
+        assert_eq!(c.paykka_base_url(), Some("https://x/apis"));
+        assert!(c.validate().is_err(), "base_url without merchants");
+    }
+}

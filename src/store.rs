@@ -1,0 +1,156 @@
+//! The configured event store, chosen by URL scheme: `sqlite:` (embedded
+//! default) or `postgres://`. One value gives the three storage ports and
+//! the relay's leader lock (Postgres advisory lock, in-memory otherwise).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
+use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
+use payorch_postgres::AdvisoryLock;
+use payorch_postgres::PostgresStore;
+use payorch_sqlite::SqliteStore;
+
+/// An opened store.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+/// `sqlite://payorch.db` creates the file when missing (`mode=rwc`).
+fn sqlite_url(url: &str) -> String {
+    if url.contains(":memory:") || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+impl Store {
+    /// Opens (does not migrate) the store at `url`.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        if url.starts_with("sqlite:") {
+            let s = SqliteStore::open(&sqlite_url(url))
+                .await
+                .with_context(|| format!("cannot open SQLite store {url}"))?;
+            Ok(Store::Sqlite(Arc::new(s)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let s = PostgresStore::connect(url)
+                .await
+                .context("cannot connect to the Postgres store")?;
+            Ok(Store::Postgres(Arc::new(s)))
+        } else {
+            anyhow::bail!("store_url {url:?} must start with sqlite: or postgres://")
+        }
+    }
+
+    /// Opens and applies the embedded migrations.
+    pub async fn open_migrated(url: &str) -> anyhow::Result<Store> {
+        let s = Store::open(url).await?;
+        s.migrate().await?;
+        Ok(s)
+    }
+
+    /// Applies the embedded migrations (idempotent).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(s) => s.migrate().await.context("SQLite migrations failed"),
+            Store::Postgres(s) => s.migrate().await.context("Postgres migrations failed"),
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub fn events(&self) -> Arc<dyn EventStore> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    pub fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The relay's lock: a Postgres advisory lock (one relay per database),
+    /// or a process-local lock for SQLite (one process per file).
+    pub fn leader_lock(&self) -> Arc<dyn LeaderLock> {
+        match self {
+            Store::Sqlite(_) => Arc::new(InMemoryLeaderLock::new()),
+            Store::Postgres(s) => Arc::new(PgLeaderLock { store: s.clone() }),
+        }
+    }
+
+    /// Closes pools (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.pool().close().await,
+        }
+    }
+}
+
+/// [`LeaderLock`] over a Postgres session advisory lock.
+struct PgLeaderLock {
+    store: Arc<PostgresStore>,
+}
+
+struct PgGuard {
+    lock: tokio::sync::Mutex<AdvisoryLock>,
+}
+
+#[async_trait]
+impl LeaseGuard for PgGuard {
+    async fn is_lost(&self) -> bool {
+        !self.lock.lock().await.is_held().await
+    }
+}
+
+#[async_trait]
+impl LeaderLock for PgLeaderLock {
+    async fn try_acquire(&self, name: &str) -> Result<Option<Box<dyn LeaseGuard>>, StoreError> {
+        match AdvisoryLock::try_acquire(self.store.pool(), AdvisoryLock::key_for(name)).await {
+            Ok(Some(lock)) => Ok(Some(Box::new(PgGuard {
+                lock: tokio::sync::Mutex::new(lock),
+            }))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_url;
+
+    #[test]
+    fn sqlite_urls_create_the_file() {
+        assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            sqlite_url("sqlite://a.db?x=1"),
+            "sqlite://a.db?x=1&mode=rwc"
+        );
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(sqlite_url("sqlite::memory:"), "sqlite::memory:");
+    }
+}
