@@ -303,3 +303,36 @@ async fn slow_and_failing_answers_after_commit() {
     assert_eq!(q.status_text(), "SUCCESS");
     h.sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn delayed_notifications_still_arrive_and_random_errors_follow_commit() {
+    let rx = Receiver::start(0).await;
+    let h = start_with(|c| {
+        c.faults.notify_delay_probability = 1.0;
+        c.faults.notify_delay = Duration::from_millis(50);
+    })
+    .await;
+    h.call(
+        "/payments",
+        payment_body("dl1", 100, cards::VISA_SUCCESS, false, Some(&rx.url)),
+    )
+    .await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert!(h.sandbox.notifications_sent()[0].delayed);
+    h.sandbox.shutdown().await;
+
+    // error_after_commit = 1: a void answers 500 but the order is cancelled.
+    let h2 = start_with(|c| c.faults.error_after_commit = 1.0).await;
+    let r = h2.pay("v2", 100, cards::VISA_SUCCESS, true).await;
+    assert_eq!((r.status, r.ret_code()), (500, "999999"));
+    let q = h2.call("/payments/query", json!({"trans_id": "v2"})).await;
+    assert_eq!(q.status_text(), "AUTHORIZED", "reads are not failed");
+    let v = h2
+        .call("/payments/void", json!({"order_id": q.order_id()}))
+        .await;
+    assert_eq!(v.status, 500);
+    let q = h2.call("/payments/query", json!({"trans_id": "v2"})).await;
+    assert_eq!(q.status_text(), "CANCELED");
+    h2.sandbox.shutdown().await;
+}

@@ -208,3 +208,44 @@ async fn body_version_dialect() {
     assert_eq!(r.ret_code(), "000000");
     h.sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn merchants_see_only_their_own_orders() {
+    let other = TestMerchant::new("20000000000002");
+    let other_pem = other.public_pem.clone();
+    let h = start_with(|c| {
+        c.merchants.push(payorch_sandbox::SandboxMerchant::new(
+            "20000000000002",
+            other_pem,
+        ));
+    })
+    .await;
+    let id = h
+        .pay("mine", 100, cards::VISA_SUCCESS, false)
+        .await
+        .order_id();
+    let ts = now_ms();
+    let b = serde_json::to_vec(
+        &json!({"merchant_id": "20000000000002", "timestamp": ts, "order_id": id}),
+    )
+    .unwrap();
+    let r = h
+        .raw(
+            "/payments/query",
+            b.clone(),
+            &headers(other.sign("20000000000002", ts, &b)),
+        )
+        .await;
+    assert_eq!(r.ret_code(), "206024");
+    h.assert_response_signed(&r, "20000000000002", ts);
+    // Signed by merchant 1's key but claiming merchant 2: 206003.
+    let r = h
+        .raw(
+            "/payments/query",
+            b.clone(),
+            &headers(h.merchant.sign("20000000000002", ts, &b)),
+        )
+        .await;
+    assert_eq!(r.ret_code(), "206003");
+    h.sandbox.shutdown().await;
+}
