@@ -303,7 +303,8 @@ fn process(
         return (ids, unauthorized("206003", "Signature error"));
     }
     let now = now_ms(OffsetDateTime::now_utc());
-    if (now - timestamp).abs() > shared.dialect.timestamp_window_ms {
+    // Saturating: a hostile timestamp (i64::MIN) must not overflow.
+    if now.saturating_sub(timestamp).saturating_abs() > shared.dialect.timestamp_window_ms {
         return (ids, unauthorized("206004", "Signature expired"));
     }
 

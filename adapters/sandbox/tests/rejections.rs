@@ -97,6 +97,19 @@ async fn signature_and_header_rejections_change_nothing() {
         .await;
     assert_rejected(&h, r, 401, "206004").await;
 
+    // Absurd timestamps must not overflow the window check.
+    for ts_bad in [i64::MIN, i64::MAX] {
+        let b = body("t5", ts_bad);
+        let r = h
+            .raw(
+                "/payments",
+                b.clone(),
+                &headers(h.merchant.sign(MID, ts_bad, &b)),
+            )
+            .await;
+        assert_rejected(&h, r, 401, "206004").await;
+    }
+
     // Unknown merchant.
     let mut u = payment_body("t4", 100, cards::VISA_SUCCESS, false, None);
     u["merchant_id"] = json!("99999999999999");
