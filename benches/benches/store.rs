@@ -99,18 +99,18 @@ struct Pg {
 
 async fn pg_setup() -> Option<Pg> {
     let opts = PgConnectOptions::from_str(&database_url()).ok()?;
-    let mut admin = match tokio::time::timeout(
-        Duration::from_secs(5),
-        PgConnection::connect_with(&opts),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        _ => {
-            eprintln!("*** SKIP: Postgres unreachable at {}: no pg benches ***", database_url());
-            return None;
-        }
-    };
+    let mut admin =
+        match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts)).await
+        {
+            Ok(Ok(c)) => c,
+            _ => {
+                eprintln!(
+                    "*** SKIP: Postgres unreachable at {}: no pg benches ***",
+                    database_url()
+                );
+                return None;
+            }
+        };
     for setting in [
         "shared_buffers",
         "synchronous_commit",
@@ -124,7 +124,10 @@ async fn pg_setup() -> Option<Pg> {
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
                 .fetch_one(&mut admin)
                 .await;
-        eprintln!("postgres {setting} = {}", v.unwrap_or_else(|e| e.to_string()));
+        eprintln!(
+            "postgres {setting} = {}",
+            v.unwrap_or_else(|e| e.to_string())
+        );
     }
     let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
     admin
@@ -141,7 +144,7 @@ async fn pg_setup() -> Option<Pg> {
                 Ok(())
             })
         })
-        .connect_with(opts)
+        .connect_with(PostgresStore::tune(opts))
         .await
         .ok()?;
     let store = PostgresStore::from_pool(pool);
@@ -179,7 +182,7 @@ fn pg_raw_sql(batch: usize) -> String {
             sql.push(',');
         }
         sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}::jsonb, ${}::jsonb, ${})",
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}::json, ${}::json, ${})",
             b + 1,
             b + 2,
             b + 3,
@@ -229,11 +232,7 @@ async fn pg_append_run(
     let work: Vec<(StreamId, Vec<Vec<NewEvent>>)> = (0..writers)
         .map(|_| {
             let batches = (0..per_writer)
-                .map(|i| {
-                    (0..batch as u64)
-                        .map(|j| bench_event(i * 10 + j))
-                        .collect()
-                })
+                .map(|i| (0..batch as u64).map(|j| bench_event(i * 10 + j)).collect())
                 .collect();
             (stream("bench"), batches)
         })
@@ -251,7 +250,11 @@ async fn pg_append_run(
                     pg_raw_insert(store.pool(), &sql, &s, version, &events).await;
                 } else {
                     let r = store
-                        .append(request(&s, ExpectedVersion::Exact(Version(version)), events))
+                        .append(request(
+                            &s,
+                            ExpectedVersion::Exact(Version(version)),
+                            events,
+                        ))
                         .await;
                     if let Err(e) = r {
                         panic!("append: {e}");
@@ -312,7 +315,11 @@ fn bench_pg(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
     let order = stream("order");
     rt.block_on(async {
         let events: Vec<NewEvent> = (0..20).map(bench_event).collect();
-        if let Err(e) = pg.store.append(request(&order, ExpectedVersion::NoStream, events)).await {
+        if let Err(e) = pg
+            .store
+            .append(request(&order, ExpectedVersion::NoStream, events))
+            .await
+        {
             panic!("seed: {e}");
         }
         // Make sure there are at least 10,000 events to scan.
@@ -321,14 +328,20 @@ fn bench_pg(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
         let mut v = 0u64;
         while have + v < 10_000 {
             let events: Vec<NewEvent> = (0..100).map(|i| bench_event(v + i)).collect();
-            if let Err(e) = pg.store.append(request(&s, ExpectedVersion::Exact(Version(v)), events)).await {
+            if let Err(e) = pg
+                .store
+                .append(request(&s, ExpectedVersion::Exact(Version(v)), events))
+                .await
+            {
                 panic!("seed: {e}");
             }
             v += 100;
         }
     });
     let mut group = c.benchmark_group("pg_read");
-    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(20));
     group.bench_function("read_stream_20", |b| {
         b.to_async(rt).iter(|| async {
@@ -425,7 +438,10 @@ fn bench_sqlite(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),
     };
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
     let store = rt.block_on(async {
         let store = match SqliteStore::open(&url).await {
             Ok(s) => s,
@@ -463,7 +479,11 @@ fn bench_sqlite(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
                             if raw {
                                 sqlite_raw_insert(store.write_pool(), &s, version, &events).await;
                             } else if let Err(e) = store
-                                .append(request(&s, ExpectedVersion::Exact(Version(version)), events))
+                                .append(request(
+                                    &s,
+                                    ExpectedVersion::Exact(Version(version)),
+                                    events,
+                                ))
                                 .await
                             {
                                 panic!("append: {e}");
@@ -487,19 +507,31 @@ fn bench_sqlite(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
     let order = stream("order");
     rt.block_on(async {
         let events: Vec<NewEvent> = (0..20).map(bench_event).collect();
-        if let Err(e) = store.append(request(&order, ExpectedVersion::NoStream, events)).await {
+        if let Err(e) = store
+            .append(request(&order, ExpectedVersion::NoStream, events))
+            .await
+        {
             panic!("seed: {e}");
         }
         let s = stream("seed");
         for k in 0..100u64 {
             let events: Vec<NewEvent> = (0..100).map(|i| bench_event(k * 100 + i)).collect();
-            if let Err(e) = store.append(request(&s, ExpectedVersion::Exact(Version(k * 100)), events)).await {
+            if let Err(e) = store
+                .append(request(
+                    &s,
+                    ExpectedVersion::Exact(Version(k * 100)),
+                    events,
+                ))
+                .await
+            {
                 panic!("seed: {e}");
             }
         }
     });
     let mut group = c.benchmark_group("sqlite_read");
-    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(20));
     group.bench_function("read_stream_20", |b| {
         b.to_async(rt).iter(|| async {

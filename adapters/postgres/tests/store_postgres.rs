@@ -106,9 +106,11 @@ async fn fixture() -> Option<PgFixture> {
         .await
         .expect("create schema");
     let app = format!("payorch-{schema}");
-    let opts = PgConnectOptions::from_str(&database_url())
-        .expect("url")
-        .application_name(&app);
+    let opts = PostgresStore::tune(
+        PgConnectOptions::from_str(&database_url())
+            .expect("url")
+            .application_name(&app),
+    );
     let path = schema.clone();
     let pool = PgPoolOptions::new()
         .max_connections(20)
@@ -165,7 +167,7 @@ async fn raw_insert(conn: &mut PgConnection, stream: &str, version: i64) -> (i64
     let pos: i64 = sqlx::query_scalar(
         "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, \
          schema_version, payload, metadata, recorded_at) \
-         VALUES ($1, 'order', $2, $3, 'raw', 1, '{}'::jsonb, '{}'::jsonb, now()) \
+         VALUES ($1, 'order', $2, $3, 'raw', 1, '{}'::json, '{}'::json, now()) \
          RETURNING global_position",
     )
     .bind(stream)
@@ -175,6 +177,29 @@ async fn raw_insert(conn: &mut PgConnection, stream: &str, version: i64) -> (i64
     .await
     .expect("raw insert");
     (pos, id)
+}
+
+/// Follows read_all until at least `want` events are seen (other tests'
+/// open transactions may hold the horizon back for a moment).
+async fn drain_until(
+    store: &PostgresStore,
+    checkpoint: &mut Position,
+    seen: &mut Vec<(Position, Uuid)>,
+    want: usize,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        drain(store, checkpoint, seen).await;
+        if seen.len() >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tailer saw {} of {want}",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Follows read_all from `checkpoint` until nothing more is returned.
@@ -206,7 +231,7 @@ async fn hold_back_case(commit_a: bool) {
         .expect("early append");
     let mut checkpoint = Position::START;
     let mut seen = Vec::new();
-    drain(&store, &mut checkpoint, &mut seen).await;
+    drain_until(&store, &mut checkpoint, &mut seen, 1).await;
     assert_eq!(seen.len(), 1);
 
     let mut a = fx.connection().await;
@@ -429,7 +454,7 @@ async fn killed_connections_lose_nothing_acknowledged() {
     assert!(kills > 0, "the test must actually kill connections");
     let mut checkpoint = Position::START;
     let mut seen = Vec::new();
-    drain(&fx.store, &mut checkpoint, &mut seen).await;
+    drain_until(&fx.store, &mut checkpoint, &mut seen, all_acked.len()).await;
     let seen_ids: Vec<Uuid> = seen.iter().map(|(_, id)| *id).collect();
     let unique: HashSet<Uuid> = seen_ids.iter().copied().collect();
     assert_eq!(

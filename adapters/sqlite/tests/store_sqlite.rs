@@ -112,7 +112,11 @@ async fn two_stores_on_one_file_race_safely() {
     let s = testkit::stream("shared");
     let mut handles = Vec::new();
     for w in 0..8u64 {
-        let store = if w % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+        let store = if w % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
         let s = s.clone();
         handles.push(tokio::spawn(async move {
             let mut wins = Vec::new();

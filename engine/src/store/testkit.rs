@@ -198,18 +198,60 @@ async fn must_read_all<S: TestStore + ?Sized>(
     }
 }
 
-/// Reads the whole store from the start, in pages of `page`.
-async fn read_everything<S: TestStore + ?Sized>(store: &S, page: usize) -> Vec<RecordedEvent> {
+/// Reads the whole store from the start, in pages of `page`, expecting
+/// `expected` events. A store may hold back its tail while transactions it
+/// cannot see yet are open (e.g. other tests' writers on the same
+/// database: see `EventStore::read_all`), so an empty page before
+/// `expected` events is retried until the deadline; after that, an empty
+/// page ends the read (more events than expected fail the caller's check).
+async fn read_everything<S: TestStore + ?Sized>(
+    store: &S,
+    page: usize,
+    expected: usize,
+) -> Vec<RecordedEvent> {
+    let deadline = Instant::now() + DEADLINE;
     let mut out: Vec<RecordedEvent> = Vec::new();
     let mut after = Position::START;
     loop {
         let batch = must_read_all(store, after, page).await;
         if batch.is_empty() {
-            return out;
+            if out.len() >= expected {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "read_all returned {} of {expected} committed events before the deadline",
+                out.len()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
         }
         assert!(batch.len() <= page, "read_all returned more than its limit");
         after = batch[batch.len() - 1].global_position;
         out.extend(batch);
+    }
+}
+
+/// `read_all(after, limit)` once at least `expected` events are past the
+/// store's horizon (see [`read_everything`]).
+async fn read_all_settled<S: TestStore + ?Sized>(
+    store: &S,
+    after: Position,
+    limit: usize,
+    expected: usize,
+) -> Vec<RecordedEvent> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let batch = must_read_all(store, after, limit).await;
+        if batch.len() >= expected {
+            return batch;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read_all returned {} of {expected} committed events before the deadline",
+            batch.len()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -252,7 +294,7 @@ pub async fn append_read_round_trip<S: TestStore>(store: Arc<S>) {
     }
     assert_eq!(store.stream_version(&s).await.ok(), Some(Version(3)));
 
-    let all = must_read_all(&*store, Position::START, 100).await;
+    let all = read_all_settled(&*store, Position::START, 100, 3).await;
     assert_eq!(all.len(), 3, "read_all sees the batch");
     for (got, sent) in all.iter().zip(&events) {
         assert_eq!(got.event_id, sent.event_id);
@@ -344,7 +386,7 @@ pub async fn expected_version_checks<S: TestStore>(store: Arc<S>) {
     assert_eq!(read.len(), 4, "conflicting appends must not write");
     let versions: Vec<u64> = read.iter().map(|e| e.version.0).collect();
     assert_eq!(versions, vec![1, 2, 3, 4]);
-    assert_eq!(read_everything(&*store, 100).await.len(), 6);
+    assert_eq!(read_everything(&*store, 100, 6).await.len(), 6);
 }
 
 /// An empty batch is `Invalid` and writes nothing.
@@ -439,7 +481,7 @@ pub async fn idempotent_reappend_and_event_id_reuse<S: TestStore>(store: Arc<S>)
         4
     );
     assert_eq!(store.stream_version(&other).await.ok(), Some(Version::NONE));
-    assert_eq!(read_everything(&*store, 100).await.len(), 4);
+    assert_eq!(read_everything(&*store, 100, 4).await.len(), 4);
 }
 
 /// `read_stream` honours `from` and `limit` and returns version order.
@@ -497,14 +539,14 @@ pub async fn read_all_order_and_paging<S: TestStore>(store: Arc<S>) {
             must_append(&*store, request(s, ExpectedVersion::Any, events)).await;
         }
     }
-    let all = must_read_all(&*store, Position::START, 1000).await;
+    let all = read_all_settled(&*store, Position::START, 1000, 24).await;
     assert_eq!(all.len(), 24);
     assert_positions_increase(&all);
     let ids: Vec<Uuid> = all.iter().map(|e| e.event_id).collect();
     assert_eq!(ids, sent, "read_all returns commit order");
 
     for page in [1usize, 5, 7, 24, 100] {
-        let paged = read_everything(&*store, page).await;
+        let paged = read_everything(&*store, page, 24).await;
         let paged_ids: Vec<Uuid> = paged.iter().map(|e| e.event_id).collect();
         assert_eq!(paged_ids, sent, "paging by {page}");
     }
@@ -605,7 +647,7 @@ pub async fn gap_free_with_writers<S: TestStore>(store: Arc<S>, writers: usize, 
         seen_ids, written,
         "tailer saw exactly the acknowledged events"
     );
-    let full = read_everything(&*store, 1000).await;
+    let full = read_everything(&*store, 1000, total).await;
     let full_ids: Vec<Uuid> = full.iter().map(|e| e.event_id).collect();
     let tail_ids: Vec<Uuid> = seen.iter().map(|e| e.event_id).collect();
     assert_eq!(
