@@ -311,7 +311,10 @@ async fn verify_stream(
     };
     for (expected, e) in (1u64..).zip(events.iter()) {
         if e.version.0 != expected {
-            return fail(Some(e.version.0), format!("version gap: expected {expected}"));
+            return fail(
+                Some(e.version.0),
+                format!("version gap: expected {expected}"),
+            );
         }
     }
     // Decode through today's upcasters, then fold with today's evolve.

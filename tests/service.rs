@@ -1,0 +1,319 @@
+//! End-to-end tests of `payorch demo`, `replay`, `export`/`import`,
+//! `migrate` and `serve`, running the binary against temp SQLite files.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn payorch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_payorch"))
+        .args(args)
+        .env_remove("PAYORCH_STORE_URL")
+        .env_remove("PAYORCH_CONFIG")
+        .output()
+        .expect("run payorch")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn sqlite(dir: &Path, name: &str) -> String {
+    format!("sqlite://{}", dir.join(name).display())
+}
+
+/// Runs the demo into `store` and returns its JSON report.
+fn demo(store: &str) -> Value {
+    let out = payorch(&["--json", "demo", "--store", store]);
+    let v = json_of(&out);
+    assert!(
+        out.status.success(),
+        "demo failed: {v:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
+#[test]
+fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path(), "demo.db");
+    let v = demo(&store);
+    let flows = v["flows"].as_array().unwrap();
+    let expect = [
+        ("purchase", "Captured"),
+        ("preauth_partial_capture_refunds", "PartiallyRefunded"),
+        ("3ds_challenge", "Captured"),
+        ("void", "Voided"),
+        ("recurring_charges_cancel", "Cancelled"),
+        ("checkout_session", "Completed"),
+    ];
+    assert_eq!(flows.len(), expect.len());
+    for (flow, state) in expect {
+        let f = flows
+            .iter()
+            .find(|f| f["flow"] == flow)
+            .unwrap_or_else(|| panic!("no flow {flow}"));
+        assert_eq!(f["actual"], state, "{f:#}");
+        assert_eq!(f["ok"], true, "{f:#}");
+    }
+    let timeline = v["timeline"].as_array().unwrap();
+    assert!(timeline.len() > 30, "{}", timeline.len());
+
+    // replay --all: the projection sees every order of the demo.
+    let out = payorch(&["--json", "--store-url", &store, "replay", "--all"]);
+    assert!(out.status.success());
+    let r = json_of(&out);
+    assert_eq!(r["events"].as_u64().unwrap() as usize, timeline.len());
+    assert_eq!(r["checkpoint"], timeline.last().unwrap()["position"]);
+    assert_eq!(r["by_status"]["Voided"], 1);
+    assert_eq!(r["totals"]["EUR"]["refunded"], 2500);
+
+    // replay --verify accepts every history.
+    let out = payorch(&["--json", "--store-url", &store, "replay", "--verify"]);
+    let r = json_of(&out);
+    assert!(out.status.success(), "{r:#}");
+    assert_eq!(r["failures"].as_array().unwrap().len(), 0);
+    assert!(r["streams"].as_u64().unwrap() >= 8);
+
+    // replay a stream at version 1 and with --explain.
+    let voided = flows.iter().find(|f| f["flow"] == "void").unwrap()["stream"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &store,
+        "replay",
+        &voided,
+        "--version",
+        "1",
+    ]);
+    let r = json_of(&out);
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["state"]["phase"], "AuthorisationPending");
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &store,
+        "replay",
+        &voided,
+        "--explain",
+    ]);
+    let r = json_of(&out);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.last().unwrap()["phase_after"], "Voided");
+
+    // export -> import into a fresh store twice: the second is a no-op.
+    let file = dir.path().join("events.jsonl");
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &store,
+        "export",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        json_of(&out)["exported"].as_u64().unwrap() as usize,
+        timeline.len()
+    );
+    let copy = sqlite(dir.path(), "copy.db");
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &copy,
+        "import",
+        file.to_str().unwrap(),
+    ]);
+    let r = json_of(&out);
+    assert_eq!(r["imported"].as_u64().unwrap() as usize, timeline.len());
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &copy,
+        "import",
+        file.to_str().unwrap(),
+    ]);
+    let r = json_of(&out);
+    assert_eq!(r["imported"], 0);
+    assert_eq!(
+        r["already_present"].as_u64().unwrap() as usize,
+        timeline.len()
+    );
+    // The copy replays to the same summary.
+    let a = json_of(&payorch(&[
+        "--json",
+        "--store-url",
+        &store,
+        "replay",
+        "--all",
+    ]));
+    let b = json_of(&payorch(&[
+        "--json",
+        "--store-url",
+        &copy,
+        "replay",
+        "--all",
+    ]));
+    assert_eq!(a["by_status"], b["by_status"]);
+    assert_eq!(a["totals"], b["totals"]);
+
+    // export of selected streams.
+    let out = payorch(&["--store-url", &store, "export", "--stream", &voided]);
+    assert!(out.status.success());
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, steps.len());
+}
+
+#[test]
+fn migrate_and_bad_config_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &sqlite(dir.path(), "m.db"),
+        "migrate",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(json_of(&out)["migrated"], true);
+    let out = payorch(&["--store-url", "mysql://x", "migrate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store_url"));
+    let cfg = dir.path().join("payorch.toml");
+    std::fs::write(&cfg, "adress = \"x\"\n").unwrap();
+    let out = payorch(&["--config", cfg.to_str().unwrap(), "migrate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("adress"));
+}
+
+/// Kills the child on drop so a failing test leaves no process behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_answers_health_creates_and_captures_then_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path(), "serve.db");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["--store-url", &store, "serve", "--addr", "127.0.0.1:0"])
+            .env_remove("PAYORCH_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    // The banner: first line has the URL, a later one the demo API key.
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut url, mut key) = (None, None);
+    while url.is_none() || key.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("serve printed its banner in time");
+        if let Some(u) = line.strip_prefix("payorch listening on ") {
+            url = Some(u.trim().to_owned());
+        }
+        if let Some(k) = line.trim().strip_prefix("api key: ") {
+            key = Some(k.trim().to_owned());
+        }
+    }
+    let (url, key) = (url.unwrap(), key.unwrap());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        // /healthz with a deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/healthz")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "healthz never ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = http
+            .post(format!("{url}/v1/payments"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "t-1")
+            .json(&serde_json::json!({
+                "amount": {"minor": 1000, "currency": "EUR"},
+                "capture_method": "MANUAL",
+                "payment_method": {"type": "card", "number": "4111111111111111",
+                    "exp_month": "07", "exp_year": "2031", "cvv": "123"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["status"], "authorised", "{p:#}");
+        let id = p["id"].as_str().unwrap().to_owned();
+        let r = http
+            .post(format!("{url}/v1/payments/{id}/capture"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "t-2")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{p:#}");
+        assert_eq!(p["status"], "captured", "{p:#}");
+        // Another merchant's key sees nothing.
+        let r = http
+            .get(format!("{url}/v1/payments/{id}"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    });
+
+    // SIGTERM: graceful stop with exit code 0.
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // The store survived and replays.
+    let out = payorch(&["--json", "--store-url", &store, "replay", "--verify"]);
+    assert!(out.status.success());
+}
