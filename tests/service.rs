@@ -113,6 +113,27 @@ fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
     let r = json_of(&out);
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps.last().unwrap()["phase_after"], "Voided");
+    // --at: before the void was recorded, the order was still authorised.
+    let authorised_at = steps
+        .iter()
+        .find(|s| s["event_type"] == "authorised")
+        .unwrap()["recorded_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &store,
+        "replay",
+        &voided,
+        "--at",
+        &authorised_at,
+    ]);
+    let r = json_of(&out);
+    assert_eq!(r["state"]["phase"], "Authorised", "{r:#}");
+    let out = payorch(&["--store-url", &store, "replay", "order-nope"]);
+    assert!(!out.status.success());
 
     // export -> import into a fresh store twice: the second is a no-op.
     let file = dir.path().join("events.jsonl");
