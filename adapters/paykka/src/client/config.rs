@@ -1,6 +1,6 @@
 //! Settings of the PayKKa HTTP client, one [`MerchantConfig`] per merchant.
 //!
-//! Every point the spec tags [INFERRED] is a setting here with the spec's
+//! Every point the spec tags \[INFERRED\] is a setting here with the spec's
 //! value as default: the base URL prefix (`/apis`, README §2), each
 //! operation's relative path (endpoints.md §0), the signature
 //! percent-encoding and the body `version` field ([`SigningConfig`],
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::keys::{MerchantPrivateKey, PaykkaPublicKey};
 use crate::signing::SigningConfig;
 
-/// Default base URL: the v1.2 sandbox host plus the [INFERRED] `/apis`
+/// Default base URL: the v1.2 sandbox host plus the \[INFERRED\] `/apis`
 /// prefix (README §2). Use the host PayKKa gives you with your credentials.
 pub const DEFAULT_BASE_URL: &str = "https://sandbox.aq.paykka.com/apis";
 
@@ -40,29 +40,29 @@ pub enum SignatureMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OperationPaths {
-    /// Initiate transaction ([CODE] `/payments`).
+    /// Initiate transaction (\[CODE\] `/payments`).
     pub initiate: String,
-    /// Query transaction ([INFERRED] `/payments/query`).
+    /// Query transaction (\[INFERRED\] `/payments/query`).
     pub query: String,
-    /// Capture ([INFERRED] `/payments/capture`).
+    /// Capture (\[INFERRED\] `/payments/capture`).
     pub capture: String,
-    /// Void ([INFERRED] `/payments/void`; alternative `/payments/cancel`).
+    /// Void (\[INFERRED\] `/payments/void`; alternative `/payments/cancel`).
     pub void: String,
-    /// Token query ([INFERRED] `/payments/token/query`).
+    /// Token query (\[INFERRED\] `/payments/token/query`).
     pub token_query: String,
-    /// Token remove ([DOC] `/payments/token/remove`).
+    /// Token remove (\[DOC\] `/payments/token/remove`).
     pub token_remove: String,
-    /// Recurring agreement cancel ([INFERRED] `/payments/recurring/cancel`).
+    /// Recurring agreement cancel (\[INFERRED\] `/payments/recurring/cancel`).
     pub recurring_cancel: String,
-    /// Apple Pay session ([INFERRED] `/payments/apple-pay/create-session`).
+    /// Apple Pay session (\[INFERRED\] `/payments/apple-pay/create-session`).
     pub apple_pay_session: String,
-    /// Checkout session create ([CODE] `/session`).
+    /// Checkout session create (\[CODE\] `/session`).
     pub session_create: String,
-    /// Checkout session query ([INFERRED] `/session/query`).
+    /// Checkout session query (\[INFERRED\] `/session/query`).
     pub session_query: String,
-    /// Refund ([INFERRED] `/refund`; alternative `/payments/refund`).
+    /// Refund (\[INFERRED\] `/refund`; alternative `/payments/refund`).
     pub refund: String,
-    /// Refund query ([INFERRED] `/refund/query`).
+    /// Refund query (\[INFERRED\] `/refund/query`).
     pub refund_query: String,
 }
 

@@ -5,7 +5,7 @@
 //! request DTO, the body is serialized once and signed
 //! ([`RequestSigner::sign_json`]), **those bytes** are sent, the raw answer
 //! is read, PayKKa's signature is checked per [`SignatureMode`], and only
-//! then is the envelope parsed and classified ([`outcome`] has the table).
+//! then is the envelope parsed and classified (the `outcome` module has the table).
 //!
 //! Resends are made only where they cannot double-charge
 //! ([`RetryPolicy`]):
