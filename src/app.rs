@@ -16,8 +16,9 @@ use payorch_http::{
 };
 use payorch_paykka::keys::generate_merchant_key_pair;
 use payorch_paykka::{
-    MerchantConfig, MerchantPrivateKey, PaykkaClient, PaykkaPublicKey, SignatureMode,
-    SigningConfig, VerifiedNotification, WebhookConfig, WebhookError, WebhookReceiver,
+    MerchantConfig, MerchantPrivateKey, OperationTimeouts, PaykkaClient, PaykkaPublicKey,
+    SignatureMode, SigningConfig, VerifiedNotification, WebhookConfig, WebhookError,
+    WebhookReceiver,
 };
 use payorch_sandbox::{RunningSandbox, SandboxConfig, SandboxMerchant};
 use payorch_schemas::paykka::Notification;
@@ -115,14 +116,21 @@ impl App {
                         percent_encode_signature: section.percent_encode_signature.unwrap_or(true),
                         body_version_field: section.body_version_field.unwrap_or(false),
                     };
-                    builder = builder.merchant(
-                        MerchantConfig::new(m.merchant_id.clone(), key, pk)
-                            .with_base_url(base_url)
-                            .with_signing(signing)
-                            .with_response_signature(signature_mode(
-                                section.response_signature.as_deref(),
-                            )),
-                    );
+                    let mut merchant = MerchantConfig::new(m.merchant_id.clone(), key, pk)
+                        .with_base_url(base_url)
+                        .with_signing(signing)
+                        .with_response_signature(signature_mode(
+                            section.response_signature.as_deref(),
+                        ));
+                    if let Some(paths) = &section.paths {
+                        merchant = merchant.with_paths(paths.clone());
+                    }
+                    if let Some(t) = section.timeout_secs {
+                        merchant = merchant.with_timeouts(OperationTimeouts::uniform(
+                            Duration::from_secs(t.max(1)),
+                        ));
+                    }
+                    builder = builder.merchant(merchant);
                     api_keys = api_keys
                         .with_hashed_key(m.merchant_id.clone(), &m.api_key_sha256)
                         .with_context(|| format!("merchants[{i}].api_key_sha256"))?;

@@ -58,6 +58,13 @@ pub struct PaykkaSection {
     /// Notification timestamp tolerance in ms (default 300 000).
     #[serde(default)]
     pub webhook_tolerance_ms: Option<u64>,
+    /// Total timeout of every PayKKa call, in seconds (default: the
+    /// client's per-operation defaults).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Relative path per operation ([INFERRED] paths; defaults from the spec).
+    #[serde(default)]
+    pub paths: Option<payorch_paykka::OperationPaths>,
 }
 
 /// One merchant served by this instance.
@@ -407,6 +414,28 @@ mod tests {
             "postgres://postgres@h/db"
         );
         assert_eq!(redact_url("sqlite://payorch.db"), "sqlite://payorch.db");
+    }
+
+    #[test]
+    fn paykka_dialect_settings_parse() {
+        let c = Config::from_toml(
+            "[paykka]\nbase_url = \"https://x/apis\"\npercent_encode_signature = false\ntimeout_secs = 9\n[paykka.paths]\nvoid = \"/payments/cancel\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let p = c.paykka.unwrap();
+        assert_eq!(p.percent_encode_signature, Some(false));
+        assert_eq!(p.timeout_secs, Some(9));
+        let paths = p.paths.unwrap();
+        assert_eq!(paths.void, "/payments/cancel");
+        assert_eq!(
+            paths.initiate,
+            payorch_paykka::OperationPaths::default().initiate
+        );
+        let e = Config::from_toml("[paykka.paths]\nvoidd = \"/x\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("voidd"), "{e}");
     }
 
     #[test]
