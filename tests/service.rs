@@ -338,3 +338,126 @@ fn serve_answers_health_creates_and_captures_then_stops_on_sigterm() {
     let out = payorch(&["--json", "--store-url", &store, "replay", "--verify"]);
     assert!(out.status.success());
 }
+
+/// Reads lines of a child's stdout on a thread.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn serve_with_a_configured_paykka_merchant_from_payorch_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = payorch(&["keygen", "--out", keys.to_str().unwrap()]);
+    assert!(out.status.success());
+    // A standalone sandbox process that knows the merchant's public key.
+    let mut sandbox = Child(
+        Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["sandbox", "--port", "0", "--merchant-id", "18356675194960"])
+            .arg("--merchant-public-key")
+            .arg(keys.join("merchant_public.pem"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut sandbox.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut base, mut pem, mut in_pem) = (None, String::new(), false);
+    while base.is_none() || !pem.contains("END PUBLIC KEY") {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("sandbox banner");
+        if let Some(b) = line.strip_prefix("base URL: ") {
+            base = Some(b.trim().to_owned());
+        }
+        if line.contains("BEGIN PUBLIC KEY") {
+            in_pem = true;
+        }
+        if in_pem {
+            pem.push_str(&line);
+            pem.push('\n');
+        }
+        if line.contains("END PUBLIC KEY") {
+            in_pem = false;
+        }
+    }
+    std::fs::write(dir.path().join("platform.pem"), &pem).unwrap();
+    // The config holds the SHA-256 of the API key, never the key.
+    let hash = {
+        let out = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"secret-key-1")?;
+                c.wait_with_output()
+            })
+            .expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let cfg = dir.path().join("payorch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store_url = \"{}\"\naddr = \"127.0.0.1:0\"\n[paykka]\nbase_url = \"{}\"\nresponse_signature = \"enforce\"\n[[merchants]]\nmerchant_id = \"18356675194960\"\nprivate_key_path = \"{}\"\npaykka_public_key_path = \"{}\"\napi_key_sha256 = \"{hash}\"\n",
+            sqlite(dir.path(), "cfg.db"),
+            base.unwrap(),
+            keys.join("merchant_private.pem").display(),
+            dir.path().join("platform.pem").display(),
+        ),
+    )
+    .unwrap();
+    let mut serve = Child(
+        Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["--config", cfg.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut serve.0);
+    let url = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("serve banner");
+        if let Some(u) = line.strip_prefix("payorch listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{url}/v1/payments"))
+            .bearer_auth("secret-key-1")
+            .header("Idempotency-Key", "cfg-1")
+            .json(&serde_json::json!({
+                "amount": {"minor": 1000, "currency": "EUR"},
+                "payment_method": {"type": "card", "number": "4111111111111111",
+                    "exp_month": "07", "exp_year": "2031", "cvv": "123"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "{p:#}");
+        assert_eq!(p["status"], "captured", "{p:#}");
+    });
+}
