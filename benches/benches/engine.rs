@@ -4,9 +4,10 @@
 //!   plus `order::evolve` of the emitted events (state and command are
 //!   cloned in the untimed setup), against `serde_json::to_string` of the
 //!   same emitted events. Target: ratio <= 0.5.
-//! * `rehydrate/<n>`: fold an order from `n` stored JSON events (typed
-//!   decode straight from the payload text + evolve), against serializing
-//!   the same `n` events. Target: >= 1,000,000 events/s per core.
+//! * `rehydrate/<n>`: fold an order from `n` stored JSON events exactly as
+//!   `orchestrator::load` folds each page (`fold_recorded`: typed decode
+//!   straight from the payload text, upcaster chain for old versions, then
+//!   `evolve_owned`), against serializing the same `n` events. Target: >= 1,000,000 events/s per core.
 //!
 //! Run: `cargo bench -p payorch-benches --bench engine`. After criterion's
 //! report a table prints each ratio (median of repeated timed loops).
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use payorch_engine::codec;
+use payorch_engine::orchestrator::{self, OrderAggregate};
 use payorch_engine::order::{
     self, CallOutcome, CapturePayment, Observation, ObservationSource, ObservedStatus,
     OrderCommand, OrderState, PaymentObservation, PlacePayment, RefundPayment,
@@ -157,13 +159,9 @@ fn recorded(events: &[OrderEvent]) -> Vec<RecordedEvent> {
         .collect()
 }
 
+/// What `orchestrator::load` does with each page read from the store.
 fn rehydrate(events: &[RecordedEvent]) -> OrderState {
-    let mut s = OrderState::default();
-    for e in events {
-        let ev: OrderEvent = codec::decode_recorded(e).unwrap();
-        s = order::evolve(s, &ev);
-    }
-    s
+    orchestrator::fold_recorded::<OrderAggregate>(OrderState::default(), events).unwrap()
 }
 
 fn serialize_all(events: &[OrderEvent]) -> usize {

@@ -78,6 +78,25 @@ const ISO_4217: &[(&str, u8)] = &[
     ("XPF", 0), ("YER", 2), ("ZAR", 2), ("ZMW", 2), ("ZWG", 2),
 ];
 
+/// A code's three bytes as a big-endian `u32`: sorting by it is sorting by
+/// the code, so [`ISO_4217_PACKED`] is in the table's order.
+const fn pack(code: [u8; 3]) -> u32 {
+    ((code[0] as u32) << 16) | ((code[1] as u32) << 8) | code[2] as u32
+}
+
+/// [`ISO_4217`]'s codes packed with [`pack`], same order (sorted; checked by
+/// a test), for [`Currency::new`]'s binary search.
+const ISO_4217_PACKED: [u32; ISO_4217.len()] = {
+    let mut packed = [0u32; ISO_4217.len()];
+    let mut i = 0;
+    while i < ISO_4217.len() {
+        let b = ISO_4217[i].0.as_bytes();
+        packed[i] = pack([b[0], b[1], b[2]]);
+        i += 1;
+    }
+    packed
+};
+
 impl Currency {
     pub const EUR: Currency = Currency {
         code: *b"EUR",
@@ -111,8 +130,14 @@ impl Currency {
     /// Parses an ISO 4217 alpha-3 code (case-insensitive, surrounding
     /// whitespace ignored).
     pub fn new(code: &str) -> Result<Self, MoneyError> {
-        let trimmed = code.trim();
-        let bytes = trimmed.as_bytes();
+        // Hot on every event decode: no allocation and no table scan on the
+        // success path (a binary search over the packed codes).
+        let bytes = code.as_bytes();
+        let bytes = if bytes.len() == 3 {
+            bytes
+        } else {
+            code.trim().as_bytes()
+        };
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
             return Err(MoneyError::MalformedCurrency(code.to_owned()));
         }
@@ -121,14 +146,13 @@ impl Currency {
             bytes[1].to_ascii_uppercase(),
             bytes[2].to_ascii_uppercase(),
         ];
-        ISO_4217
-            .iter()
-            .find(|(c, _)| c.as_bytes() == upper)
-            .map(|&(_, exponent)| Currency {
+        match ISO_4217_PACKED.binary_search(&pack(upper)) {
+            Ok(i) => Ok(Currency {
                 code: upper,
-                exponent,
-            })
-            .ok_or_else(|| MoneyError::UnknownCurrency(trimmed.to_owned()))
+                exponent: ISO_4217[i].1,
+            }),
+            Err(_) => Err(MoneyError::UnknownCurrency(code.trim().to_owned())),
+        }
     }
 
     /// The three upper-case letters.
@@ -181,8 +205,25 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Currency::new(&s).map_err(serde::de::Error::custom)
+        // A visitor rather than `String`/`Cow<str>`: the code is checked
+        // straight from the input text, no allocation.
+        struct CodeVisitor;
+        impl serde::de::Visitor<'_> for CodeVisitor {
+            type Value = Currency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ISO 4217 currency code")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Currency, E> {
+                Currency::new(v).map_err(E::custom)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Currency, E> {
+                match std::str::from_utf8(v) {
+                    Ok(s) => self.visit_str(s),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+                }
+            }
+        }
+        d.deserialize_str(CodeVisitor)
     }
 }
 
@@ -315,6 +356,38 @@ mod tests {
             assert_eq!(Currency::new(code).unwrap().exponent(), exp, "{code}");
         }
         assert_eq!(Currency::new(" eur ").unwrap(), Currency::EUR);
+        assert_eq!(Currency::new("eUr").unwrap(), Currency::EUR);
+        assert_eq!(Currency::new("\tjpy\n").unwrap(), Currency::JPY);
+    }
+
+    #[test]
+    fn lookup_table_is_sorted_and_finds_every_code() {
+        assert!(ISO_4217_PACKED.windows(2).all(|w| w[0] < w[1]));
+        for (code, exp) in ISO_4217 {
+            let c = Currency::new(code).unwrap();
+            assert_eq!((c.code(), c.exponent()), (*code, u32::from(*exp)));
+            let lower = code.to_ascii_lowercase();
+            assert_eq!(Currency::new(&lower).unwrap(), c);
+            let json = format!("\"{lower}\"");
+            assert_eq!(serde_json::from_str::<Currency>(&json).unwrap(), c);
+        }
+        // Neighbours of real codes and the ends of the table are unknown.
+        for code in ["AAA", "ZZZ", "EUQ", "EUS", "ZWH", "AEC"] {
+            assert_eq!(
+                Currency::new(code),
+                Err(MoneyError::UnknownCurrency(code.into()))
+            );
+        }
+        assert_eq!(
+            Currency::new(" xyz "),
+            Err(MoneyError::UnknownCurrency("xyz".into()))
+        );
+        for bad in ["", "E", "EURO", "EU1", "É€", "  "] {
+            assert_eq!(
+                Currency::new(bad),
+                Err(MoneyError::MalformedCurrency(bad.into()))
+            );
+        }
     }
 
     #[test]

@@ -491,42 +491,29 @@ pub fn decide(s: &OrderState, cmd: OrderCommand) -> Decided {
 pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
     s.version += 1;
     match e {
-        OrderEvent::PaymentPlaced(p) => {
-            s.placed = Some(std::sync::Arc::new(p.clone()));
-            s.phase = PhaseCell(Phase::AuthorisationPending);
-        }
+        OrderEvent::PaymentPlaced(p) => placed(&mut s, std::sync::Arc::new(p.clone())),
         OrderEvent::AuthorisationRequested(_) => {}
-        OrderEvent::ChallengeRequired(c) => {
-            s.authentication_url = Some(c.authentication_url.clone());
-            s.phase = PhaseCell(Phase::ChallengeRequired);
-        }
+        OrderEvent::ChallengeRequired(c) => challenge(&mut s, c.authentication_url.clone()),
         OrderEvent::ChallengeCompleted(_) => s.phase = PhaseCell(Phase::AuthorisationPending),
-        OrderEvent::ChallengeFailed(d) => declined(&mut s, &d.code, &d.description),
-        OrderEvent::ChallengeExpired(_) => {
-            declined(&mut s, "EXPIRED", "3-D Secure challenge expired")
+        OrderEvent::ChallengeFailed(d) => declined(&mut s, d.code.clone(), d.description.clone()),
+        OrderEvent::ChallengeExpired(_) => declined(
+            &mut s,
+            "EXPIRED".to_owned(),
+            "3-D Secure challenge expired".to_owned(),
+        ),
+        OrderEvent::AuthorisationDeclined(d) => {
+            declined(&mut s, d.code.clone(), d.description.clone())
         }
-        OrderEvent::AuthorisationDeclined(d) => declined(&mut s, &d.code, &d.description),
         OrderEvent::AuthorisationOutcomeUnknown(_) => {
             s.phase = PhaseCell(Phase::AuthorisationUnknown)
         }
-        OrderEvent::Authorised(a) => {
-            s.gateway_order_id = Some(a.gateway_order_id.clone());
-            s.authorised = a.amount.minor;
-            if a.card.is_some() {
-                s.card.clone_from(&a.card);
-            }
-            s.authentication_url = None;
-            s.phase = PhaseCell(Phase::Authorised);
-            settle(&mut s);
-        }
-        OrderEvent::Succeeded(x) => {
-            if let Some(id) = &x.gateway_order_id {
-                s.gateway_order_id = Some(id.clone());
-            }
-            s.captured = s.captured.saturating_add(x.captured.minor);
-            s.remainder_released = true;
-            settle(&mut s);
-        }
+        OrderEvent::Authorised(a) => authorised(
+            &mut s,
+            a.gateway_order_id.clone(),
+            a.amount.minor,
+            a.card.clone(),
+        ),
+        OrderEvent::Succeeded(x) => succeeded(&mut s, x.gateway_order_id.clone(), x.captured.minor),
         OrderEvent::CaptureRequested(c) => s.captures.push(CaptureEntry {
             capture_id: c.capture_id,
             amount: c.amount,
@@ -570,15 +557,77 @@ pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
     s
 }
 
+/// [`evolve`] for an event the caller is done with (rehydration from the
+/// store): the data the state keeps is moved out of the event instead of
+/// copied. Always the same state as `evolve(s, &e)` (checked by
+/// [`explore`] on every reachable transition).
+pub fn evolve_owned(mut s: OrderState, e: OrderEvent) -> OrderState {
+    match e {
+        OrderEvent::PaymentPlaced(p) => placed(&mut s, std::sync::Arc::new(p)),
+        OrderEvent::ChallengeRequired(c) => challenge(&mut s, c.authentication_url),
+        OrderEvent::ChallengeFailed(d) => declined(&mut s, d.code, d.description),
+        OrderEvent::AuthorisationDeclined(d) => declined(&mut s, d.code, d.description),
+        OrderEvent::Authorised(a) => authorised(&mut s, a.gateway_order_id, a.amount.minor, a.card),
+        OrderEvent::Succeeded(x) => succeeded(&mut s, x.gateway_order_id, x.captured.minor),
+        OrderEvent::RefundRequested(r) => s.refunds.push(RefundEntry {
+            refund_id: r.refund_id,
+            refund_trans_id: r.refund_trans_id,
+            amount: r.amount,
+            progress: CallProgress::Requested,
+        }),
+        OrderEvent::TokenStored(t) => s.token = Some(t),
+        // Nothing to move: the by-reference fold is already copy-free.
+        other => return evolve(s, &other),
+    }
+    s.version += 1;
+    s
+}
+
 /// Folds a whole history.
 pub fn fold<'a>(events: impl IntoIterator<Item = &'a OrderEvent>) -> OrderState {
     events.into_iter().fold(OrderState::default(), evolve)
 }
 
 // ---------------------------------------------------------------- evolve helpers
+// Shared by `evolve` (which copies what it keeps) and `evolve_owned`.
 
-fn declined(s: &mut OrderState, code: &str, description: &str) {
-    s.decline = Some((code.to_owned(), description.to_owned()));
+fn placed(s: &mut OrderState, p: std::sync::Arc<PaymentPlaced>) {
+    s.placed = Some(p);
+    s.phase = PhaseCell(Phase::AuthorisationPending);
+}
+
+fn challenge(s: &mut OrderState, authentication_url: String) {
+    s.authentication_url = Some(authentication_url);
+    s.phase = PhaseCell(Phase::ChallengeRequired);
+}
+
+fn authorised(
+    s: &mut OrderState,
+    gateway_order_id: GatewayOrderId,
+    amount: i64,
+    card: Option<CardSummary>,
+) {
+    s.gateway_order_id = Some(gateway_order_id);
+    s.authorised = amount;
+    if card.is_some() {
+        s.card = card;
+    }
+    s.authentication_url = None;
+    s.phase = PhaseCell(Phase::Authorised);
+    settle(s);
+}
+
+fn succeeded(s: &mut OrderState, gateway_order_id: Option<GatewayOrderId>, captured: i64) {
+    if gateway_order_id.is_some() {
+        s.gateway_order_id = gateway_order_id;
+    }
+    s.captured = s.captured.saturating_add(captured);
+    s.remainder_released = true;
+    settle(s);
+}
+
+fn declined(s: &mut OrderState, code: String, description: String) {
+    s.decline = Some((code, description));
     s.phase = PhaseCell(Phase::Declined);
 }
 
@@ -671,7 +720,8 @@ fn place(p: PlacePayment) -> Decided {
         checkout_id,
         session_id,
     };
-    let mut out = vec![OrderEvent::PaymentPlaced(placed)];
+    let mut out = Vec::with_capacity(2);
+    out.push(OrderEvent::PaymentPlaced(placed));
     if !via_checkout {
         out.push(AuthorisationRequested { trans_id }.into());
     }
@@ -767,8 +817,8 @@ fn capture_outcome(s: &OrderState, id: CaptureId, o: CallOutcome<PaymentObservat
         return none(); // resolved already (webhook, query) or never ours
     };
     match o {
-        CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
-            let (code, description) = error_of(&obs, "FAILURE");
+        CallOutcome::Accepted(mut obs) if obs.status == ObservedStatus::Failure => {
+            let (code, description) = error_of(&mut obs, "FAILURE");
             one(CaptureDeclined {
                 capture_id: id,
                 code,
@@ -817,8 +867,8 @@ fn void_outcome(s: &OrderState, o: CallOutcome<PaymentObservation>) -> Decided {
         return none();
     };
     match o {
-        CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
-            let (code, description) = error_of(&obs, "FAILURE");
+        CallOutcome::Accepted(mut obs) if obs.status == ObservedStatus::Failure => {
+            let (code, description) = error_of(&mut obs, "FAILURE");
             one(VoidDeclined { code, description })
         }
         CallOutcome::Accepted(obs) if obs.status.is_captured() || s.captured > 0 => {
@@ -914,10 +964,12 @@ fn open_refund(s: &OrderState, id: RefundId) -> Option<&RefundEntry> {
         .find(|r| r.refund_id == id && r.progress.is_open())
 }
 
-fn error_of(obs: &PaymentObservation, default: &str) -> (String, String) {
+/// The error code and description of `obs`, moved out of it (the
+/// observation is consumed by decide: no copy).
+fn error_of(obs: &mut PaymentObservation, default: &str) -> (String, String) {
     (
-        obs.error_code.clone().unwrap_or_else(|| default.to_owned()),
-        obs.error_description.clone().unwrap_or_default(),
+        obs.error_code.take().unwrap_or_else(|| default.to_owned()),
+        obs.error_description.take().unwrap_or_default(),
     )
 }
 
@@ -957,38 +1009,58 @@ fn observe(s: &OrderState, o: Observation) -> Decided {
     }
 }
 
-/// Accumulates events while keeping a scratch state up to date, so each
-/// step sees the effect of the previous ones. The state is cloned only when
-/// the first event is emitted (a duplicate webhook costs no clone).
+/// Accumulates events and gives each step the state as it will be after
+/// the events emitted so far. That state is folded lazily, only when a step
+/// looks at it after an emit: the common single-event observation (e.g.
+/// AUTHORIZED on a pending order) never copies the state.
 struct Emitter<'a> {
     base: &'a OrderState,
+    /// `base` with `events[..applied]` folded in, once someone asked.
     scratch: Option<OrderState>,
+    applied: usize,
     events: Vec<OrderEvent>,
 }
 
-impl Emitter<'_> {
-    fn state(&self) -> &OrderState {
+impl<'a> Emitter<'a> {
+    fn new(base: &'a OrderState) -> Self {
+        Emitter {
+            base,
+            scratch: None,
+            applied: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// The state with every event emitted so far applied.
+    fn state(&mut self) -> &OrderState {
+        if self.applied < self.events.len() {
+            let mut st = self.scratch.take().unwrap_or_else(|| self.base.clone());
+            for e in &self.events[self.applied..] {
+                st = evolve(st, e);
+            }
+            self.applied = self.events.len();
+            self.scratch = Some(st);
+        }
         self.scratch.as_ref().unwrap_or(self.base)
     }
 
     fn emit(&mut self, e: impl Into<OrderEvent>) {
-        let e = e.into();
-        let current = self.scratch.take().unwrap_or_else(|| self.base.clone());
-        self.scratch = Some(evolve(current, &e));
-        self.events.push(e);
+        // Observations emit one or two events: a small first allocation
+        // (not `push`'s four) stays in the allocator's fast path, and an
+        // observation that changes nothing allocates nothing.
+        if self.events.capacity() == 0 {
+            self.events.reserve_exact(2);
+        }
+        self.events.push(e.into());
     }
 }
 
-fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
+fn observe_payment(s: &OrderState, mut o: PaymentObservation) -> Decided {
     use ObservedStatus as O;
     if s.phase().is_terminal() || s.placed.is_none() {
         return none();
     }
-    let mut em = Emitter {
-        base: s,
-        scratch: None,
-        events: Vec::new(),
-    };
+    let mut em = Emitter::new(s);
     let pre_auth = |p: Phase| {
         matches!(
             p,
@@ -1001,26 +1073,24 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
         .map(|p| p.amount)
         .unwrap_or(Money::zero(Currency::EUR));
 
-    match &o.status {
+    // The observation is ours: its strings move into the events.
+    match o.status {
         // A challenge still pending past the reconciler's grace period will
         // never complete (PayKKa expires it).
         O::Processing if o.settled && s.phase() == Phase::ChallengeRequired => {
             em.emit(ChallengeExpired {});
         }
         O::Processing | O::Other(_) => {
-            if let Some(url) = &o.authentication_url
-                && matches!(
-                    s.phase(),
-                    Phase::AuthorisationPending | Phase::AuthorisationUnknown
-                )
+            if matches!(
+                s.phase(),
+                Phase::AuthorisationPending | Phase::AuthorisationUnknown
+            ) && let Some(authentication_url) = o.authentication_url.take()
             {
-                em.emit(ChallengeRequired {
-                    authentication_url: url.clone(),
-                });
+                em.emit(ChallengeRequired { authentication_url });
             }
         }
         O::Failure if pre_auth(s.phase()) => {
-            let (code, description) = error_of(&o, "FAILURE");
+            let (code, description) = error_of(&mut o, "FAILURE");
             if s.phase() == Phase::ChallengeRequired {
                 em.emit(ChallengeFailed { code, description });
             } else {
@@ -1029,7 +1099,7 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
         }
         O::Failure => {
             if let Some(c) = s.open_capture() {
-                let (code, description) = error_of(&o, "FAILURE");
+                let (code, description) = error_of(&mut o, "FAILURE");
                 em.emit(CaptureDeclined {
                     capture_id: c.capture_id,
                     code,
@@ -1038,7 +1108,7 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
             }
         }
         O::Canceled if pre_auth(s.phase()) => {
-            let (code, description) = error_of(&o, "CANCELED");
+            let (code, description) = error_of(&mut o, "CANCELED");
             em.emit(AuthorisationDeclined { code, description });
         }
         O::Canceled => {
@@ -1051,11 +1121,13 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
                 if s.phase() == Phase::ChallengeRequired {
                     em.emit(ChallengeCompleted {});
                 }
-                let gateway_order_id = o
-                    .gateway_order_id
-                    .clone()
-                    .or_else(|| s.gateway_order_id.clone())
-                    .ok_or(DomainError::IncompleteObservation("order_id"))?;
+                let gateway_order_id = match o.gateway_order_id.take() {
+                    Some(id) => id,
+                    None => s
+                        .gateway_order_id
+                        .clone()
+                        .ok_or(DomainError::IncompleteObservation("order_id"))?,
+                };
                 let authed = o
                     .balances
                     .map(|b| b.authed)
@@ -1066,7 +1138,7 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
                 em.emit(Authorised {
                     gateway_order_id,
                     amount: Money::new(authed, placed_amount.currency),
-                    card: o.card.clone(),
+                    card: o.card.take(),
                 });
             }
             if o.status.is_captured() {
@@ -1074,12 +1146,12 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
             } else if o.settled {
                 // AUTHORIZED after the grace period: an open capture or void
                 // did not happen.
-                if let Some(c) = em
-                    .state()
+                let st = em.state();
+                let not_captured = st
                     .open_capture()
-                    .filter(|_| o.balances.is_none_or(|b| b.captured <= em.state().captured))
-                {
-                    let capture_id = c.capture_id;
+                    .filter(|_| o.balances.is_none_or(|b| b.captured <= st.captured))
+                    .map(|c| c.capture_id);
+                if let Some(capture_id) = not_captured {
                     em.emit(CaptureDeclined {
                         capture_id,
                         code: "NOT_CAPTURED".into(),
@@ -1099,24 +1171,27 @@ fn observe_payment(s: &OrderState, o: PaymentObservation) -> Decided {
     }
 
     // A stored token, once the payment went through.
-    if let (Some(token), None) = (&o.token, &em.state().token)
-        && !matches!(em.state().phase(), Phase::Declined | Phase::New)
-        && !pre_auth(em.state().phase())
-    {
-        let shopper_reference = o
-            .shopper_reference
-            .clone()
-            .or_else(|| {
-                s.placed
-                    .as_ref()
-                    .and_then(|p| p.store_token.as_ref().map(|t| t.shopper_reference.clone()))
-            })
-            .unwrap_or_default();
-        em.emit(TokenStored {
-            token: token.clone(),
-            shopper_reference,
-            recurring_agreement_ref: o.recurring_agreement_ref.clone(),
-        });
+    if let Some(token) = o.token.take() {
+        let st = em.state();
+        if st.token.is_none()
+            && !matches!(st.phase(), Phase::Declined | Phase::New)
+            && !pre_auth(st.phase())
+        {
+            let shopper_reference = o
+                .shopper_reference
+                .take()
+                .or_else(|| {
+                    s.placed
+                        .as_ref()
+                        .and_then(|p| p.store_token.as_ref().map(|t| t.shopper_reference.clone()))
+                })
+                .unwrap_or_default();
+            em.emit(TokenStored {
+                token,
+                shopper_reference,
+                recurring_agreement_ref: o.recurring_agreement_ref.take(),
+            });
+        }
     }
     Ok(em.events)
 }
@@ -1137,27 +1212,28 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
         (None, None) => st.authorised,
     }
     .min(st.authorised);
-    if let Some(c) = st.open_capture() {
-        let covers = o.balances.is_none() || target >= st.captured.saturating_add(c.amount.minor);
-        if covers {
-            let (capture_id, amount, final_capture) = (c.capture_id, c.amount, c.final_capture);
-            em.emit(Captured {
-                capture_id,
-                amount,
-                remainder_released: final_capture,
-            });
-        }
+    let covered = st
+        .open_capture()
+        .filter(|c| o.balances.is_none() || target >= st.captured.saturating_add(c.amount.minor))
+        .map(|c| (c.capture_id, c.amount, c.final_capture));
+    if let Some((capture_id, amount, final_capture)) = covered {
+        em.emit(Captured {
+            capture_id,
+            amount,
+            remainder_released: final_capture,
+        });
     }
     let st = em.state();
     if st.open_capture().is_none() && target > st.captured && !st.remainder_released {
-        let placed = st
+        let currency = st
             .placed
             .as_ref()
             .map(|p| p.amount.currency)
             .unwrap_or(Currency::EUR);
+        let captured = Money::new(target - st.captured, currency);
         em.emit(Succeeded {
             gateway_order_id: None,
-            captured: Money::new(target - st.captured, placed),
+            captured,
         });
     }
 }

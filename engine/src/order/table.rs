@@ -265,7 +265,7 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
 /// Runs the sample command alphabet from every reachable state (breadth
 /// first, states deduplicated) and returns every (from, command, to) that
 /// emitted events. Also checks, for every step, that evolve accepts the
-/// events and the money invariants hold; the first violation is returned
+/// events, that `evolve_owned` agrees with it and the money invariants hold; the first violation is returned
 /// as `Err`.
 pub fn explore() -> Result<BTreeSet<(Phase, CommandKind, Phase)>, String> {
     let order_id = OrderId(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001));
@@ -292,6 +292,11 @@ pub fn explore() -> Result<BTreeSet<(Phase, CommandKind, Phase)>, String> {
                 ));
             }
             let next = events.iter().fold(state.clone(), evolve);
+            if events.iter().cloned().fold(state.clone(), evolve_owned) != next {
+                return Err(format!(
+                    "evolve_owned and evolve disagree on {events:?} from {state:?}"
+                ));
+            }
             next.check_invariants()?;
             found.insert((state.phase(), kind, next.phase()));
             if !seen.contains(&next) && seen.len() + queue.len() < 4_000 {

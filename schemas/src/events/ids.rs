@@ -146,13 +146,35 @@ impl OrderId {
     /// The PayKKa `trans_id` of this order: the uuid in simple (32 hex)
     /// form, so a notification's `trans_id` leads straight to the stream.
     pub fn trans_id(&self) -> TransId {
-        TransId(self.0.simple().to_string())
+        // Encoded straight into the string (no `fmt` machinery): this runs
+        // on every placement.
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        TransId(self.0.simple().encode_lower(&mut buf).to_owned())
     }
 
     /// The `refund_trans_id` of the `seq`-th refund (1-based) of this order:
     /// `<trans_id>r<seq>`, which maps a refund notification back to its order.
     pub fn refund_trans_id(&self, seq: u32) -> RefundTransId {
-        RefundTransId(format!("{}r{seq}", self.0.simple()))
+        let mut out = String::with_capacity(uuid::fmt::Simple::LENGTH + 11);
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        out.push_str(self.0.simple().encode_lower(&mut buf));
+        out.push('r');
+        // u32 in decimal, most significant digit first (at most 10 digits).
+        let mut digits = [0u8; 10];
+        let mut n = seq;
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[start..] {
+            out.push(char::from(d));
+        }
+        RefundTransId(out)
     }
 
     /// Inverse of [`OrderId::refund_trans_id`].
@@ -182,5 +204,17 @@ mod tests {
         assert!(r.as_str().len() <= 64);
         assert_eq!(OrderId::parse(&format!("order-{id}")), Some(id));
         assert_eq!(OrderId::parse(&id.to_string()), Some(id));
+    }
+
+    #[test]
+    fn trans_ids_match_the_formatted_spelling() {
+        let id = OrderId(Uuid::from_u128(0x0193_6f2e_8a4b_7c3d_9e2f_1a2b_3c4d_5e6f));
+        assert_eq!(id.trans_id().as_str(), format!("{}", id.0.simple()));
+        for seq in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX] {
+            assert_eq!(
+                id.refund_trans_id(seq).as_str(),
+                format!("{}r{seq}", id.0.simple())
+            );
+        }
     }
 }
