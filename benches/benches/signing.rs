@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p payorch-benches --bench signing`
 //!
 //! Measured by criterion, per backend:
-//! * `sign_request`: serialize a realistic ~1.5 KB initiate request
+//! * `sign_request`: serialize a realistic ~1.8 KB initiate request
 //!   (`serde_json::Value`) + build the string to sign + RSA-2048 PKCS#1 v1.5
 //!   SHA-256 sign + base64 + percent-encode (`RequestSigner::sign_json`);
 //! * `sign_raw`: the RSA signature alone over the prepared string to sign;
@@ -12,7 +12,7 @@
 //!   RSA verify (`payorch_paykka::signing::verify`).
 //!
 //! Reference: before and after criterion, the same process runs
-//! `openssl speed -seconds 3 rsa2048`, parses sign/s and verify/s, keeps the
+//! `openssl speed -elapsed -seconds 3 rsa2048`, parses sign/s and verify/s, keeps the
 //! faster of the two runs and prints our ops/s (from criterion's mean
 //! estimates) divided by OpenSSL's, with the load average for context. OpenSSL's
 //! numbers are bare RSA operations on a pre-hashed digest, so `sign_request`
@@ -33,7 +33,7 @@ const MERCHANT_ID: &str = "18356675194960";
 const TIMESTAMP: u64 = 1_704_067_200_000;
 const GROUP: &str = "signing";
 
-/// A realistic token-based initiate request (`POST /payments`), ~1.5 KB compact.
+/// A realistic token-based initiate request (`POST /payments`), 1,841 bytes compact.
 fn initiate_request() -> serde_json::Value {
     json!({
         "merchant_id": MERCHANT_ID,
@@ -192,7 +192,7 @@ struct OpensslSpeed {
     verify_per_sec: f64,
 }
 
-/// Runs `openssl speed -seconds 3 rsa2048` and parses the `rsa 2048 bits` line.
+/// Runs `openssl speed -elapsed -seconds 3 rsa2048` and parses the `rsa 2048 bits` line.
 fn openssl_speed() -> Result<OpensslSpeed, String> {
     let version = Command::new("openssl")
         .arg("version")
@@ -200,7 +200,7 @@ fn openssl_speed() -> Result<OpensslSpeed, String> {
         .map_err(|e| format!("openssl not runnable ({e})"))?;
     let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
     let out = Command::new("openssl")
-        .args(["speed", "-seconds", "3", "rsa2048"])
+        .args(["speed", "-elapsed", "-seconds", "3", "rsa2048"])
         .output()
         .map_err(|e| format!("openssl speed failed to start ({e})"))?;
     if !out.status.success() {
@@ -254,7 +254,7 @@ fn run_reference(when: &str) -> Option<OpensslSpeed> {
     match openssl_speed() {
         Ok(r) => {
             println!(
-                "reference ({when}, load {}): `openssl speed -seconds 3 rsa2048` ({}): sign {:.1}/s, verify {:.1}/s",
+                "reference ({when}, load {}): `openssl speed -elapsed -seconds 3 rsa2048` ({}): sign {:.1}/s, verify {:.1}/s",
                 load_average(),
                 r.version,
                 r.sign_per_sec,
