@@ -247,28 +247,30 @@ where
 // Rows
 // ---------------------------------------------------------------------------
 
+/// The event columns in the order [`decode_event`] reads them by index.
 const EVENT_COLUMNS: &str = "global_position, stream_id, stream_type, version, event_id, \
      event_type, schema_version, payload::text AS payload, metadata::text AS metadata, recorded_at";
 
+/// Decodes one row selected with [`EVENT_COLUMNS`], by column index (no
+/// per-column name lookup) and borrowing the metadata text (parsed in place,
+/// never copied). The only per-row allocations are the owned fields of
+/// [`RecordedEvent`].
 fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let metadata: String = row.try_get("metadata").map_err(corrupt)?;
-    let schema_version: i32 = row.try_get("schema_version").map_err(corrupt)?;
+    let schema_version: i32 = row.try_get(6).map_err(corrupt)?;
+    let metadata: &str = row.try_get(8).map_err(corrupt)?;
     Ok(RecordedEvent {
-        global_position: Position(to_u64(
-            row.try_get("global_position").map_err(corrupt)?,
-            "position",
-        )?),
-        stream_id: StreamId::new(row.try_get::<String, _>("stream_id").map_err(corrupt)?),
-        stream_type: row.try_get("stream_type").map_err(corrupt)?,
-        version: Version(to_u64(row.try_get("version").map_err(corrupt)?, "version")?),
-        event_id: row.try_get("event_id").map_err(corrupt)?,
-        event_type: row.try_get("event_type").map_err(corrupt)?,
+        global_position: Position(to_u64(row.try_get(0).map_err(corrupt)?, "position")?),
+        stream_id: StreamId::new(row.try_get::<String, _>(1).map_err(corrupt)?),
+        stream_type: row.try_get(2).map_err(corrupt)?,
+        version: Version(to_u64(row.try_get(3).map_err(corrupt)?, "version")?),
+        event_id: row.try_get(4).map_err(corrupt)?,
+        event_type: row.try_get(5).map_err(corrupt)?,
         schema_version: u32::try_from(schema_version)
             .map_err(|_| StoreError::Corrupt(format!("schema version {schema_version}")))?,
-        payload: raw_json(row.try_get("payload").map_err(corrupt)?, "payload")?,
-        metadata: serde_json::from_str::<EventMetadata>(&metadata)
+        payload: raw_json(row.try_get(7).map_err(corrupt)?, "payload")?,
+        metadata: serde_json::from_str::<EventMetadata>(metadata)
             .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
-        recorded_at: row.try_get("recorded_at").map_err(corrupt)?,
+        recorded_at: row.try_get(9).map_err(corrupt)?,
     })
 }
 
