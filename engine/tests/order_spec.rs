@@ -358,6 +358,54 @@ fn partial_and_multiple_captures_up_to_the_authorised_amount() {
 }
 
 #[test]
+fn a_success_notification_after_a_partial_capture_does_not_invent_a_full_capture() {
+    // PayKKa notifies PAYMENT.SUCCESS (no balances) once the first partial
+    // capture lands; the rest stays capturable.
+    let mut h = manual_authorised();
+    h.push(
+        CaptureRequested {
+            capture_id: cap(1),
+            amount: eur(400),
+            final_capture: false,
+        }
+        .into(),
+    );
+    h.push(
+        Captured {
+            capture_id: cap(1),
+            amount: eur(400),
+            remainder_released: false,
+        }
+        .into(),
+    );
+    given(h.clone())
+        .when(observe(obs(ObservedStatus::Success)))
+        .then_nothing();
+    // Balances from a query are authoritative.
+    let mut o = obs(ObservedStatus::Success);
+    o.balances = Some(Balances {
+        authed: 1000,
+        captured: 1000,
+        refunded: 0,
+        voided: 0,
+    });
+    given(h.clone()).when(observe(o)).then([Succeeded {
+        gateway_order_id: None,
+        captured: eur(600),
+    }
+    .into()]);
+    // And the merchant can still capture the rest.
+    given(h)
+        .when(capture(2, Some(300), false))
+        .then([CaptureRequested {
+            capture_id: cap(2),
+            amount: eur(300),
+            final_capture: false,
+        }
+        .into()]);
+}
+
+#[test]
 fn a_final_partial_capture_releases_the_remainder() {
     let mut h = manual_authorised();
     h.push(

@@ -178,12 +178,13 @@ async fn preauth(d: &Demo<'_>) -> anyhow::Result<FlowResult> {
         ));
     }
     let id = o.order_id;
-    // One partial capture that releases the rest (`final_capture`). A
-    // second capture is not attempted: the sandbox's PAYMENT.SUCCESS
-    // notification after the first capture moves the order to Captured
-    // (see the report on multi-capture).
+    // Two partial captures: 40.00 now, 20.00 later as the final one, which
+    // releases the remaining 40.00 of the authorisation.
     d.engine
-        .capture(&d.ctx("capture"), id, Some(eur(6000)), true)
+        .capture(&d.ctx("capture"), id, Some(eur(4000)), false)
+        .await?;
+    d.engine
+        .capture(&d.ctx("capture"), id, Some(eur(2000)), true)
         .await?;
     d.engine
         .refund(&d.ctx("refund"), id, eur(1500), Some("damaged item".into()))
@@ -208,7 +209,7 @@ async fn preauth(d: &Demo<'_>) -> anyhow::Result<FlowResult> {
         &o,
         o.captured == eur(6000) && o.refunded == eur(2500),
         format!(
-            "pre-auth 100.00 EUR, captured {} (rest released), refunded {} in 2 refunds",
+            "pre-auth 100.00 EUR, captured {} in 2 captures (rest released), refunded {} in 2 refunds",
             o.captured, o.refunded
         ),
     ))
@@ -490,11 +491,10 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             for e in &timeline {
                 let t = e.recorded_at;
                 let stream = e.stream_id.as_str();
-                let short = if stream.len() > 22 { &stream[..22] } else { stream };
                 let marker = if stream != last_stream { "*" } else { " " };
                 last_stream = stream.to_owned();
                 s.push_str(&format!(
-                    "  {:02}:{:02}:{:02}.{:03} {marker} {short:<22} v{:<3} {}\n",
+                    "  {:02}:{:02}:{:02}.{:03} {marker} {stream:<46} v{:<3} {}\n",
                     t.hour(),
                     t.minute(),
                     t.second(),

@@ -1204,11 +1204,15 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
         return;
     }
     // What PayKKa says is captured. Without balances: an open capture went
-    // through; with none open, SUCCESS means everything.
+    // through; with none open, SUCCESS from `Authorised` means everything
+    // (automatic capture). After our own partial captures a SUCCESS without
+    // balances says nothing new (PayKKa reports SUCCESS from the first
+    // capture on): only balances (a query) can show more money captured.
     let target = match (o.balances, st.open_capture()) {
         (Some(b), _) => b.captured,
         (None, Some(c)) => st.captured.saturating_add(c.amount.minor),
         (None, None) if o.status == ObservedStatus::PartiallyReversed => st.captured,
+        (None, None) if st.phase() == Phase::PartiallyCaptured => st.captured,
         (None, None) => st.authorised,
     }
     .min(st.authorised);
