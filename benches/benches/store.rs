@@ -9,7 +9,11 @@
 //!
 //! * `pg_append/{store,raw}/c{1,8}/b{1,10}`: appends of 1 or 10 events per
 //!   transaction from 1 or 8 concurrent writers (each on its own stream,
-//!   with an exact expected version).
+//!   with an exact expected version). Every sample of one kind is followed
+//!   by the same number of batches of the other kind (same rows, same pool,
+//!   raw = one multi-row `INSERT ... VALUES` per transaction), and the
+//!   summary ratio is computed over these pairs, so store and raw are
+//!   compared under the same machine load.
 //! * `pg_read/read_stream_20`: one 20-event order stream.
 //! * `pg_read/read_all_10k`: a 10,000-event scan in pages of 1,000.
 //! * `sqlite_*`: the same for SQLite (one writer by design, so c1 only).
@@ -290,16 +294,30 @@ fn bench_pg(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
                 let name = if raw { "raw" } else { "store" };
                 let id = BenchmarkId::new(name, format!("c{writers}/b{batch}"));
                 let key = format!("pg c{writers} b{batch} {name}");
+                let other = format!(
+                    "pg c{writers} b{batch} {}",
+                    if raw { "store" } else { "raw" }
+                );
                 group.bench_function(id, |b| {
                     b.to_async(rt).iter_custom(|iters| {
                         let store = Arc::clone(&pg.store);
                         let totals = Arc::clone(totals);
                         let key = key.clone();
+                        let other = other.clone();
                         async move {
-                            let d = pg_append_run(store, writers, batch, iters, raw).await;
+                            // Paired: the same number of batches of the other
+                            // kind runs right after (not counted by criterion),
+                            // so the summary ratio compares store and raw
+                            // under the same load, in alternating order.
+                            let d =
+                                pg_append_run(Arc::clone(&store), writers, batch, iters, raw).await;
+                            let o = pg_append_run(store, writers, batch, iters, !raw).await;
                             if let Ok(mut t) = totals.lock() {
                                 let e = t.entry(key).or_default();
                                 e.0 += d;
+                                e.1 += iters * batch as u64;
+                                let e = t.entry(other).or_default();
+                                e.0 += o;
                                 e.1 += iters * batch as u64;
                             }
                             d
