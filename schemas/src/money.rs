@@ -227,11 +227,32 @@ impl<'de> Deserialize<'de> for Currency {
     }
 }
 
+/// The serde form of [`Currency`]: the upper-case ISO 4217 alpha-3 code.
+#[cfg(feature = "json-schema")]
+impl schemars::JsonSchema for Currency {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Currency".into()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        "payorch_schemas::money::Currency".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[A-Z]{3}$",
+            "description": "ISO 4217 alpha-3 currency code (an active code with a minor unit), e.g. `EUR`."
+        })
+    }
+}
+
 /// An amount: a count of minor units of one currency.
 ///
 /// Serialized as `{"minor": 1299, "currency": "EUR"}` in payorch's own
 /// events; PayKKa DTOs carry `amount` and `currency` as separate fields.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Money {
     pub minor: i64,
     pub currency: Currency,

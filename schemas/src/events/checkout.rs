@@ -13,6 +13,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The session create call is about to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionRequested {
     pub checkout_id: CheckoutId,
     pub merchant_id: MerchantId,
@@ -23,10 +24,15 @@ pub struct CheckoutSessionRequested {
     /// `HOSTED`, `DROP_IN` or `COMPONENT`.
     pub session_mode: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(
+        feature = "json-schema",
+        schemars(schema_with = "crate::events::rfc3339_schema")
+    )]
     pub expires_at: OffsetDateTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionCreated {
     pub session_id: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,26 +40,31 @@ pub struct CheckoutSessionCreated {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionDeclined {
     pub code: String,
     pub description: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionOutcomeUnknown {
     pub reason: String,
 }
 
 /// The shopper paid: the order carries the money from here on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionCompleted {
     pub order_id: OrderId,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionExpired {}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CheckoutSessionCancelled {}
 
 super::event_enum! {

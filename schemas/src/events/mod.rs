@@ -14,6 +14,19 @@
 //!   upcaster turns older payloads into the current shape on load.
 //! * Decoding by type: `OrderEvent::from_json(event_type, json)` parses the
 //!   variant struct straight from the text (no intermediate JSON tree).
+//!
+//! # JSON Schema
+//!
+//! For consumers in other languages, `schemas/json/` in the repository holds
+//! one JSON Schema (draft 2020-12) per stream type, generated from these
+//! types: `order_event.schema.json`, `agreement_event.schema.json` and
+//! `checkout_event.schema.json`. Each describes the event payload (the
+//! `payload` of a published message, tagged by `event_type`) at the current
+//! `SCHEMA_VERSION`. With the cargo feature `json-schema` (off by default)
+//! every event type implements `schemars::JsonSchema`. The files are checked
+//! against the types by `schemas/tests/json_schema.rs` (run by
+//! `cargo test --all-features`) and regenerated with
+//! `UPDATE_JSON_SCHEMAS=1 cargo test -p payorch-schemas --features json-schema --test json_schema`.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -35,6 +48,17 @@ pub const ORDER_STREAM_TYPE: &str = "order";
 pub const AGREEMENT_STREAM_TYPE: &str = "recurring_agreement";
 /// Stream type of checkout sessions.
 pub const CHECKOUT_STREAM_TYPE: &str = "checkout_session";
+
+/// JSON Schema of an `OffsetDateTime` serialized with
+/// `time::serde::rfc3339`: an RFC 3339 date-time string.
+#[cfg(feature = "json-schema")]
+pub(crate) fn rfc3339_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 date-time, e.g. `2026-11-25T17:30:00.123Z`."
+    })
+}
 
 /// Routing key of an event on the `payorch.events` exchange.
 pub fn routing_key(stream_type: &str, event_type: &str, merchant_id: &str) -> String {
@@ -67,6 +91,7 @@ pub enum EventDecodeError {
 /// What a subscriber receives: the typed payload plus where and when it was
 /// recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct EventEnvelope<E> {
     pub event_id: Uuid,
     pub stream_id: String,
@@ -76,6 +101,10 @@ pub struct EventEnvelope<E> {
     /// Global position in the store (1-based).
     pub position: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(
+        feature = "json-schema",
+        schemars(schema_with = "crate::events::rfc3339_schema")
+    )]
     pub recorded_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_id: Option<MerchantId>,
@@ -88,6 +117,7 @@ pub struct EventEnvelope<E> {
 
 /// Card details that may be stored: never the PAN or the CVV.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CardSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
@@ -104,6 +134,7 @@ pub struct CardSummary {
 
 /// `PURCHASE` (one-off) or `RECURRING` (first CIT or later MIT charge).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentKind {
     Purchase,
@@ -112,6 +143,7 @@ pub enum PaymentKind {
 
 /// `FINAL_AUTH` (default) or `PRE_AUTH`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AuthorisationKind {
     #[default]
@@ -121,6 +153,7 @@ pub enum AuthorisationKind {
 
 /// `AUTOMATIC` (PayKKa captures) or `MANUAL` (the merchant captures).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     #[default]
@@ -130,6 +163,7 @@ pub enum CaptureMode {
 
 /// What a stored token may be used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TokenPurpose {
     /// Later shopper-initiated one-click payments.
@@ -144,6 +178,7 @@ macro_rules! event_enum {
     ($(#[$meta:meta])* $enum:ident { $($variant:ident = $tag:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
         #[serde(tag = "event_type")]
         pub enum $enum {
             $( #[serde(rename = $tag)] $variant($variant), )*

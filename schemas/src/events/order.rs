@@ -22,6 +22,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// How the shopper pays, without secrets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct InstrumentSummary {
     /// PayKKa `payment_method` as sent (`BANKCARD`, `GOOGLE_PAY`, ...).
     pub method: String,
@@ -34,6 +35,7 @@ pub struct InstrumentSummary {
 
 /// The shopper asked PayKKa to store the card.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct TokenRequest {
     pub purpose: TokenPurpose,
     pub shopper_reference: String,
@@ -42,6 +44,7 @@ pub struct TokenRequest {
 /// The order exists: amount, currency and the authorisation parameters are
 /// fixed from here on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct PaymentPlaced {
     pub order_id: OrderId,
     pub merchant_id: MerchantId,
@@ -65,22 +68,26 @@ pub struct PaymentPlaced {
 
 /// The initiate call is about to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct AuthorisationRequested {
     pub trans_id: TransId,
 }
 
 /// PayKKa wants the shopper to pass a 3-D Secure challenge.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct ChallengeRequired {
     pub authentication_url: String,
 }
 
 /// The shopper came back from the challenge (result still to come).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct ChallengeCompleted {}
 
 /// The challenge failed; the attempt is over.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct ChallengeFailed {
     pub code: String,
     pub description: String,
@@ -89,10 +96,12 @@ pub struct ChallengeFailed {
 /// The shopper never completed the challenge and PayKKa confirmed the
 /// payment was not made; the attempt is over.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct ChallengeExpired {}
 
 /// Funds are held.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Authorised {
     pub gateway_order_id: GatewayOrderId,
     pub amount: Money,
@@ -102,6 +111,7 @@ pub struct Authorised {
 
 /// PayKKa or the issuer refused the payment (codes.md §4); final.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct AuthorisationDeclined {
     pub code: String,
     pub description: String,
@@ -110,12 +120,14 @@ pub struct AuthorisationDeclined {
 /// The initiate call's result is unknown (timeout, 5xx, 999999): the
 /// reconciler will query. Not a failure.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct AuthorisationOutcomeUnknown {
     pub reason: String,
 }
 
 /// PayKKa captured by itself (automatic capture): the payment succeeded.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Succeeded {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_order_id: Option<GatewayOrderId>,
@@ -124,6 +136,7 @@ pub struct Succeeded {
 
 /// A (partial) capture is about to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CaptureRequested {
     pub capture_id: CaptureId,
     pub amount: Money,
@@ -133,6 +146,7 @@ pub struct CaptureRequested {
 
 /// The capture went through.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Captured {
     pub capture_id: CaptureId,
     pub amount: Money,
@@ -141,6 +155,7 @@ pub struct Captured {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CaptureDeclined {
     pub capture_id: CaptureId,
     pub code: String,
@@ -148,32 +163,38 @@ pub struct CaptureDeclined {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct CaptureOutcomeUnknown {
     pub capture_id: CaptureId,
     pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct VoidRequested {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Voided {}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct VoidDeclined {
     pub code: String,
     pub description: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct VoidOutcomeUnknown {
     pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct RefundRequested {
     pub refund_id: RefundId,
     pub refund_trans_id: RefundTransId,
@@ -183,6 +204,7 @@ pub struct RefundRequested {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Refunded {
     pub refund_id: RefundId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +213,7 @@ pub struct Refunded {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct RefundDeclined {
     pub refund_id: RefundId,
     pub code: String,
@@ -198,6 +221,7 @@ pub struct RefundDeclined {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct RefundOutcomeUnknown {
     pub refund_id: RefundId,
     pub reason: String,
@@ -205,6 +229,7 @@ pub struct RefundOutcomeUnknown {
 
 /// PayKKa stored the card: a token (and for recurring, an agreement).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct TokenStored {
     pub token: String,
     pub shopper_reference: String,
