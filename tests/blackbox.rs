@@ -1,0 +1,750 @@
+//! Black-box test of `payorch serve` on Postgres + RabbitMQ against the
+//! PayKKa sandbox, including a `kill -9` while a PayKKa call is in flight.
+//!
+//! Setup: a fresh database `payorch_bb_<uuid>` (dropped at the end), the
+//! sandbox in-process (so the test reads its ledger), a merchant key pair
+//! from `payorch keygen`, a `payorch.toml`, and a durable queue with a unique
+//! name bound to `payorch.events` with `#` BEFORE the service starts.
+//!
+//! Every flow is driven over HTTP: purchase, pre-auth + two partial
+//! captures, 3-D Secure (challenge completed with one POST to the sandbox
+//! page), void, two partial refunds, recurring first payment + charge +
+//! cancel, checkout session. Then the crash: an initiate whose answer the
+//! sandbox delays (magic amount `...991`) is in flight when the service is
+//! killed with SIGKILL; the restarted service's reconciler must bring the
+//! order to the sandbox's state, and the sandbox must hold exactly one order
+//! for that `trans_id`. Finally every order's view is compared with the
+//! sandbox ledger and every stored event must reach the subscriber.
+//!
+//! Notifications are delayed by 1 s (sandbox fault, probability 1) so that
+//! the kill deterministically happens before the crashed order's webhook
+//! reaches the service; the restarted service listens on a new port (config
+//! `addr = 127.0.0.1:0`), so that webhook is lost and only the reconciler
+//! can converge the order.
+//!
+//! Postgres (PAYORCH_TEST_DATABASE_URL) or RabbitMQ (PAYORCH_TEST_AMQP_URL)
+//! unreachable: loud SKIP, unless PAYORCH_REQUIRE_SERVICES=1 (then panic).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use payorch_engine::store::{EventStore, Position};
+use payorch_postgres::PostgresStore;
+use payorch_rabbitmq::lapin::options::{
+    BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use payorch_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
+use payorch_rabbitmq::lapin::{Channel, Connection, ConnectionProperties};
+use payorch_sandbox::{FaultConfig, SandboxConfig, SandboxMerchant};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection as _, Executor, PgConnection};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const MERCHANT: &str = "18356675194960";
+const API_KEY: &str = "bb-secret-api-key-1";
+/// Deadline of every wait.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn database_url() -> String {
+    std::env::var("PAYORCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("PAYORCH_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn services_required() -> bool {
+    std::env::var("PAYORCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn skip(what: &str, url: &str, e: &dyn std::fmt::Display) {
+    if services_required() {
+        panic!("{what} at {url} unreachable and PAYORCH_REQUIRE_SERVICES=1: {e}");
+    }
+    eprintln!(
+        "\n*** SKIP blackbox: {what} at {url} unreachable ({e}); set PAYORCH_REQUIRE_SERVICES=1 to fail instead ***\n"
+    );
+}
+
+async fn admin() -> Result<PgConnection, String> {
+    let opts = PgConnectOptions::from_str(&database_url()).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
+/// `database_url()` with the database name replaced by `db`.
+fn url_of_database(db: &str) -> String {
+    let base = database_url();
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h.to_owned(), format!("?{q}")),
+        None => (base.clone(), String::new()),
+    };
+    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => &head[..],
+    };
+    format!("{host_part}/{db}{query}")
+}
+
+/// The test database; dropped (forcefully) on drop.
+struct Database {
+    name: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A fresh runtime on a plain thread: drop may run inside the test's
+        // runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok(mut c) = admin().await {
+                        let _ = c
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Kills (SIGKILL) and reaps the child on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn payorch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_payorch"))
+        .args(args)
+        .env_remove("PAYORCH_STORE_URL")
+        .env_remove("PAYORCH_CONFIG")
+        .output()
+        .expect("run payorch")
+}
+
+fn sha256_hex(text: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("hash")
+        .to_owned()
+}
+
+/// Starts `payorch --config cfg serve` and returns it with its URL (from the
+/// banner). Its stderr goes to `log`.
+fn start_serve(cfg: &Path, log: &Path) -> (Child, String) {
+    let log = std::fs::File::create(log).expect("log file");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["--config", cfg.to_str().expect("utf-8 path"), "serve"])
+            .env_remove("PAYORCH_CONFIG")
+            .env_remove("PAYORCH_STORE_URL")
+            .env_remove("PAYORCH_AMQP_URL")
+            .env_remove("PAYORCH_ADDR")
+            .env_remove("PAYORCH_PUBLIC_URL")
+            .env_remove("PAYORCH_RECONCILE_INTERVAL_SECS")
+            .env_remove("PAYORCH_PAYKKA_BASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("serve printed its banner in time");
+        if let Some(u) = line.strip_prefix("payorch listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    (child, url)
+}
+
+/// Polls `f` every 25 ms until it returns `Some` or the deadline passes.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The merchant API of one running service.
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(API_KEY)
+            .header("Idempotency-Key", Uuid::now_v7().to_string())
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(
+            (200..300).contains(&status),
+            "POST {path} -> {status}: {v:#}"
+        );
+        (status, v)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        // 202: some PayKKa answer is still outstanding.
+        assert!(matches!(status, 200 | 202), "GET {path} -> {status}: {v:#}");
+        v
+    }
+
+    /// Polls the payment until `cond` holds.
+    async fn wait_payment(&self, id: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.get(&format!("/v1/payments/{id}")).await;
+            if cond(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payment {id} never reached the expected state: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn card(pan: &str) -> Value {
+    json!({"type": "card", "number": pan, "exp_month": "07", "exp_year": "2031", "cvv": "123"})
+}
+
+fn eur(minor: i64) -> Value {
+    json!({"minor": minor, "currency": "EUR"})
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {v:#}"))
+        .to_owned()
+}
+
+fn minor(v: &Value, field: &str) -> i64 {
+    v[field]["minor"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no {field}.minor in {v:#}"))
+}
+
+/// Drains the subscriber queue into `seen` (message ids).
+async fn drain(channel: &Channel, queue: &str, seen: &mut HashSet<String>) {
+    while let Some(m) = channel
+        .basic_get(
+            ShortString::from(queue.to_owned()),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get")
+    {
+        if let Some(id) = m.delivery.properties.message_id() {
+            seen.insert(id.as_str().to_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox() {
+    // ---- services
+    let mut pg = match admin().await {
+        Ok(c) => c,
+        Err(e) => return skip("Postgres", &database_url(), &e),
+    };
+    let amqp = match tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&amqp_url(), ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return skip("RabbitMQ", &amqp_url(), &e),
+        Err(_) => return skip("RabbitMQ", &amqp_url(), &"connect timed out"),
+    };
+    let db = Database {
+        name: format!("payorch_bb_{}", Uuid::now_v7().simple()),
+    };
+    pg.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", db.name)))
+        .await
+        .expect("create database");
+    let store_url = url_of_database(&db.name);
+
+    // ---- subscriber queue, bound before the service starts
+    let channel = amqp.create_channel().await.expect("channel");
+    payorch_rabbitmq::topology::declare_exchange(&channel, "payorch.events")
+        .await
+        .expect("exchange");
+    let queue = format!("payorch-bb-{}", Uuid::now_v7().simple());
+    // The test deletes the queue at the end; if it fails first, the broker
+    // drops the unused queue after 5 minutes.
+    let mut queue_args = FieldTable::default();
+    queue_args.insert("x-expires".into(), AMQPValue::LongLongInt(300_000));
+    channel
+        .queue_declare(
+            ShortString::from(queue.clone()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            queue_args,
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            ShortString::from(queue.clone()),
+            ShortString::from("payorch.events"),
+            ShortString::from("#"),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+
+    // ---- merchant keys, sandbox, config
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let out = payorch(&["keygen", "--out", keys.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(keys.join("merchant_public.pem")).expect("public key");
+    let sandbox = payorch_sandbox::spawn(
+        SandboxConfig {
+            merchants: vec![SandboxMerchant::new(MERCHANT, public)],
+            faults: FaultConfig {
+                // Every notification waits 1 s: the crashed order's webhook
+                // cannot beat the kill (see the module docs).
+                notify_delay_probability: 1.0,
+                notify_delay: Duration::from_secs(1),
+                // Long enough that the call is surely in flight at the kill.
+                slow_response: Duration::from_secs(20),
+                ..FaultConfig::default()
+            },
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sandbox");
+    let platform = dir.path().join("platform.pem");
+    std::fs::write(&platform, sandbox.platform_public_key_pem()).expect("platform key");
+    let cfg = dir.path().join("payorch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store_url = \"{store_url}\"\namqp_url = \"{}\"\naddr = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\n\
+             [paykka]\nbase_url = \"{}\"\nresponse_signature = \"enforce\"\n\
+             [[merchants]]\nmerchant_id = \"{MERCHANT}\"\nprivate_key_path = \"{}\"\npaykka_public_key_path = \"{}\"\napi_key_sha256 = \"{}\"\n",
+            amqp_url(),
+            sandbox.base_url(),
+            keys.join("merchant_private.pem").display(),
+            platform.display(),
+            sha256_hex(API_KEY),
+        ),
+    )
+    .expect("config");
+
+    let (mut serve, url) = start_serve(&cfg, &dir.path().join("serve-1.log"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let api = Api {
+        http: http.clone(),
+        url,
+    };
+    let mut payments: Vec<String> = Vec::new();
+
+    // ---- purchase (automatic capture) + two partial refunds
+    let (_, p) = api
+        .post(
+            "/v1/payments",
+            json!({"amount": eur(10000), "payment_method": card("4111111111111111")}),
+        )
+        .await;
+    assert_eq!(p["status"], "captured", "{p:#}");
+    let purchase = id_of(&p);
+    payments.push(purchase.clone());
+    api.post(
+        &format!("/v1/payments/{purchase}/refunds"),
+        json!({"amount": eur(2000)}),
+    )
+    .await;
+    api.post(
+        &format!("/v1/payments/{purchase}/refunds"),
+        json!({"amount": eur(3000)}),
+    )
+    .await;
+    let p = api
+        .wait_payment(&purchase, |p| {
+            p["status"] == "partially_refunded" && p["refunded"]["minor"] == 5000
+        })
+        .await;
+    assert_eq!(p["refunds"].as_array().map(Vec::len), Some(2), "{p:#}");
+
+    // ---- pre-auth + two partial captures
+    let (_, p) = api
+        .post(
+            "/v1/payments",
+            json!({"amount": eur(8000), "authorisation_type": "PRE_AUTH",
+                   "capture_method": "MANUAL", "payment_method": card("5555555555554444")}),
+        )
+        .await;
+    assert_eq!(p["status"], "authorised", "{p:#}");
+    let preauth = id_of(&p);
+    payments.push(preauth.clone());
+    api.post(
+        &format!("/v1/payments/{preauth}/capture"),
+        json!({"amount": eur(3000)}),
+    )
+    .await;
+    api.post(
+        &format!("/v1/payments/{preauth}/capture"),
+        json!({"amount": eur(2000)}),
+    )
+    .await;
+    let p = api
+        .wait_payment(&preauth, |p| p["captured"]["minor"] == 5000)
+        .await;
+    assert_eq!(p["captures"].as_array().map(Vec::len), Some(2), "{p:#}");
+
+    // ---- 3-D Secure: one POST on the challenge page, then the webhook
+    let (_, p) = api
+        .post(
+            "/v1/payments",
+            json!({"amount": eur(4300), "payment_method": card("4000000000003220"),
+                   "return_url": "https://shop.example/back"}),
+        )
+        .await;
+    assert_eq!(p["status"], "challenge_required", "{p:#}");
+    let three_ds = id_of(&p);
+    payments.push(three_ds.clone());
+    let challenge = p["next_action"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no next_action: {p:#}"))
+        .to_owned();
+    let r = http
+        .post(format!("{challenge}?result=success"))
+        .send()
+        .await
+        .expect("3DS page");
+    assert!(r.status().is_success(), "3DS page: {}", r.status());
+    api.wait_payment(&three_ds, |p| p["status"] == "captured")
+        .await;
+
+    // ---- void
+    let (_, p) = api
+        .post(
+            "/v1/payments",
+            json!({"amount": eur(5000), "capture_method": "MANUAL",
+                   "payment_method": card("4111111111111111")}),
+        )
+        .await;
+    let voided = id_of(&p);
+    payments.push(voided.clone());
+    api.post(
+        &format!("/v1/payments/{voided}/void"),
+        json!({"reason": "REQUESTED_BY_CUSTOMER"}),
+    )
+    .await;
+    api.wait_payment(&voided, |p| p["status"] == "voided").await;
+
+    // ---- recurring: first payment, one charge, cancel
+    let (_, p) = api
+        .post(
+            "/v1/payments",
+            json!({"amount": eur(1200), "payment_type": "RECURRING",
+                   "store_token": {"purpose": "SUBSCRIPTION", "shopper_reference": "bb-shopper"},
+                   "payment_method": card("4111111111111111")}),
+        )
+        .await;
+    assert_eq!(p["status"], "captured", "{p:#}");
+    payments.push(id_of(&p));
+    // The first payment's view has no `agreement_id` (see
+    // `first_recurring_payment_shows_its_agreement_id`); the engine uses
+    // the first payment's id as the agreement id, as `payorch demo` does.
+    let agreement = p["agreement_id"]
+        .as_str()
+        .map_or_else(|| id_of(&p), str::to_owned);
+    let (_, c) = api
+        .post(
+            &format!("/v1/recurring-agreements/{agreement}/charges"),
+            json!({"amount": eur(1200)}),
+        )
+        .await;
+    let charge = id_of(&c);
+    payments.push(charge.clone());
+    api.wait_payment(&charge, |p| p["status"] == "captured")
+        .await;
+    api.post(
+        &format!("/v1/recurring-agreements/{agreement}/cancel"),
+        json!({"reason": "subscription ended"}),
+    )
+    .await;
+    let a = until("agreement cancelled", || {
+        let api = &api;
+        let agreement = &agreement;
+        async move {
+            let a = api
+                .get(&format!("/v1/recurring-agreements/{agreement}"))
+                .await;
+            (a["status"] == "cancelled").then_some(a)
+        }
+    })
+    .await;
+    assert_eq!(a["charges"].as_array().map(Vec::len), Some(1), "{a:#}");
+
+    // ---- checkout session paid on the hosted page
+    let (_, s) = api
+        .post("/v1/checkout-sessions", json!({"amount": eur(4200)}))
+        .await;
+    let session = id_of(&s);
+    let page = s["session_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session_url: {s:#}"))
+        .to_owned();
+    let r = http
+        .post(format!("{page}?card=4111111111111111"))
+        .send()
+        .await
+        .expect("checkout page");
+    assert!(r.status().is_success(), "checkout page: {}", r.status());
+    let s = until("checkout completed", || {
+        let api = &api;
+        let session = &session;
+        async move {
+            let s = api.get(&format!("/v1/checkout-sessions/{session}")).await;
+            (s["status"] == "completed" && s["payment_id"].is_string()).then_some(s)
+        }
+    })
+    .await;
+    let checkout_payment = s["payment_id"].as_str().expect("payment id").to_owned();
+    api.wait_payment(&checkout_payment, |p| p["status"] == "captured")
+        .await;
+    payments.push(checkout_payment);
+
+    // ---- crash: SIGKILL while a slow initiate is in flight
+    const CRASH_AMOUNT: i64 = 10_991;
+    let in_flight = {
+        let http = http.clone();
+        let url = api.url.clone();
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/payments"))
+                .bearer_auth(API_KEY)
+                .header("Idempotency-Key", "bb-crash")
+                .json(&json!({"amount": eur(CRASH_AMOUNT), "payment_method": card("4111111111111111")}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // The service records its intent before calling PayKKa; the sandbox
+    // committed the order: the call is in flight now.
+    let trans_id = until("the slow initiate reached the sandbox", || {
+        let ledger = sandbox.ledger();
+        async move {
+            ledger.merchant(MERCHANT).and_then(|m| {
+                m.orders
+                    .values()
+                    .find(|o| o.amount == CRASH_AMOUNT)
+                    .map(|o| o.trans_id.clone())
+            })
+        }
+    })
+    .await;
+    serve.0.kill().expect("kill -9");
+    serve.0.wait().expect("reap");
+    let answer = in_flight.await.expect("join");
+    assert!(
+        answer.is_err(),
+        "the in-flight call got an answer despite the kill: {answer:?}"
+    );
+    drop(serve);
+
+    let (_serve, url) = start_serve(&cfg, &dir.path().join("serve-2.log"));
+    let api = Api { http, url };
+    // The order's id, from the store (the client never got an answer).
+    let events = PostgresStore::connect(&store_url)
+        .await
+        .expect("store for reading");
+    let read_all = || async {
+        let mut all = Vec::new();
+        let mut after = Position::START;
+        loop {
+            let page = events.read_all(after, 500).await.expect("read_all");
+            let Some(last) = page.last() else { break };
+            after = last.global_position;
+            all.extend(page);
+        }
+        all
+    };
+    let crash_stream = read_all()
+        .await
+        .into_iter()
+        .find(|e| e.stream_id.as_str().starts_with("order-") && e.payload.get().contains(&trans_id))
+        .map(|e| e.stream_id.as_str().to_owned())
+        .expect("the intent of the crashed order is in the store");
+    let crashed = crash_stream.trim_start_matches("order-").to_owned();
+    let p = api
+        .wait_payment(&crashed, |p| {
+            p["status"] == "captured" && p["captured"]["minor"] == CRASH_AMOUNT
+        })
+        .await;
+    assert_eq!(p["trans_id"], trans_id.as_str(), "{p:#}");
+    // It was the reconciler (the webhook went to the dead process's port).
+    let log = std::fs::read_to_string(dir.path().join("serve-2.log")).unwrap_or_default();
+    assert!(
+        log.contains("reconciler pass") && log.contains("resolved: 1"),
+        "the restarted service did not resolve the order by a reconciler query:\n{log}"
+    );
+    payments.push(crashed);
+    let ledger = sandbox.ledger();
+    let books = ledger.merchant(MERCHANT).expect("merchant books");
+    let charged: Vec<_> = books
+        .orders
+        .values()
+        .filter(|o| o.trans_id == trans_id || o.amount == CRASH_AMOUNT)
+        .collect();
+    assert_eq!(charged.len(), 1, "charged twice: {charged:#?}");
+    assert_eq!(charged[0].captured, CRASH_AMOUNT);
+
+    // ---- every order: the service's view equals the sandbox's books
+    for id in &payments {
+        let v = api.get(&format!("/v1/payments/{id}")).await;
+        let t = v["trans_id"].as_str().expect("trans_id");
+        let o = books
+            .order_by_trans_id(t)
+            .unwrap_or_else(|| panic!("sandbox has no order for {t}: {v:#}"));
+        assert_eq!(
+            v["gateway_order_id"].as_str(),
+            Some(o.order_id.as_str()),
+            "{v:#}"
+        );
+        assert_eq!(minor(&v, "captured"), o.captured, "captured: {v:#}\n{o:#?}");
+        assert_eq!(minor(&v, "refunded"), o.refunded, "refunded: {v:#}\n{o:#?}");
+        if v["status"] != "voided" {
+            assert_eq!(
+                minor(&v, "authorised"),
+                o.authorised,
+                "authorised: {v:#}\n{o:#?}"
+            );
+        }
+        assert!(
+            !v["captures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["status"] != "succeeded"),
+            "open capture: {v:#}"
+        );
+    }
+    assert_eq!(books.orders.len(), payments.len(), "{:#?}", books.orders);
+
+    // ---- every stored event reaches the subscriber (at least once)
+    let stored: HashSet<String> = read_all()
+        .await
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert!(stored.len() > 30, "{} events", stored.len());
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        drain(&channel, &queue, &mut seen).await;
+        let missing = stored.difference(&seen).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} stored events never reached the subscriber",
+            stored.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // ---- cleanup (the database goes with `db`, the processes with their guards)
+    let _ = channel
+        .queue_delete(
+            ShortString::from(queue.clone()),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = amqp.close(200, "done".into()).await;
+    events.pool().close().await;
+}
