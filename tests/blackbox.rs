@@ -748,3 +748,76 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     let _ = amqp.close(200, "done".into()).await;
     events.pool().close().await;
 }
+
+/// BUG (engine, not the binary): the first payment of a recurring agreement
+/// does not tell the merchant its agreement id. `payorch_engine::orchestrator`
+/// creates the agreement with `AgreementId(first order id)` when the token
+/// is stored (`Engine::after_order_change` in engine/src/orchestrator.rs,
+/// `let agreement_id = AgreementId(p.order_id.0)`), but `OrderView::from_state`
+/// builds the view with `agreement_id: p.agreement_id`, which is only set for
+/// merchant-initiated charges. So `POST /v1/payments` with
+/// `payment_type: RECURRING` answers without `agreement_id`, and the
+/// merchant can only find the agreement by knowing the undocumented
+/// convention "agreement id = first payment id" (the black-box test above
+/// and `payorch demo` rely on it). Fix belongs in engine/: fill the view's
+/// `agreement_id` for a first recurring payment whose token was stored.
+/// Runs on SQLite with the in-process sandbox: no services needed.
+#[test]
+#[ignore = "engine bug: first recurring payment's view has no agreement_id (see doc comment)"]
+fn first_recurring_payment_shows_its_agreement_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite://{}", dir.path().join("rec.db").display());
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["--store-url", &store, "serve", "--addr", "127.0.0.1:0"])
+            .env_remove("PAYORCH_CONFIG")
+            .env_remove("PAYORCH_AMQP_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut url, mut key) = (None, None);
+    while url.is_none() || key.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("serve printed its banner in time");
+        if let Some(u) = line.strip_prefix("payorch listening on ") {
+            url = Some(u.trim().to_owned());
+        }
+        if let Some(k) = line.trim().strip_prefix("api key: ") {
+            key = Some(k.trim().to_owned());
+        }
+    }
+    let (url, key) = (url.expect("url"), key.expect("key"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/payments"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "rec-1")
+            .json(&json!({"amount": eur(1200), "payment_type": "RECURRING",
+                   "store_token": {"purpose": "SUBSCRIPTION", "shopper_reference": "s-1"},
+                   "payment_method": card("4111111111111111")}))
+            .send()
+            .await
+            .expect("POST /v1/payments");
+        let p: Value = r.json().await.expect("json");
+        assert_eq!(p["status"], "captured", "{p:#}");
+        assert!(
+            p["agreement_id"].is_string(),
+            "the first recurring payment does not show its agreement id: {p:#}"
+        );
+    });
+}
