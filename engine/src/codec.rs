@@ -192,14 +192,9 @@ pub fn envelope<E: DomainEvent>(e: &RecordedEvent) -> Result<EventEnvelope<E>, C
         stream_id: e.stream_id.as_str().to_owned(),
         stream_type: e.stream_type.clone(),
         version: e.version.0,
-        position: e.global_position.0,
+        global_position: e.global_position.0,
         recorded_at: e.recorded_at,
-        merchant_id: e
-            .metadata
-            .merchant_id
-            .as_deref()
-            .map(payorch_schemas::events::MerchantId::new),
-        correlation_id: e.metadata.correlation_id,
+        metadata: e.metadata.clone(),
         event_type: e.event_type.clone(),
         schema_version: E::SCHEMA_VERSION,
         payload: decode_recorded(e)?,

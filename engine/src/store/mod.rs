@@ -104,18 +104,9 @@ pub enum ExpectedVersion {
     Exact(Version),
 }
 
-/// Who and what caused an event; stored beside the payload.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub causation_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merchant_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
-}
+/// Who and what caused an event; stored beside the payload. Defined in
+/// payorch-schemas because it is part of the published envelope.
+pub use payorch_schemas::events::EventMetadata;
 
 /// An event to append. The id is chosen by the writer (uuid v7) so that a
 /// retried append of the same batch is recognised as the same.

@@ -88,8 +88,27 @@ pub enum EventDecodeError {
     },
 }
 
+/// Who and what caused an event; stored beside the payload and carried in
+/// the published envelope. The engine's store uses this same type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+pub struct EventMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
 /// What a subscriber receives: the typed payload plus where and when it was
-/// recorded.
+/// recorded. This is exactly the JSON body of a message on the
+/// `payorch.events` exchange (and of the in-process bus), so a subscriber in
+/// another service needs this crate alone: deserialize the body as
+/// `EventEnvelope<OrderEvent>` (or `AgreementEvent`, `CheckoutEvent`, or
+/// `serde_json::Value` for any stream).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct EventEnvelope<E> {
@@ -99,20 +118,30 @@ pub struct EventEnvelope<E> {
     /// 1-based position of the event in its stream.
     pub version: u64,
     /// Global position in the store (1-based).
-    pub position: u64,
+    pub global_position: u64,
+    pub event_type: String,
+    pub schema_version: u32,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(
         feature = "json-schema",
         schemars(schema_with = "crate::events::rfc3339_schema")
     )]
     pub recorded_at: OffsetDateTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merchant_id: Option<MerchantId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Uuid>,
-    pub event_type: String,
-    pub schema_version: u32,
+    #[serde(default)]
+    pub metadata: EventMetadata,
     pub payload: E,
+}
+
+impl<E> EventEnvelope<E> {
+    /// The merchant the event belongs to, when recorded.
+    pub fn merchant_id(&self) -> Option<&str> {
+        self.metadata.merchant_id.as_deref()
+    }
+
+    /// The correlation id of the command that produced the event.
+    pub fn correlation_id(&self) -> Option<Uuid> {
+        self.metadata.correlation_id
+    }
 }
 
 /// Card details that may be stored: never the PAN or the CVV.
