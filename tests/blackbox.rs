@@ -749,21 +749,11 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     events.pool().close().await;
 }
 
-/// BUG (engine, not the binary): the first payment of a recurring agreement
-/// does not tell the merchant its agreement id. `payorch_engine::orchestrator`
-/// creates the agreement with `AgreementId(first order id)` when the token
-/// is stored (`Engine::after_order_change` in engine/src/orchestrator.rs,
-/// `let agreement_id = AgreementId(p.order_id.0)`), but `OrderView::from_state`
-/// builds the view with `agreement_id: p.agreement_id`, which is only set for
-/// merchant-initiated charges. So `POST /v1/payments` with
-/// `payment_type: RECURRING` answers without `agreement_id`, and the
-/// merchant can only find the agreement by knowing the undocumented
-/// convention "agreement id = first payment id" (the black-box test above
-/// and `payorch demo` rely on it). Fix belongs in engine/: fill the view's
-/// `agreement_id` for a first recurring payment whose token was stored.
+/// The first payment of a recurring agreement tells the merchant its
+/// agreement id (the engine creates the agreement with the first order's id
+/// when the token is stored, and the order view shows it).
 /// Runs on SQLite with the in-process sandbox: no services needed.
 #[test]
-#[ignore = "engine bug: first recurring payment's view has no agreement_id (see doc comment)"]
 fn first_recurring_payment_shows_its_agreement_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("sqlite://{}", dir.path().join("rec.db").display());

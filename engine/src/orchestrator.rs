@@ -249,7 +249,13 @@ impl OrderView {
             decline_description: s.decline.as_ref().map(|d| d.1.clone()),
             card: s.card.clone().or_else(|| p.instrument.card.clone()),
             token: s.token.as_ref().map(|t| t.token.clone()),
-            agreement_id: p.agreement_id,
+            // A charge names its agreement; a first recurring payment that
+            // stored its card created the agreement with its own id (see
+            // `after_order_change`).
+            agreement_id: p.agreement_id.or_else(|| {
+                (p.payment_type == PaymentKind::Recurring && s.token.is_some())
+                    .then_some(AgreementId(p.order_id.0))
+            }),
             captures: s.captures.clone(),
             refunds: s.refunds.clone(),
             void: s.void,
