@@ -10,7 +10,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use payorch_engine::reconciler::ReconcilerConfig;
 use serde::Deserialize;
 
 /// The default store: a SQLite file in the working directory.
@@ -96,6 +98,18 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Seconds between reconciler passes.
     pub reconcile_interval_secs: u64,
+    /// Age in seconds of an order's last event before the reconciler
+    /// queries PayKKa about its open call (default 5; 0 queries at once).
+    pub reconcile_threshold_secs: u64,
+    /// Seconds after a call was requested from which "not found" / "not
+    /// applied" answers count as definitive (default 86 400).
+    pub reconcile_grace_secs: u64,
+    /// First backoff in seconds between two queries of one order (doubles
+    /// after each query; default 5).
+    pub reconcile_backoff_base_secs: u64,
+    /// Longest backoff in seconds between two queries of one order
+    /// (default 3 600; at least `reconcile_backoff_base_secs`).
+    pub reconcile_backoff_max_secs: u64,
     pub paykka: Option<PaykkaSection>,
     pub merchants: Vec<MerchantSection>,
 }
@@ -108,6 +122,10 @@ impl Default for Config {
             addr: DEFAULT_ADDR.into(),
             public_url: None,
             reconcile_interval_secs: 5,
+            reconcile_threshold_secs: 5,
+            reconcile_grace_secs: 24 * 3600,
+            reconcile_backoff_base_secs: 5,
+            reconcile_backoff_max_secs: 3600,
             paykka: None,
             merchants: Vec::new(),
         }
@@ -178,12 +196,35 @@ impl Config {
         if let Some(v) = get("PAYORCH_PUBLIC_URL") {
             self.public_url = Some(v);
         }
-        if let Some(v) = get("PAYORCH_RECONCILE_INTERVAL_SECS") {
-            self.reconcile_interval_secs = v.parse().map_err(|e| ConfigError::Invalid {
-                key: "PAYORCH_RECONCILE_INTERVAL_SECS".into(),
-                message: format!("{e}"),
-            })?;
-        }
+        let secs = |key: &str, target: &mut u64| -> Result<(), ConfigError> {
+            if let Some(v) = get(key) {
+                *target = v.trim().parse().map_err(|e| ConfigError::Invalid {
+                    key: key.into(),
+                    message: format!("{v:?} is not a whole number of seconds: {e}"),
+                })?;
+            }
+            Ok(())
+        };
+        secs(
+            "PAYORCH_RECONCILE_INTERVAL_SECS",
+            &mut self.reconcile_interval_secs,
+        )?;
+        secs(
+            "PAYORCH_RECONCILE_THRESHOLD_SECS",
+            &mut self.reconcile_threshold_secs,
+        )?;
+        secs(
+            "PAYORCH_RECONCILE_GRACE_SECS",
+            &mut self.reconcile_grace_secs,
+        )?;
+        secs(
+            "PAYORCH_RECONCILE_BACKOFF_BASE_SECS",
+            &mut self.reconcile_backoff_base_secs,
+        )?;
+        secs(
+            "PAYORCH_RECONCILE_BACKOFF_MAX_SECS",
+            &mut self.reconcile_backoff_max_secs,
+        )?;
         if let Some(v) = get("PAYORCH_PAYKKA_BASE_URL") {
             self.paykka.get_or_insert_with(Default::default).base_url = Some(v);
         }
@@ -236,6 +277,21 @@ impl Config {
         self.addr
             .parse::<SocketAddr>()
             .map_err(|e| invalid("addr", format!("{:?}: {e}", self.addr)))?;
+        if self.reconcile_backoff_base_secs == 0 {
+            return Err(invalid(
+                "reconcile_backoff_base_secs",
+                "must be at least 1 (0 would query an unanswered order on every pass)".into(),
+            ));
+        }
+        if self.reconcile_backoff_max_secs < self.reconcile_backoff_base_secs {
+            return Err(invalid(
+                "reconcile_backoff_max_secs",
+                format!(
+                    "{} is below reconcile_backoff_base_secs ({})",
+                    self.reconcile_backoff_max_secs, self.reconcile_backoff_base_secs
+                ),
+            ));
+        }
         if let Some(p) = &self.paykka {
             if let Some(mode) = &p.response_signature
                 && !matches!(mode.as_str(), "enforce" | "warn" | "off")
@@ -274,6 +330,17 @@ impl Config {
     /// The configured PayKKa base URL, if any (`None`: in-process sandbox).
     pub fn paykka_base_url(&self) -> Option<&str> {
         self.paykka.as_ref().and_then(|p| p.base_url.as_deref())
+    }
+
+    /// The reconciler settings of `serve` (page size: the engine default).
+    pub fn reconciler(&self) -> ReconcilerConfig {
+        ReconcilerConfig {
+            threshold: Duration::from_secs(self.reconcile_threshold_secs),
+            grace: Duration::from_secs(self.reconcile_grace_secs),
+            backoff_base: Duration::from_secs(self.reconcile_backoff_base_secs),
+            backoff_max: Duration::from_secs(self.reconcile_backoff_max_secs),
+            ..ReconcilerConfig::default()
+        }
     }
 }
 
@@ -445,5 +512,84 @@ mod tests {
             .unwrap();
         assert_eq!(c.paykka_base_url(), Some("https://x/apis"));
         assert!(c.validate().is_err(), "base_url without merchants");
+    }
+
+    #[test]
+    fn reconciler_settings_parse_override_and_validate() {
+        // Defaults are the engine's.
+        let d = Config::default().reconciler();
+        let e = ReconcilerConfig::default();
+        assert_eq!(
+            (d.threshold, d.grace, d.backoff_base, d.backoff_max, d.page),
+            (e.threshold, e.grace, e.backoff_base, e.backoff_max, e.page)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "reconcile_threshold_secs = 30\nreconcile_grace_secs = 7200\nreconcile_backoff_base_secs = 10\nreconcile_backoff_max_secs = 600\n",
+        );
+        let none = FlagOverrides::default();
+        let c = Config::load(Some(&p), &env_of(&[]), &none).unwrap();
+        let r = c.reconciler();
+        assert_eq!(r.threshold, Duration::from_secs(30));
+        assert_eq!(r.grace, Duration::from_secs(7200));
+        assert_eq!(r.backoff_base, Duration::from_secs(10));
+        assert_eq!(r.backoff_max, Duration::from_secs(600));
+        // The environment wins over the file.
+        let env = env_of(&[
+            ("PAYORCH_RECONCILE_THRESHOLD_SECS", "0"),
+            ("PAYORCH_RECONCILE_GRACE_SECS", "60"),
+            ("PAYORCH_RECONCILE_BACKOFF_BASE_SECS", "2"),
+            ("PAYORCH_RECONCILE_BACKOFF_MAX_SECS", "4"),
+        ]);
+        let r = Config::load(Some(&p), &env, &none).unwrap().reconciler();
+        assert_eq!(r.threshold, Duration::ZERO);
+        assert_eq!(r.grace, Duration::from_secs(60));
+        assert_eq!(r.backoff_base, Duration::from_secs(2));
+        assert_eq!(r.backoff_max, Duration::from_secs(4));
+        // Invalid values name the key.
+        let e = Config::load(
+            Some(&p),
+            &env_of(&[("PAYORCH_RECONCILE_GRACE_SECS", "1d")]),
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("PAYORCH_RECONCILE_GRACE_SECS"), "{e}");
+        let e = Config::load(
+            Some(&write(&dir, "reconcile_threshold_secs = -1\n")),
+            &env_of(&[]),
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reconcile_threshold_secs"), "{e}");
+        let e = Config::load(
+            Some(&write(&dir, "reconcile_backoff_base_secs = \"5s\"\n")),
+            &env_of(&[]),
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reconcile_backoff_base_secs"), "{e}");
+        let e = Config::load(
+            Some(&write(
+                &dir,
+                "reconcile_backoff_base_secs = 60\nreconcile_backoff_max_secs = 10\n",
+            )),
+            &env_of(&[]),
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reconcile_backoff_max_secs"), "{e}");
+        let e = Config::load(
+            Some(&p),
+            &env_of(&[("PAYORCH_RECONCILE_BACKOFF_BASE_SECS", "0")]),
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reconcile_backoff_base_secs"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use payorch_engine::bus::InProcessBus;
-use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
+use payorch_engine::reconciler::Reconciler;
 use payorch_http::AppState;
 use payorch_rabbitmq::{Relay, RelayConfig};
 use serde_json::json;
@@ -121,7 +121,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
 
         // Reconciler loop.
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let reconciler = Reconciler::new(app.engine.clone(), ReconcilerConfig::default());
+        let reconciler = Reconciler::new(app.engine.clone(), config.reconciler());
         let interval = Duration::from_secs(config.reconcile_interval_secs.max(1));
         let reconcile_task = tokio::spawn(async move {
             loop {
