@@ -1,6 +1,7 @@
 //! The composition root: from a [`Config`] to a running set of parts
 //! (store, PayKKa gateway or in-process sandbox, engine, API keys, webhook
-//! verifier, health checks). Used by `serve` and `demo`.
+//! verifier, health checks: store, and broker when `amqp_url` is set). Used
+//! by `serve` and `demo`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use payorch_paykka::{
     SignatureMode, SigningConfig, VerifiedNotification, WebhookConfig, WebhookError,
     WebhookReceiver,
 };
+use payorch_rabbitmq::BrokerHealth;
 use payorch_sandbox::{RunningSandbox, SandboxConfig, SandboxMerchant};
 use payorch_schemas::paykka::Notification;
 
@@ -50,6 +52,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Present when no PayKKa is configured.
     pub sandbox: Option<RunningSandbox>,
+    /// The broker probe of `/healthz`, when `amqp_url` is configured.
+    pub broker: Option<Arc<BrokerHealth>>,
     pub demo: Option<DemoMerchant>,
 }
 
@@ -195,6 +199,12 @@ impl App {
         let verifier: Arc<dyn WebhookVerifier> = Arc::new(PaykkaVerifier {
             receiver: WebhookReceiver::new(platform_key, webhook),
         });
+        // Connects lazily (first /healthz), so a down broker does not stop
+        // the service from starting: the relay retries, /healthz says 503.
+        let broker = config
+            .amqp_url
+            .as_ref()
+            .map(|url| Arc::new(BrokerHealth::new(url.clone(), BROKER_PROBE_TIMEOUT)));
         Ok(App {
             store,
             engine,
@@ -202,19 +212,28 @@ impl App {
             verifier,
             metrics,
             sandbox,
+            broker,
             demo,
         })
     }
 
-    /// Health checks of the parts (`store`, and `sandbox` when in-process).
+    /// Health checks of the parts: `store`, and `broker` when `amqp_url`
+    /// is configured.
     pub fn health_checks(&self) -> Vec<Arc<dyn HealthCheck>> {
-        vec![Arc::new(StoreHealth {
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(StoreHealth {
             store: self.store.clone(),
-        })]
+        })];
+        if let Some(b) = &self.broker {
+            checks.push(Arc::new(BrokerCheck(b.clone())));
+        }
+        checks
     }
 
-    /// Stops the sandbox and closes the store.
+    /// Stops the sandbox, closes the broker probe and the store.
     pub async fn shutdown(self) {
+        if let Some(b) = &self.broker {
+            b.close().await;
+        }
         if let Some(s) = self.sandbox {
             s.shutdown().await;
         }
@@ -249,6 +268,24 @@ impl WebhookVerifier for PaykkaVerifier {
             Err(e) if e.http_status() == 400 => Err(WebhookRejection::Malformed(e.to_string())),
             Err(e) => Err(WebhookRejection::Unauthenticated(e.to_string())),
         }
+    }
+}
+
+/// Time budget of one broker probe (below the HTTP layer's 2 s per check,
+/// so the answer names the broker's own error).
+const BROKER_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// `/healthz`: the broker opens a channel on the probe's kept connection.
+struct BrokerCheck(Arc<BrokerHealth>);
+
+#[async_trait]
+impl HealthCheck for BrokerCheck {
+    fn name(&self) -> &str {
+        "broker"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
     }
 }
 

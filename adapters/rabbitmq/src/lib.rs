@@ -12,6 +12,8 @@
 //!   [`EventBus`](payorch_engine::bus::EventBus): a durable queue bound with
 //!   topic patterns, manual ack after the handler succeeded, bounded retries
 //!   through a retry queue, then a dead-letter queue.
+//! * [`health::BrokerHealth`] probes the broker for `/healthz` over one
+//!   kept connection (a channel open/close per probe).
 //! * [`topology`] declares exchanges and queues idempotently and names the
 //!   headers; `README.md` documents the wire contract for consumers in other
 //!   languages.
@@ -21,10 +23,12 @@ use std::time::Duration;
 use payorch_engine::bus::BusError;
 use payorch_engine::store::{Position, StoreError};
 
+pub mod health;
 pub mod relay;
 pub mod subscriber;
 pub mod topology;
 
+pub use health::BrokerHealth;
 pub use lapin;
 pub use relay::{Relay, RelayConfig, RelayHandle, RelayState, RelayStatus};
 pub use subscriber::{RabbitBus, RabbitBusConfig};
@@ -51,6 +55,10 @@ pub enum RabbitError {
     /// No publisher confirm arrived in time; treated as a lost connection.
     #[error("no publisher confirm within {0:?}")]
     ConfirmTimeout(Duration),
+    /// The broker did not answer within the given time (health probe).
+    /// Check the broker and the network if it persists.
+    #[error("the broker did not answer within {0:?}")]
+    Timeout(Duration),
     /// The relay's leader lease was lost; it stops publishing and stands by.
     #[error("leader lease lost")]
     LeaseLost,
