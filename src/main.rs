@@ -8,6 +8,7 @@
 mod app;
 mod commands;
 mod config;
+mod gauges;
 mod output;
 mod store;
 

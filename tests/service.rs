@@ -461,3 +461,224 @@ fn serve_with_a_configured_paykka_merchant_from_payorch_toml() {
         assert_eq!(p["status"], "captured", "{p:#}");
     });
 }
+
+/// A running `serve` on a temp SQLite store with the in-process sandbox.
+struct Serve {
+    _child: Child,
+    url: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `serve` with `args` after `serve` and the environment `env`,
+/// waits for the banner (URL and demo API key).
+fn start_serve(args: &[&str], env: &[(&str, &str)]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path(), "serve.db");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_payorch"));
+    cmd.args(["--store-url", &store, "serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("PAYORCH_CONFIG")
+        .env_remove("PAYORCH_AMQP_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Child(cmd.spawn().expect("spawn serve"));
+    let rx = lines_of(&mut child.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut url, mut key) = (None, None);
+    while url.is_none() || key.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("serve printed its banner in time");
+        if let Some(u) = line.strip_prefix("payorch listening on ") {
+            url = Some(u.trim().to_owned());
+        }
+        if let Some(k) = line.trim().strip_prefix("api key: ") {
+            key = Some(k.trim().to_owned());
+        }
+    }
+    Serve {
+        _child: child,
+        url: url.unwrap(),
+        key: key.unwrap(),
+        _dir: dir,
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, at most `secs` seconds.
+async fn until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of an unlabelled gauge in a Prometheus text page.
+fn gauge_of(page: &str, name: &str) -> Option<i64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn metrics_page(http: &reqwest::Client, url: &str) -> String {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// An AMQP URL at a local port where nothing listens.
+fn closed_amqp_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+}
+
+fn create_body(minor: i64, capture: &str) -> Value {
+    serde_json::json!({
+        "amount": {"minor": minor, "currency": "EUR"},
+        "capture_method": capture,
+        "payment_method": {"type": "card", "number": "4111111111111111",
+            "exp_month": "07", "exp_year": "2031", "cvv": "123"}
+    })
+}
+
+async fn create(http: &reqwest::Client, s: &Serve, key: &str, body: &Value) -> (u16, Value) {
+    let r = http
+        .post(format!("{}/v1/payments", s.url))
+        .bearer_auth(&s.key)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[test]
+fn serve_with_an_unreachable_broker_is_unhealthy_and_reports_relay_lag_and_backlog() {
+    let s = start_serve(
+        &["--amqp-url", &closed_amqp_url()],
+        &[
+            ("PAYORCH_RECONCILE_INTERVAL_SECS", "1"),
+            ("PAYORCH_RECONCILE_THRESHOLD_SECS", "0"),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let r = http.get(format!("{}/healthz", s.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        let h: Value = r.json().await.unwrap();
+        assert_eq!(h["checks"]["broker"]["status"], "unavailable", "{h:#}");
+        assert!(h["checks"]["broker"]["error"].as_str().is_some(), "{h:#}");
+        assert_eq!(h["checks"]["store"]["status"], "ok", "{h:#}");
+
+        // A 3-D Secure payment (amount ending 993) waits for the shopper:
+        // an open call the reconciler keeps in its backlog.
+        let (status, p) = create(&http, &s, "m-1", &create_body(10_993, "AUTOMATIC")).await;
+        assert!(status < 300, "{status} {p:#}");
+        assert_eq!(p["status"], "challenge_required", "{p:#}");
+        // Its events are committed but the relay cannot publish them.
+        let events: Value = http
+            .get(format!(
+                "{}/v1/payments/{}/events",
+                s.url,
+                p["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&s.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = events["events"].as_array().unwrap().len() as i64;
+        assert!(n >= 2, "{events:#}");
+        let (lag, backlog) = until("relay lag and backlog gauges", 30, || async {
+            let page = metrics_page(&http, &s.url).await;
+            let lag = gauge_of(&page, "payorch_relay_lag_events")?;
+            let backlog = gauge_of(&page, "payorch_reconciler_backlog_orders")?;
+            (lag >= n && backlog >= 1).then_some((lag, backlog))
+        })
+        .await;
+        assert_eq!(lag, n, "every stored event is unpublished");
+        assert_eq!(backlog, 1);
+    });
+}
+
+#[test]
+fn serve_with_rabbitmq_reports_the_broker_healthy_and_relays_everything() {
+    let amqp = std::env::var("PAYORCH_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reachable = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            payorch_rabbitmq::lapin::Connection::connect(&amqp, Default::default()),
+        )
+        .await
+    });
+    match reachable {
+        Ok(Ok(c)) => {
+            let _ = rt.block_on(c.close(200, "probe".into()));
+        }
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timeout".into(),
+            };
+            if std::env::var("PAYORCH_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("RabbitMQ at {amqp} required but unreachable: {why}");
+            }
+            eprintln!(
+                "\n**************** SKIP serve_with_rabbitmq...: RabbitMQ at {amqp} unreachable ({why}); set PAYORCH_TEST_AMQP_URL or start the broker ****************\n"
+            );
+            return;
+        }
+    }
+    let s = start_serve(&["--amqp-url", &amqp], &[]);
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let h: Value = until("healthz ok", 30, || async {
+            let r = http.get(format!("{}/healthz", s.url)).send().await.ok()?;
+            r.status().is_success().then_some(())?;
+            r.json().await.ok()
+        })
+        .await;
+        assert_eq!(h["checks"]["broker"]["status"], "ok", "{h:#}");
+        assert_eq!(h["checks"]["store"]["status"], "ok", "{h:#}");
+        // A second probe reuses the kept connection and is still ok.
+        let r = http.get(format!("{}/healthz", s.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+
+        let (status, p) = create(&http, &s, "r-1", &create_body(1000, "AUTOMATIC")).await;
+        assert_eq!(status, 201, "{p:#}");
+        // The relay publishes every event: the lag gauge goes back to 0
+        // once the payment's events are confirmed (it counts from the
+        // store's head, which is > 0 now).
+        until("relay lag 0", 30, || async {
+            let page = metrics_page(&http, &s.url).await;
+            (gauge_of(&page, "payorch_relay_lag_events")? == 0).then_some(())
+        })
+        .await;
+    });
+}

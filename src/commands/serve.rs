@@ -7,6 +7,11 @@
 //! SQLite), else the in-process bus. Ctrl-C or SIGTERM: stop accepting,
 //! finish in-flight requests, stop the reconciler and the relay (its
 //! checkpoint covers every confirmed event), close the store.
+//!
+//! `/metrics` gauges: the reconciler backlog is set from each pass
+//! (`candidates`), the relay lag every second (see [`crate::gauges`]; 0
+//! without a broker). `/healthz` checks the store, and the broker when
+//! `amqp_url` is set.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,6 +38,14 @@ pub struct Args {
     /// RabbitMQ URL for events out (default: in-process bus).
     #[arg(long, value_name = "URL")]
     amqp_url: Option<String>,
+}
+
+/// How often the relay-lag gauge is refreshed.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A count as a gauge value (saturating).
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -98,16 +111,21 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         let router = payorch_http::router(state);
 
         // Events out.
+        let mut relay_name = None;
         let relay = match &config.amqp_url {
-            Some(amqp) => Some(
-                Relay::new(
-                    app.store.events(),
-                    app.store.checkpoints(),
-                    app.store.leader_lock(),
-                    RelayConfig::new(amqp.clone()),
+            Some(amqp) => {
+                let relay_config = RelayConfig::new(amqp.clone());
+                relay_name = Some(relay_config.name.clone());
+                Some(
+                    Relay::new(
+                        app.store.events(),
+                        app.store.checkpoints(),
+                        app.store.leader_lock(),
+                        relay_config,
+                    )
+                    .spawn(),
                 )
-                .spawn(),
-            ),
+            }
             None => None,
         };
         // Without a broker, in-process subscribers (embedding) use this bus;
@@ -119,10 +137,11 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             ))
         });
 
-        // Reconciler loop.
+        // Reconciler loop; each pass sets the backlog gauge.
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let reconciler = Reconciler::new(app.engine.clone(), config.reconciler());
         let interval = Duration::from_secs(config.reconcile_interval_secs.max(1));
+        let metrics = app.metrics.clone();
         let reconcile_task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -130,11 +149,34 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                     _ = tokio::time::sleep(interval) => {}
                 }
                 match reconciler.run_once().await {
-                    Ok(r) if r.queried > 0 => tracing::info!(?r, "reconciler pass"),
-                    Ok(_) => {}
+                    Ok(r) => {
+                        metrics.set_reconciler_backlog(gauge(r.candidates as u64));
+                        if r.queried > 0 {
+                            tracing::info!(?r, "reconciler pass");
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
                 }
             }
+        });
+
+        // Relay lag gauge (see crate::gauges), refreshed every second.
+        let lag_task = relay_name.map(|name| {
+            let (events, checkpoints) = (app.store.events(), app.store.checkpoints());
+            let metrics = app.metrics.clone();
+            let mut stop_rx = stop_tx.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    match crate::gauges::lag(events.as_ref(), checkpoints.as_ref(), &name).await {
+                        Ok(lag) => metrics.set_relay_lag(gauge(lag)),
+                        Err(e) => tracing::warn!(error = %e, "relay lag not measured"),
+                    }
+                    tokio::select! {
+                        _ = stop_rx.changed() => break,
+                        _ = tokio::time::sleep(LAG_INTERVAL) => {}
+                    }
+                }
+            })
         });
 
         let broker = match &config.amqp_url {
@@ -178,6 +220,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         tracing::info!("shutting down: HTTP stopped, stopping reconciler and relay");
         let _ = stop_tx.send(true);
         let _ = reconcile_task.await;
+        if let Some(t) = lag_task {
+            let _ = t.await;
+        }
         if let Some(r) = relay {
             r.stop().await;
         }
