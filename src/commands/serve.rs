@@ -104,7 +104,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             app.api_keys.clone(),
             app.verifier.clone(),
         )
-        .with_metrics(app.metrics.clone());
+        .with_metrics(app.metrics.clone())
+        // Replays answer the stored response (payorch_http::idempotency).
+        .with_idempotency_store(app.store.idempotency());
         for check in app.health_checks() {
             state = state.with_health_check(check);
         }

@@ -120,12 +120,8 @@ impl From<EngineError> for ApiError {
                 // The engine's id may be a stream id; keep the message short.
                 return ApiError::not_found(what);
             }
-            EngineError::IdempotencyConflict { .. } => {
-                return ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_key_reused",
-                    "header `Idempotency-Key` was already used with a different request",
-                );
+            EngineError::IdempotencyConflict { key } => {
+                return crate::idempotency::reused(key);
             }
             EngineError::Contention { .. } => (StatusCode::SERVICE_UNAVAILABLE, "contention"),
             EngineError::Store(StoreError::Unavailable(_)) => {
@@ -176,8 +172,12 @@ mod tests {
         let down = ApiError::from(EngineError::Store(StoreError::Unavailable("pg".into())));
         assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(down.code, "store_unavailable");
-        let idem = ApiError::from(EngineError::IdempotencyConflict { key: "k".into() });
+        let idem = ApiError::from(EngineError::IdempotencyConflict {
+            key: "order-77".into(),
+        });
         assert_eq!(idem.status, StatusCode::CONFLICT);
+        assert!(idem.message.contains("Idempotency-Key"), "{}", idem.message);
+        assert!(idem.message.contains("\"order-77\""), "{}", idem.message);
         let corrupt = ApiError::from(EngineError::Store(StoreError::Corrupt("x".into())));
         assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!corrupt.message.contains('x'));

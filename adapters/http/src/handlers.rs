@@ -8,12 +8,13 @@
 //!
 //! Idempotency: POSTs pass `Idempotency-Key` to the engine
 //! (`CommandContext::with_idempotency_key`), which stores one record per
-//! (merchant, key) together with the command's first events. A repeat with
-//! the same request returns the current view of the resource the key
-//! created (same status as long as nothing else changed it); another
-//! request under the same key is 409 `idempotency_key_reused`. The POSTs
-//! the engine records nothing for use [`crate::idempotency`] (one key
-//! space per merchant across all routes).
+//! (merchant, key) together with the command's first events and decides
+//! whether a repeat is the same request. A repeat with the same request
+//! returns the stored response of the first one (status and body as they
+//! were then, see [`crate::idempotency`]); another request under the same
+//! key is 409 `idempotency_key_reused` naming the key. The POSTs the
+//! engine records nothing for store their answer in [`crate::idempotency`]
+//! too (one key space per merchant across all routes).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -57,7 +58,7 @@ fn checkout_id(raw: &str) -> Result<CheckoutId, ApiError> {
 }
 
 /// 201/202/200 per the module docs.
-fn payment(view: OrderView, created: bool) -> Response {
+fn payment_parts(view: OrderView, created: bool) -> (StatusCode, serde_json::Value) {
     let v = PaymentView::from(view);
     let status = if v.authorisation_pending() || v.has_open_call() {
         StatusCode::ACCEPTED
@@ -66,7 +67,12 @@ fn payment(view: OrderView, created: bool) -> Response {
     } else {
         StatusCode::OK
     };
-    (status, Json(v)).into_response()
+    (status, body_value(&v))
+}
+
+fn payment(view: OrderView, created: bool) -> Response {
+    let (status, body) = payment_parts(view, created);
+    (status, Json(body)).into_response()
 }
 
 /// `POST /v1/payments`.
@@ -77,8 +83,14 @@ pub(crate) async fn create_payment(
     ApiJson(body): ApiJson<CreatePaymentBody>,
 ) -> ApiResult {
     let req = body.into_engine()?;
-    let view = s.engine().place_payment(&ctx(&m, Some(key)), req).await?;
-    Ok(payment(view, true))
+    let ctx = ctx(&m, Some(key));
+    idempotency::engine_command(&s, &ctx, || async {
+        Ok(payment_parts(
+            s.engine().place_payment(&ctx, req).await?,
+            true,
+        ))
+    })
+    .await
 }
 
 /// `GET /v1/payments/{id}`.
@@ -109,11 +121,15 @@ pub(crate) async fn capture(
             "must be a positive number of minor units",
         ));
     }
-    let view = s
-        .engine()
-        .capture(&ctx(&m, Some(key)), id, body.amount, body.final_capture)
-        .await?;
-    Ok(payment(view, false))
+    let ctx = ctx(&m, Some(key));
+    idempotency::engine_command(&s, &ctx, || async {
+        let view = s
+            .engine()
+            .capture(&ctx, id, body.amount, body.final_capture)
+            .await?;
+        Ok(payment_parts(view, false))
+    })
+    .await
 }
 
 /// `POST /v1/payments/{id}/void`.
@@ -125,11 +141,12 @@ pub(crate) async fn void(
     OptionalJson(body): OptionalJson<VoidBody>,
 ) -> ApiResult {
     let id = order_id(&id)?;
-    let view = s
-        .engine()
-        .void(&ctx(&m, Some(key)), id, body.reason)
-        .await?;
-    Ok(payment(view, false))
+    let ctx = ctx(&m, Some(key));
+    idempotency::engine_command(&s, &ctx, || async {
+        let view = s.engine().void(&ctx, id, body.reason).await?;
+        Ok(payment_parts(view, false))
+    })
+    .await
 }
 
 /// `POST /v1/payments/{id}/refunds`.
@@ -147,11 +164,15 @@ pub(crate) async fn refund(
             "must be a positive number of minor units",
         ));
     }
-    let view = s
-        .engine()
-        .refund(&ctx(&m, Some(key)), id, body.amount, body.reason)
-        .await?;
-    Ok(payment(view, false))
+    let ctx = ctx(&m, Some(key));
+    idempotency::engine_command(&s, &ctx, || async {
+        let view = s
+            .engine()
+            .refund(&ctx, id, body.amount, body.reason)
+            .await?;
+        Ok(payment_parts(view, false))
+    })
+    .await
 }
 
 /// `GET /v1/payments/{id}/events`.
@@ -174,17 +195,18 @@ pub(crate) async fn create_checkout_session(
 ) -> ApiResult {
     let now = s.engine().clock().now();
     let req = body.into_engine(now, s.config().default_checkout_ttl)?;
-    let view = s
-        .engine()
-        .create_checkout_session(&ctx(&m, Some(key)), req)
-        .await?;
-    let v = CheckoutSessionView::from(view);
-    let status = if v.status == "requested" {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(v)).into_response())
+    let ctx = ctx(&m, Some(key));
+    idempotency::engine_command(&s, &ctx, || async {
+        let view = s.engine().create_checkout_session(&ctx, req).await?;
+        let v = CheckoutSessionView::from(view);
+        let status = if v.status == "requested" {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        };
+        Ok((status, body_value(&v)))
+    })
+    .await
 }
 
 /// `GET /v1/checkout-sessions/{id}`.
@@ -209,12 +231,16 @@ pub(crate) async fn charge_agreement(
     let id = agreement_id(&id)?;
     let amount = body.amount()?;
     let ctx = ctx(&m, Some(key));
+    let prior = idempotency::prior(&s, &ctx).await?;
     if let Some(order) = idempotency::charge_replay(&s, &ctx, id, amount).await? {
+        if let idempotency::Prior::Seen(Some(stored)) = prior {
+            return Ok(stored);
+        }
         let view = s.engine().get_order(&ctx, order).await?;
         return Ok(payment(view, true));
     }
-    let view = s.engine().charge_agreement(&ctx, id, amount).await?;
-    Ok(payment(view, true))
+    let (status, body) = payment_parts(s.engine().charge_agreement(&ctx, id, amount).await?, true);
+    idempotency::finish(&s, &ctx, prior, status, body).await
 }
 
 fn body_value<T: serde::Serialize>(body: &T) -> serde_json::Value {

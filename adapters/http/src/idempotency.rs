@@ -1,7 +1,18 @@
-//! Idempotency for the POSTs the engine does not record itself.
+//! Idempotency at the HTTP level: same key and same request -> the stored
+//! response (status and body, as first answered); same key, another
+//! request -> 409 `idempotency_key_reused` naming the key.
 //!
 //! The engine keeps the key promise for place/capture/void/refund/checkout
-//! (one record per `(merchant, key)`, written with the command's events).
+//! (one record per `(merchant, key)`, written with the command's first
+//! events, pointing at the stream), and decides whether a repeat is the
+//! same request. Its record holds ids, not the HTTP answer, so
+//! [`engine_command`] stores the answer of the request that ran the
+//! command under a second scope (`<merchant>:http-response`, same key) and
+//! a replay returns it, not the resource's current state: a payment
+//! captured since still replays its original `201 authorised`. A replay
+//! that arrives while the first request is still running (or of a key
+//! recorded before answers were stored) gets the current view instead.
+//!
 //! Four commands record no idempotency in the engine: cancel agreement,
 //! token query, token remove and Apple Pay session. For those, when the
 //! binary hands the idempotency store to [`crate::AppState`], this module
@@ -28,12 +39,99 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-fn reused() -> ApiError {
+/// 409 for a key used before with another request (names the key).
+pub(crate) fn reused(key: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "idempotency_key_reused",
-        "header `Idempotency-Key` was already used with a different request",
+        format!("header `Idempotency-Key` {key:?} was already used with a different request"),
     )
+}
+
+/// Scope of the stored answers of engine-recorded commands.
+fn response_scope(merchant: &str) -> String {
+    format!("{merchant}:http-response")
+}
+
+fn store_error(e: payorch_engine::store::StoreError) -> ApiError {
+    ApiError::from(payorch_engine::orchestrator::EngineError::Store(e))
+}
+
+/// A stored `{"status", "body"}` answer as a response.
+fn stored_response(rec: &IdempotencyRecord) -> Response {
+    let stored: serde_json::Value = serde_json::from_str(rec.response.get()).unwrap_or_default();
+    let status = stored["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    (status, Json(stored["body"].clone())).into_response()
+}
+
+/// Whether this key was seen before, for a command the engine records.
+pub(crate) enum Prior {
+    /// No key, no store, or a key never used: the request runs the command.
+    Fresh,
+    /// The engine has a record for the key; the stored answer, if any.
+    Seen(Option<Response>),
+}
+
+/// Looks the key up before an engine-recorded command runs.
+pub(crate) async fn prior(state: &AppState, ctx: &CommandContext) -> Result<Prior, ApiError> {
+    let (Some(store), Some(key)) = (state.idempotency_store(), ctx.idempotency_key.as_deref())
+    else {
+        return Ok(Prior::Fresh);
+    };
+    let merchant = ctx.merchant_id.as_str();
+    if store
+        .get_idempotency(merchant, key)
+        .await
+        .map_err(store_error)?
+        .is_none()
+    {
+        return Ok(Prior::Fresh);
+    }
+    let answer = store
+        .get_idempotency(&response_scope(merchant), key)
+        .await
+        .map_err(store_error)?;
+    Ok(Prior::Seen(answer.as_ref().map(stored_response)))
+}
+
+/// Runs an engine-recorded command (see the module docs): the engine
+/// checks that a repeat is the same request (409 otherwise) and does not
+/// run it again; the first answer is stored and replayed.
+pub(crate) async fn engine_command<F, Fut>(
+    state: &AppState,
+    ctx: &CommandContext,
+    f: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+{
+    let prior = prior(state, ctx).await?;
+    let (status, body) = f().await?;
+    finish(state, ctx, prior, status, body).await
+}
+
+/// The response of an engine-recorded command given what [`prior`] found.
+pub(crate) async fn finish(
+    state: &AppState,
+    ctx: &CommandContext,
+    prior: Prior,
+    status: StatusCode,
+    body: serde_json::Value,
+) -> Result<Response, ApiError> {
+    match prior {
+        Prior::Seen(Some(stored)) => Ok(stored),
+        Prior::Seen(None) => Ok((status, Json(body)).into_response()),
+        Prior::Fresh => {
+            let scope = response_scope(ctx.merchant_id.as_str());
+            store_answer(state, ctx, scope, "http-response".into(), status, &body).await;
+            Ok((status, Json(body)).into_response())
+        }
+    }
 }
 
 /// Fingerprint of an HTTP-level command: operation, target and the body as
@@ -68,38 +166,34 @@ pub(crate) async fn lookup(
         return Ok(None);
     };
     if rec.fingerprint != fp {
-        return Err(reused());
+        return Err(reused(key));
     }
-    let stored: serde_json::Value = serde_json::from_str(rec.response.get()).unwrap_or_default();
-    let status = stored["status"]
-        .as_u64()
-        .and_then(|s| u16::try_from(s).ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
-    Ok(Some((status, Json(stored["body"].clone())).into_response()))
+    Ok(Some(stored_response(&rec)))
 }
 
-/// Stores a 2xx answer for this key (a lost race keeps the first answer).
-pub(crate) async fn remember(
+/// Stores a 2xx answer under `(scope, key)`; failures are logged, not
+/// returned (the command ran; only the replay promise is lost).
+async fn store_answer(
     state: &AppState,
     ctx: &CommandContext,
+    scope: String,
     fp: String,
     status: StatusCode,
     body: &serde_json::Value,
-) -> Result<(), ApiError> {
+) {
     let (Some(store), Some(key)) = (state.idempotency_store(), ctx.idempotency_key.as_deref())
     else {
-        return Ok(());
+        return;
     };
     if !status.is_success() {
-        return Ok(());
+        return;
     }
     let text = serde_json::json!({"status": status.as_u16(), "body": body}).to_string();
     let Ok(response) = RawValue::from_string(text) else {
-        return Ok(());
+        return;
     };
     let rec = IdempotencyRecord {
-        scope: ctx.merchant_id.as_str().to_owned(),
+        scope,
         key: key.to_owned(),
         fingerprint: fp,
         response,
@@ -107,11 +201,10 @@ pub(crate) async fn remember(
         created_at: state.engine().clock().now(),
     };
     match store.put_idempotency(rec).await {
-        Ok(()) | Err(payorch_engine::store::StoreError::IdempotencyKeyTaken { .. }) => Ok(()),
+        Ok(()) | Err(payorch_engine::store::StoreError::IdempotencyKeyTaken { .. }) => {}
         Err(e) => {
             // The command ran; only the replay promise is lost. Say so.
             tracing::warn!(error = %e, "could not store the idempotency record");
-            Ok(())
         }
     }
 }
@@ -131,7 +224,8 @@ where
         return Ok(replay);
     }
     let (status, body) = f().await?;
-    remember(state, ctx, fp, status, &body).await?;
+    let scope = ctx.merchant_id.as_str().to_owned();
+    store_answer(state, ctx, scope, fp, status, &body).await;
     Ok((status, Json(body)).into_response())
 }
 
@@ -160,12 +254,12 @@ pub(crate) async fn charge_replay(
         .as_ref()
         .and_then(|s| OrderId::parse(s.as_str()))
     else {
-        return Err(reused());
+        return Err(reused(key));
     };
     let view = state.engine().get_order(ctx, order_id).await?;
     if view.agreement_id == Some(agreement) && view.amount == amount {
         Ok(Some(order_id))
     } else {
-        Err(reused())
+        Err(reused(key))
     }
 }

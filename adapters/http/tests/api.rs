@@ -466,6 +466,112 @@ async fn auth_is_required_and_scoped() {
 }
 
 #[tokio::test]
+async fn a_replay_returns_the_stored_response_not_the_current_state() {
+    let h = harness();
+    let body = card_payment("MANUAL");
+    let first = send(
+        &h.router,
+        post("/v1/payments", Some(KEY_A), Some("K-stored"), &body),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.body["status"], "authorised");
+    let id = first.body["id"].as_str().expect("id").to_owned();
+    let c = send(
+        &h.router,
+        post(
+            &format!("/v1/payments/{id}/capture"),
+            Some(KEY_A),
+            Some("K-capture"),
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    assert_eq!(c.body["status"], "captured");
+
+    // The same key and body: the original answer, byte for byte the same
+    // JSON, although the payment is captured now.
+    let again = send(
+        &h.router,
+        post("/v1/payments", Some(KEY_A), Some("K-stored"), &body),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.body["status"], "authorised");
+    let now = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    assert_eq!(now.body["status"], "captured");
+    // The capture replays its own answer too, even after a refund.
+    let r = send(
+        &h.router,
+        post(
+            &format!("/v1/payments/{id}/refunds"),
+            Some(KEY_A),
+            Some("K-refund"),
+            r#"{"amount":{"minor":100,"currency":"EUR"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let c2 = send(
+        &h.router,
+        post(
+            &format!("/v1/payments/{id}/capture"),
+            Some(KEY_A),
+            Some("K-capture"),
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(c2.status, c.status);
+    assert_eq!(c2.body, c.body);
+    assert_eq!(
+        h.gateway
+            .calls()
+            .iter()
+            .filter(|c| *c == "initiate" || *c == "capture")
+            .count(),
+        2,
+        "replays never call PayKKa"
+    );
+
+    // The same key with another body: 409 naming the key.
+    let r = send(
+        &h.router,
+        post(
+            "/v1/payments",
+            Some(KEY_A),
+            Some("K-stored"),
+            &card_payment("AUTOMATIC"),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "idempotency_key_reused");
+    let msg = r.body["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("\"K-stored\""), "{msg}");
+    // ... and on another route (key space is per merchant).
+    let r = send(
+        &h.router,
+        post(
+            &format!("/v1/payments/{id}/void"),
+            Some(KEY_A),
+            Some("K-stored"),
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("K-stored")
+    );
+}
+
+#[tokio::test]
 async fn idempotency_replay_conflict_and_missing_key() {
     let h = harness();
     let body = card_payment("MANUAL");
