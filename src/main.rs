@@ -59,6 +59,12 @@ enum Command {
     /// Append events from a JSON-lines export (idempotent by event id).
     Import(commands::export::ImportArgs),
     /// Run every payment flow against an in-process sandbox and print the event timeline.
+    ///
+    /// The demo runs only against the in-process PayKKa sandbox: it plays the
+    /// shopper (3-D Secure, hosted checkout) through sandbox-only hooks and
+    /// uses sandbox test cards. A configuration with a PayKKa base URL
+    /// ([paykka] base_url or PAYORCH_PAYKKA_BASE_URL) is refused with an
+    /// error; use `payorch serve` for a real PayKKa.
     Demo(commands::demo::Args),
     /// Run the HTTP service (merchant API, webhooks, relay, reconciler).
     Serve(commands::serve::Args),

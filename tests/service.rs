@@ -682,3 +682,62 @@ fn serve_with_rabbitmq_reports_the_broker_healthy_and_relays_everything() {
         .await;
     });
 }
+
+#[test]
+fn demo_refuses_a_configured_paykka_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("payorch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[paykka]\nbase_url = \"https://paykka.invalid/apis\"\n[[merchants]]\nmerchant_id = \"18356675194960\"\nprivate_key_path = \"k.pem\"\npaykka_public_key_path = \"p.pem\"\napi_key_sha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let store = sqlite(dir.path(), "never.db");
+    let out = payorch(&["--config", cfg.to_str().unwrap(), "demo", "--store", &store]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only against the in-process PayKKa sandbox"),
+        "{err}"
+    );
+    assert!(err.contains("paykka.base_url"), "{err}");
+    assert!(
+        !dir.path().join("never.db").exists(),
+        "nothing was recorded"
+    );
+    // The same through the environment (in a directory without a
+    // payorch.toml).
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_payorch"))
+        .args(["demo", "--store", &store])
+        .env_remove("PAYORCH_CONFIG")
+        .current_dir(&empty)
+        .env("PAYORCH_PAYKKA_BASE_URL", "https://paykka.invalid/apis")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // (validate() rejects a base URL without merchants first; either way
+    // the message names the setting.)
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("paykka.base_url"), "{err}");
+    // A broken config file is an error, not silently ignored.
+    std::fs::write(&cfg, "reconcile_threshold_secs = \"soon\"\n").unwrap();
+    let out = payorch(&["--config", cfg.to_str().unwrap(), "demo", "--store", &store]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reconcile_threshold_secs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --help says so.
+    let out = payorch(&["demo", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("only against the in-process PayKKa sandbox"),
+        "{help}"
+    );
+}

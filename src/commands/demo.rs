@@ -7,6 +7,17 @@
 //! charges, cancel); hosted checkout session. Prints each flow's final state
 //! and the event timeline of the store (`--json`: one document). Exit 1 if
 //! a flow did not reach its expected state.
+//!
+//! Only against the sandbox: the script plays the shopper too (it completes
+//! 3-D Secure challenges and hosted checkout pages through the sandbox's
+//! test hooks) and picks outcomes with sandbox test cards and amounts, none
+//! of which a real PayKKa offers, and it would move real money. So a
+//! configuration that points at a PayKKa (`[paykka] base_url` or
+//! `PAYORCH_PAYKKA_BASE_URL`) is refused with an error saying so, rather
+//! than silently ignored; a configuration that cannot be loaded is an
+//! error too. Everything else of the configuration (reconciler settings)
+//! applies; the store is `--store` or a new temp file, never the
+//! configured one.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -36,6 +47,13 @@ use crate::app::{App, DEMO_MERCHANT};
 use crate::config::Config;
 use crate::output::Output;
 
+/// Runs every payment flow against an in-process PayKKa sandbox.
+///
+/// The demo only runs against the sandbox: it plays the shopper (3-D Secure
+/// and hosted checkout) through sandbox-only hooks and uses sandbox test
+/// cards. A configuration with a PayKKa base URL (`[paykka] base_url` or
+/// PAYORCH_PAYKKA_BASE_URL) is refused; use `payorch serve` for a real
+/// PayKKa.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Store to record into (default: a new SQLite file in the temp dir,
@@ -388,8 +406,24 @@ async fn checkout(
     })
 }
 
+/// The refusal when the configuration points at a PayKKa (see module docs).
+pub fn refuse_real_paykka(config: &Config) -> anyhow::Result<()> {
+    if let Some(url) = config.paykka_base_url() {
+        bail!(
+            "payorch demo runs only against the in-process PayKKa sandbox, but the configuration \
+             sets paykka.base_url ({url}): the demo completes 3-D Secure and hosted checkout as \
+             the shopper through sandbox-only hooks and uses sandbox test cards, which a real \
+             PayKKa does not offer (and it would move real money). Run it without that setting \
+             (no --config / PAYORCH_CONFIG, unset PAYORCH_PAYKKA_BASE_URL), or use \
+             `payorch serve` for the configured PayKKa."
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitCode> {
-    let base = globals.config().unwrap_or_default();
+    let base = globals.config()?;
+    refuse_real_paykka(&base)?;
     let store_url = match &args.store {
         Some(s) => s.clone(),
         None => {
