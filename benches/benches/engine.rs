@@ -11,6 +11,17 @@
 //!
 //! Run: `cargo bench -p payorch-benches --bench engine`. After criterion's
 //! report a table prints each ratio (median of repeated timed loops).
+//!
+//! Instruction counts (stable on a loaded machine): with `ENGINE_CALLGRIND`
+//! set, the binary skips criterion and runs each case 1,000 times through
+//! `cg_ours` (rehydrate, or decide+evolve through `decide_evolve`) and
+//! `cg_reference` (serialize): `ENGINE_CALLGRIND=<case> valgrind
+//! --tool=callgrind --toggle-collect='*cg_reference*'
+//! --toggle-collect='*decide_evolve*' (or '*cg_ours*' for rehydrate)
+//! <bench binary>`, then the inclusive cost of each function from
+//! `callgrind_annotate --inclusive=yes`, divided by the calls
+//! (the exact commands are in `docs/BENCHMARKS.md`, "## Engine").
+//! `ENGINE_CALLGRIND=<case>` runs one case only (`place`, `rehydrate_10`, ...).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -213,9 +224,16 @@ fn cases() -> Vec<(&'static str, OrderState, OrderCommand)> {
     ]
 }
 
-fn decide_evolve(state: OrderState, cmd: OrderCommand) -> OrderState {
+/// Not inlined, so callgrind can count it alone (`--toggle-collect`).
+#[inline(never)]
+fn decide_evolve(mut state: OrderState, cmd: OrderCommand) -> OrderState {
     let events = order::decide(&state, cmd).unwrap();
-    events.iter().fold(state, order::evolve)
+    // `evolve` in place (what `evolve(state, &e)` does without moving the
+    // ~350-byte state in and out of each call).
+    for e in &events {
+        order::apply(&mut state, e);
+    }
+    state
 }
 
 fn bench(c: &mut Criterion) {
@@ -327,7 +345,59 @@ fn ratios() {
     }
 }
 
+/// Runs `reps` times; callgrind attributes the cost to this function.
+#[inline(never)]
+fn cg_ours<T>(reps: usize, mut f: impl FnMut(usize) -> T) {
+    for i in 0..reps {
+        black_box(f(i));
+    }
+}
+
+#[inline(never)]
+fn cg_reference<T>(reps: usize, mut f: impl FnMut(usize) -> T) {
+    for i in 0..reps {
+        black_box(f(i));
+    }
+}
+
+/// The callgrind driver: each selected case 1,000 times (divide by 1,000).
+fn callgrind(only: &str) {
+    const REPS: usize = 1000;
+    let pick = |name: &str| only == "1" || only == name;
+    for (name, state, cmd) in cases() {
+        if !pick(name) {
+            continue;
+        }
+        let events = order::decide(&state, cmd.clone()).unwrap();
+        let mut inputs: Vec<_> = (0..REPS)
+            .map(|_| Some((state.clone(), cmd.clone())))
+            .collect();
+        // Outputs are dropped outside the measured function, as in criterion.
+        let mut outputs = Vec::with_capacity(REPS);
+        cg_ours(REPS, |i| {
+            let (s, c) = inputs[i].take().unwrap();
+            outputs.push(decide_evolve(s, c));
+        });
+        drop(outputs);
+        cg_reference(REPS, |_| serialize_all(black_box(&events)));
+    }
+    for n in [10usize, 100, 1000] {
+        if !pick(&format!("rehydrate_{n}")) {
+            continue;
+        }
+        let events = history(n);
+        let stored = recorded(&events);
+        let reps = REPS * 10 / n.max(10);
+        cg_ours(reps, |_| rehydrate(black_box(&stored)));
+        cg_reference(reps, |_| serialize_all(black_box(&events)));
+    }
+}
+
 fn main() {
+    if let Ok(only) = std::env::var("ENGINE_CALLGRIND") {
+        callgrind(&only);
+        return;
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))

@@ -488,32 +488,38 @@ pub fn decide(s: &OrderState, cmd: OrderCommand) -> Decided {
 
 /// Folds one event into the state. Total: events are facts, so it never
 /// fails; amounts saturate rather than wrap (decide keeps them in range).
+#[inline]
 pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
+    apply(&mut s, e);
+    s
+}
+
+/// [`evolve`] in place: the fold works on one state instead of moving the
+/// ~350-byte state in and out of every call.
+pub fn apply(s: &mut OrderState, e: &OrderEvent) {
     s.version += 1;
     match e {
-        OrderEvent::PaymentPlaced(p) => placed(&mut s, std::sync::Arc::new(p.clone())),
+        OrderEvent::PaymentPlaced(p) => placed(s, std::sync::Arc::new(p.clone())),
         OrderEvent::AuthorisationRequested(_) => {}
-        OrderEvent::ChallengeRequired(c) => challenge(&mut s, c.authentication_url.clone()),
+        OrderEvent::ChallengeRequired(c) => challenge(s, c.authentication_url.clone()),
         OrderEvent::ChallengeCompleted(_) => s.phase = PhaseCell(Phase::AuthorisationPending),
-        OrderEvent::ChallengeFailed(d) => declined(&mut s, d.code.clone(), d.description.clone()),
+        OrderEvent::ChallengeFailed(d) => declined(s, d.code.clone(), d.description.clone()),
         OrderEvent::ChallengeExpired(_) => declined(
-            &mut s,
+            s,
             "EXPIRED".to_owned(),
             "3-D Secure challenge expired".to_owned(),
         ),
-        OrderEvent::AuthorisationDeclined(d) => {
-            declined(&mut s, d.code.clone(), d.description.clone())
-        }
+        OrderEvent::AuthorisationDeclined(d) => declined(s, d.code.clone(), d.description.clone()),
         OrderEvent::AuthorisationOutcomeUnknown(_) => {
             s.phase = PhaseCell(Phase::AuthorisationUnknown)
         }
         OrderEvent::Authorised(a) => authorised(
-            &mut s,
+            s,
             a.gateway_order_id.clone(),
             a.amount.minor,
             a.card.clone(),
         ),
-        OrderEvent::Succeeded(x) => succeeded(&mut s, x.gateway_order_id.clone(), x.captured.minor),
+        OrderEvent::Succeeded(x) => succeeded(s, x.gateway_order_id.clone(), x.captured.minor),
         OrderEvent::CaptureRequested(c) => s.captures.push(CaptureEntry {
             capture_id: c.capture_id,
             amount: c.amount,
@@ -521,14 +527,14 @@ pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
             progress: CallProgress::Requested,
         }),
         OrderEvent::Captured(c) => {
-            set_capture(&mut s, c.capture_id, CallProgress::Succeeded);
+            set_capture(s, c.capture_id, CallProgress::Succeeded);
             s.captured = s.captured.saturating_add(c.amount.minor);
             s.remainder_released |= c.remainder_released;
-            settle(&mut s);
+            settle(s);
         }
-        OrderEvent::CaptureDeclined(c) => set_capture(&mut s, c.capture_id, CallProgress::Declined),
+        OrderEvent::CaptureDeclined(c) => set_capture(s, c.capture_id, CallProgress::Declined),
         OrderEvent::CaptureOutcomeUnknown(c) => {
-            set_capture(&mut s, c.capture_id, CallProgress::OutcomeUnknown)
+            set_capture(s, c.capture_id, CallProgress::OutcomeUnknown)
         }
         OrderEvent::VoidRequested(_) => s.void = Some(CallProgress::Requested),
         OrderEvent::Voided(_) => {
@@ -544,31 +550,37 @@ pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
             progress: CallProgress::Requested,
         }),
         OrderEvent::Refunded(r) => {
-            set_refund(&mut s, r.refund_id, CallProgress::Succeeded);
+            set_refund(s, r.refund_id, CallProgress::Succeeded);
             s.refunded = s.refunded.saturating_add(r.amount.minor);
-            settle(&mut s);
+            settle(s);
         }
-        OrderEvent::RefundDeclined(r) => set_refund(&mut s, r.refund_id, CallProgress::Declined),
+        OrderEvent::RefundDeclined(r) => set_refund(s, r.refund_id, CallProgress::Declined),
         OrderEvent::RefundOutcomeUnknown(r) => {
-            set_refund(&mut s, r.refund_id, CallProgress::OutcomeUnknown)
+            set_refund(s, r.refund_id, CallProgress::OutcomeUnknown)
         }
         OrderEvent::TokenStored(t) => s.token = Some(t.clone()),
     }
-    s
 }
 
 /// [`evolve`] for an event the caller is done with (rehydration from the
 /// store): the data the state keeps is moved out of the event instead of
 /// copied. Always the same state as `evolve(s, &e)` (checked by
 /// [`explore`] on every reachable transition).
+#[inline]
 pub fn evolve_owned(mut s: OrderState, e: OrderEvent) -> OrderState {
+    apply_owned(&mut s, e);
+    s
+}
+
+/// [`evolve_owned`] in place.
+pub fn apply_owned(s: &mut OrderState, e: OrderEvent) {
     match e {
-        OrderEvent::PaymentPlaced(p) => placed(&mut s, std::sync::Arc::new(p)),
-        OrderEvent::ChallengeRequired(c) => challenge(&mut s, c.authentication_url),
-        OrderEvent::ChallengeFailed(d) => declined(&mut s, d.code, d.description),
-        OrderEvent::AuthorisationDeclined(d) => declined(&mut s, d.code, d.description),
-        OrderEvent::Authorised(a) => authorised(&mut s, a.gateway_order_id, a.amount.minor, a.card),
-        OrderEvent::Succeeded(x) => succeeded(&mut s, x.gateway_order_id, x.captured.minor),
+        OrderEvent::PaymentPlaced(p) => placed(s, std::sync::Arc::new(p)),
+        OrderEvent::ChallengeRequired(c) => challenge(s, c.authentication_url),
+        OrderEvent::ChallengeFailed(d) => declined(s, d.code, d.description),
+        OrderEvent::AuthorisationDeclined(d) => declined(s, d.code, d.description),
+        OrderEvent::Authorised(a) => authorised(s, a.gateway_order_id, a.amount.minor, a.card),
+        OrderEvent::Succeeded(x) => succeeded(s, x.gateway_order_id, x.captured.minor),
         OrderEvent::RefundRequested(r) => s.refunds.push(RefundEntry {
             refund_id: r.refund_id,
             refund_trans_id: r.refund_trans_id,
@@ -577,15 +589,18 @@ pub fn evolve_owned(mut s: OrderState, e: OrderEvent) -> OrderState {
         }),
         OrderEvent::TokenStored(t) => s.token = Some(t),
         // Nothing to move: the by-reference fold is already copy-free.
-        other => return evolve(s, &other),
+        other => return apply(s, &other),
     }
     s.version += 1;
-    s
 }
 
 /// Folds a whole history.
 pub fn fold<'a>(events: impl IntoIterator<Item = &'a OrderEvent>) -> OrderState {
-    events.into_iter().fold(OrderState::default(), evolve)
+    let mut s = OrderState::default();
+    for e in events {
+        apply(&mut s, e);
+    }
+    s
 }
 
 // ---------------------------------------------------------------- evolve helpers
@@ -746,13 +761,15 @@ fn repeated_place(s: &OrderState, p: &PlacePayment) -> Decided {
     }
 }
 
-fn initiate_outcome(s: &OrderState, o: CallOutcome<PaymentObservation>) -> Decided {
+#[inline]
+fn initiate_outcome(s: &OrderState, mut o: CallOutcome<PaymentObservation>) -> Decided {
     let pending = matches!(
         s.phase(),
         Phase::AuthorisationPending | Phase::AuthorisationUnknown
     );
     match o {
-        CallOutcome::Accepted(obs) => observe_payment(s, obs),
+        // By reference: the ~250-byte observation is not copied again.
+        CallOutcome::Accepted(ref mut obs) => observe_payment(s, obs),
         CallOutcome::Declined { code, description } if pending => {
             one(AuthorisationDeclined { code, description })
         }
@@ -877,7 +894,8 @@ fn void_outcome(s: &OrderState, o: CallOutcome<PaymentObservation>) -> Decided {
                 code: "CAPTURED".into(),
                 description: "payment was captured before the void".into(),
             })];
-            out.extend(observe_payment(s, obs)?);
+            let mut obs = obs;
+            out.extend(observe_payment(s, &mut obs)?);
             Ok(out)
         }
         CallOutcome::Accepted(_) => one(Voided {}),
@@ -982,7 +1000,7 @@ fn observe(s: &OrderState, o: Observation) -> Decided {
         return none();
     }
     match o {
-        Observation::Payment(p) => observe_payment(s, p),
+        Observation::Payment(mut p) => observe_payment(s, &mut p),
         Observation::Refund(r) => observe_refund(s, r),
         Observation::PaymentNotFound { settled: true }
             if matches!(
@@ -1036,7 +1054,7 @@ impl<'a> Emitter<'a> {
         if self.applied < self.events.len() {
             let mut st = self.scratch.take().unwrap_or_else(|| self.base.clone());
             for e in &self.events[self.applied..] {
-                st = evolve(st, e);
+                apply(&mut st, e);
             }
             self.applied = self.events.len();
             self.scratch = Some(st);
@@ -1055,7 +1073,9 @@ impl<'a> Emitter<'a> {
     }
 }
 
-fn observe_payment(s: &OrderState, mut o: PaymentObservation) -> Decided {
+/// Takes the observation by reference and moves its strings out
+/// (`Option::take`): callers own it and drop it right after.
+fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
     use ObservedStatus as O;
     if s.phase().is_terminal() || s.placed.is_none() {
         return none();
@@ -1090,7 +1110,7 @@ fn observe_payment(s: &OrderState, mut o: PaymentObservation) -> Decided {
             }
         }
         O::Failure if pre_auth(s.phase()) => {
-            let (code, description) = error_of(&mut o, "FAILURE");
+            let (code, description) = error_of(o, "FAILURE");
             if s.phase() == Phase::ChallengeRequired {
                 em.emit(ChallengeFailed { code, description });
             } else {
@@ -1099,7 +1119,7 @@ fn observe_payment(s: &OrderState, mut o: PaymentObservation) -> Decided {
         }
         O::Failure => {
             if let Some(c) = s.open_capture() {
-                let (code, description) = error_of(&mut o, "FAILURE");
+                let (code, description) = error_of(o, "FAILURE");
                 em.emit(CaptureDeclined {
                     capture_id: c.capture_id,
                     code,
@@ -1108,7 +1128,7 @@ fn observe_payment(s: &OrderState, mut o: PaymentObservation) -> Decided {
             }
         }
         O::Canceled if pre_auth(s.phase()) => {
-            let (code, description) = error_of(&mut o, "CANCELED");
+            let (code, description) = error_of(o, "CANCELED");
             em.emit(AuthorisationDeclined { code, description });
         }
         O::Canceled => {
@@ -1142,7 +1162,7 @@ fn observe_payment(s: &OrderState, mut o: PaymentObservation) -> Decided {
                 });
             }
             if o.status.is_captured() {
-                learn_capture(&mut em, &o);
+                learn_capture(&mut em, o);
             } else if o.settled {
                 // AUTHORIZED after the grace period: an open capture or void
                 // did not happen.
