@@ -15,7 +15,7 @@ async fn create_get_capture_refund_events() {
     let h = harness();
     let id = create_manual(&h, "create-1").await;
 
-    let r = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    let r = h.get_a(&format!("/v1/payments/{id}")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "authorised");
     assert_eq!(r.body["card"]["last4"], "1111");
@@ -29,39 +29,29 @@ async fn create_get_capture_refund_events() {
         r.text
     );
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("cap-1"),
+            "cap-1",
             r#"{"amount":{"minor":600,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["captured"]["minor"], 600);
     assert_eq!(r.body["captures"][0]["status"], "succeeded");
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/payments/{id}/refunds"),
-            Some(KEY_A),
-            Some("ref-1"),
+            "ref-1",
             r#"{"amount":{"minor":200,"currency":"EUR"},"reason":"REQUESTED_BY_CUSTOMER"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["refunded"]["minor"], 200);
     assert_eq!(r.body["refunds"][0]["status"], "succeeded");
 
-    let r = send(
-        &h.router,
-        get(&format!("/v1/payments/{id}/events"), Some(KEY_A)),
-    )
-    .await;
+    let r = h.get_a(&format!("/v1/payments/{id}/events")).await;
     assert_eq!(r.status, StatusCode::OK);
     let types: Vec<&str> = r.body["events"]
         .as_array()
@@ -76,44 +66,23 @@ async fn create_get_capture_refund_events() {
 #[tokio::test]
 async fn automatic_capture_and_void() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("auto-1"),
-            &card_payment("AUTOMATIC"),
-        ),
-    )
-    .await;
+    let r = h
+        .post_a("/v1/payments", "auto-1", &card_payment("AUTOMATIC"))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["status"], "captured");
 
     let id = create_manual(&h, "manual-void").await;
-    let r = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/void"),
-            Some(KEY_A),
-            Some("void-1"),
-            "",
-        ),
-    )
-    .await;
+    let r = h
+        .post_a(&format!("/v1/payments/{id}/void"), "void-1", "")
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"], "voided");
 
     // Capturing a voided payment is a state conflict.
-    let r = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("cap-v"),
-            "{}",
-        ),
-    )
-    .await;
+    let r = h
+        .post_a(&format!("/v1/payments/{id}/capture"), "cap-v", "{}")
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "invalid_state");
 }
@@ -121,27 +90,17 @@ async fn automatic_capture_and_void() {
 #[tokio::test]
 async fn over_refund_is_unprocessable() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("auto-2"),
-            &card_payment("AUTOMATIC"),
-        ),
-    )
-    .await;
+    let r = h
+        .post_a("/v1/payments", "auto-2", &card_payment("AUTOMATIC"))
+        .await;
     let id = r.body["id"].as_str().expect("id").to_owned();
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/payments/{id}/refunds"),
-            Some(KEY_A),
-            Some("ref-big"),
+            "ref-big",
             r#"{"amount":{"minor":5000,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "amount_exceeds_available");
 }
@@ -149,50 +108,31 @@ async fn over_refund_is_unprocessable() {
 #[tokio::test]
 async fn token_and_wallet_payments() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("tok-1"),
-            &json!({
+    let r = h.post_a("/v1/payments", "tok-1", &json!({
                 "amount": {"minor": 500, "currency": "USD"},
                 "payment_method": {"type": "token", "token": "TK00000000000000001", "shopper_reference": "shopper-1"}
             })
-            .to_string(),
-        ),
-    )
+            .to_string())
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("wallet-1"),
-            &json!({
+    let r = h.post_a("/v1/payments", "wallet-1", &json!({
                 "amount": {"minor": 500, "currency": "USD"},
                 "payment_method": {"type": "wallet", "wallet": "GOOGLE_PAY", "token_data": "{\"sig\":\"x\"}"}
             })
-            .to_string(),
-        ),
-    )
+            .to_string())
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/payments",
-            Some(KEY_A),
-            Some("wallet-2"),
+            "wallet-2",
             &json!({
                 "amount": {"minor": 500, "currency": "USD"},
                 "payment_method": {"type": "wallet", "wallet": "PAYPAL", "token_data": "x"}
             })
             .to_string(),
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(
         r.body["error"]["message"]
@@ -205,12 +145,10 @@ async fn token_and_wallet_payments() {
 #[tokio::test]
 async fn recurring_agreement_charge_get_cancel() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/payments",
-            Some(KEY_A),
-            Some("rec-1"),
+            "rec-1",
             &json!({
                 "amount": {"minor": 999, "currency": "EUR"},
                 "payment_type": "RECURRING",
@@ -220,35 +158,26 @@ async fn recurring_agreement_charge_get_cancel() {
                 "return_url": "https://shop.example/return"
             })
             .to_string(),
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert!(r.body["token"].is_string(), "{}", r.text);
     // The agreement id is the first payment's id.
     let agreement = r.body["id"].as_str().expect("id").to_owned();
 
-    let r = send(
-        &h.router,
-        get(
-            &format!("/v1/recurring-agreements/{agreement}"),
-            Some(KEY_A),
-        ),
-    )
-    .await;
+    let r = h
+        .get_a(&format!("/v1/recurring-agreements/{agreement}"))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"], "active");
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/recurring-agreements/{agreement}/charges"),
-            Some(KEY_A),
-            Some("charge-1"),
+            "charge-1",
             r#"{"amount":{"minor":999,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["payment_type"], "RECURRING");
     assert_eq!(r.body["agreement_id"], agreement.as_str());
@@ -264,55 +193,42 @@ async fn recurring_agreement_charge_get_cancel() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/recurring-agreements/{agreement}/cancel"),
-            Some(KEY_A),
-            Some("cancel-1"),
+            "cancel-1",
             "",
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"], "cancelled");
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/recurring-agreements/{agreement}/charges"),
-            Some(KEY_A),
-            Some("charge-2"),
+            "charge-2",
             r#"{"amount":{"minor":999,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 }
 
 #[tokio::test]
 async fn checkout_sessions() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/checkout-sessions",
-            Some(KEY_A),
-            Some("cs-1"),
+            "cs-1",
             r#"{"amount":{"minor":1500,"currency":"EUR"},"return_url":"https://shop.example/r"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["status"], "open");
     assert!(r.body["session_url"].is_string());
     let id = r.body["id"].as_str().expect("id").to_owned();
 
-    let r = send(
-        &h.router,
-        get(&format!("/v1/checkout-sessions/{id}"), Some(KEY_A)),
-    )
-    .await;
+    let r = h.get_a(&format!("/v1/checkout-sessions/{id}")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["id"], id.as_str());
     let r = send(
@@ -322,16 +238,13 @@ async fn checkout_sessions() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/checkout-sessions",
-            Some(KEY_A),
-            Some("cs-2"),
+            "cs-2",
             r#"{"amount":{"minor":1500,"currency":"EUR"},"session_mode":"HOST"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(
         r.body["error"]["message"]
@@ -344,40 +257,31 @@ async fn checkout_sessions() {
 #[tokio::test]
 async fn tokens_and_apple_pay() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/tokens/query",
-            Some(KEY_A),
-            Some("tq-1"),
+            "tq-1",
             r#"{"shopper_reference":"shopper-1"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(r.body["tokens"].is_array());
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/tokens/remove",
-            Some(KEY_A),
-            Some("tr-1"),
+            "tr-1",
             r#"{"token":"TK1","shopper_reference":"shopper-1"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["removed"], true);
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/apple-pay/sessions",
-            Some(KEY_A),
-            Some("ap-1"),
+            "ap-1",
             r#"{"domain_name":"shop.example","display_name":"Shop"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
         r.body["merchant_session"]["merchantSessionIdentifier"],
@@ -395,16 +299,9 @@ async fn unknown_gateway_outcome_is_202_with_pending_view() {
             reason: "timeout".into(),
         }),
     );
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("unk-1"),
-            &card_payment("MANUAL"),
-        ),
-    )
-    .await;
+    let r = h
+        .post_a("/v1/payments", "unk-1", &card_payment("MANUAL"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["status"], "authorisation_unknown");
 }
@@ -459,9 +356,9 @@ async fn auth_is_required_and_scoped() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Nothing was captured by merchant B's attempt.
-    let r = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    let r = h.get_a(&format!("/v1/payments/{id}")).await;
     assert_eq!(r.body["status"], "authorised");
-    let r = send(&h.router, get("/v1/payments/not-a-uuid", Some(KEY_A))).await;
+    let r = h.get_a("/v1/payments/not-a-uuid").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
@@ -469,61 +366,36 @@ async fn auth_is_required_and_scoped() {
 async fn a_replay_returns_the_stored_response_not_the_current_state() {
     let h = harness();
     let body = card_payment("MANUAL");
-    let first = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("K-stored"), &body),
-    )
-    .await;
+    let first = h.post_a("/v1/payments", "K-stored", &body).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     assert_eq!(first.body["status"], "authorised");
     let id = first.body["id"].as_str().expect("id").to_owned();
-    let c = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("K-capture"),
-            "{}",
-        ),
-    )
-    .await;
+    let c = h
+        .post_a(&format!("/v1/payments/{id}/capture"), "K-capture", "{}")
+        .await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.text);
     assert_eq!(c.body["status"], "captured");
 
     // The same key and body: the original answer, byte for byte the same
     // JSON, although the payment is captured now.
-    let again = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("K-stored"), &body),
-    )
-    .await;
+    let again = h.post_a("/v1/payments", "K-stored", &body).await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
     assert_eq!(again.body, first.body);
     assert_eq!(again.body["status"], "authorised");
-    let now = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    let now = h.get_a(&format!("/v1/payments/{id}")).await;
     assert_eq!(now.body["status"], "captured");
     // The capture replays its own answer too, even after a refund.
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/payments/{id}/refunds"),
-            Some(KEY_A),
-            Some("K-refund"),
+            "K-refund",
             r#"{"amount":{"minor":100,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let c2 = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("K-capture"),
-            "{}",
-        ),
-    )
-    .await;
+    let c2 = h
+        .post_a(&format!("/v1/payments/{id}/capture"), "K-capture", "{}")
+        .await;
     assert_eq!(c2.status, c.status);
     assert_eq!(c2.body, c.body);
     assert_eq!(
@@ -537,31 +409,17 @@ async fn a_replay_returns_the_stored_response_not_the_current_state() {
     );
 
     // The same key with another body: 409 naming the key.
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("K-stored"),
-            &card_payment("AUTOMATIC"),
-        ),
-    )
-    .await;
+    let r = h
+        .post_a("/v1/payments", "K-stored", &card_payment("AUTOMATIC"))
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "idempotency_key_reused");
     let msg = r.body["error"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("\"K-stored\""), "{msg}");
     // ... and on another route (key space is per merchant).
-    let r = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/void"),
-            Some(KEY_A),
-            Some("K-stored"),
-            "{}",
-        ),
-    )
-    .await;
+    let r = h
+        .post_a(&format!("/v1/payments/{id}/void"), "K-stored", "{}")
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert!(
         r.body["error"]["message"]
@@ -575,17 +433,9 @@ async fn a_replay_returns_the_stored_response_not_the_current_state() {
 async fn idempotency_replay_conflict_and_missing_key() {
     let h = harness();
     let body = card_payment("MANUAL");
-    let first = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("idem-1"), &body),
-    )
-    .await;
+    let first = h.post_a("/v1/payments", "idem-1", &body).await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let again = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("idem-1"), &body),
-    )
-    .await;
+    let again = h.post_a("/v1/payments", "idem-1", &body).await;
     assert_eq!(again.status, first.status);
     assert_eq!(again.body, first.body);
     assert_eq!(
@@ -599,11 +449,7 @@ async fn idempotency_replay_conflict_and_missing_key() {
     );
 
     let other = card_payment("AUTOMATIC");
-    let r = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("idem-1"), &other),
-    )
-    .await;
+    let r = h.post_a("/v1/payments", "idem-1", &other).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "idempotency_key_reused");
 
@@ -619,40 +465,23 @@ async fn idempotency_replay_conflict_and_missing_key() {
     // Capture replay.
     let id = first.body["id"].as_str().expect("id");
     let cap = r#"{"amount":{"minor":300,"currency":"EUR"}}"#;
-    let c1 = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("c-1"),
-            cap,
-        ),
-    )
-    .await;
-    let c2 = send(
-        &h.router,
-        post(
-            &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("c-1"),
-            cap,
-        ),
-    )
-    .await;
+    let c1 = h
+        .post_a(&format!("/v1/payments/{id}/capture"), "c-1", cap)
+        .await;
+    let c2 = h
+        .post_a(&format!("/v1/payments/{id}/capture"), "c-1", cap)
+        .await;
     assert_eq!(c1.status, StatusCode::OK);
     assert_eq!(c2.status, c1.status);
     assert_eq!(c2.body, c1.body);
     assert_eq!(c2.body["captures"].as_array().map(Vec::len), Some(1));
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/payments/{id}/capture"),
-            Some(KEY_A),
-            Some("c-1"),
+            "c-1",
             r#"{"amount":{"minor":100,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 
     let r = send(&h.router, post("/v1/payments", Some(KEY_A), None, &body)).await;
@@ -673,32 +502,21 @@ async fn body_limit_and_malformed_json() {
         r#"{{"amount":{{"minor":1,"currency":"EUR"}},"return_url":"{}"}}"#,
         "x".repeat(70 * 1024)
     );
-    let r = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("big"), &big),
-    )
-    .await;
+    let r = h.post_a("/v1/payments", "big", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "body_too_large");
 
-    let r = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("bad"), "{\"amount\": "),
-    )
-    .await;
+    let r = h.post_a("/v1/payments", "bad", "{\"amount\": ").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["error"]["code"], "malformed_json");
 
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/payments",
-            Some(KEY_A),
-            Some("bad2"),
+            "bad2",
             r#"{"amount":{"minor":1,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["error"]["code"], "invalid_field");
     assert!(
@@ -710,25 +528,18 @@ async fn body_limit_and_malformed_json() {
         r.text
     );
 
-    let r = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("bad3"), r#"{"amount":{"minor":1,"currency":"XYZ"},"payment_method":{"type":"token","token":"t","shopper_reference":"s"}}"#),
-    )
+    let r = h.post_a("/v1/payments", "bad3", r#"{"amount":{"minor":1,"currency":"XYZ"},"payment_method":{"type":"token","token":"t","shopper_reference":"s"}}"#)
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 
-    let r = send(
-        &h.router,
-        post("/v1/payments", Some(KEY_A), Some("bad4"), ""),
-    )
-    .await;
+    let r = h.post_a("/v1/payments", "bad4", "").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["error"]["code"], "malformed_json");
 
-    let r = send(&h.router, get("/v1/nope", Some(KEY_A))).await;
+    let r = h.get_a("/v1/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["error"]["code"], "route_not_found");
-    let r = send(&h.router, get("/v1/payments", Some(KEY_A))).await;
+    let r = h.get_a("/v1/payments").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["error"]["code"], "method_not_allowed");
 }
@@ -738,7 +549,7 @@ async fn store_down_is_503() {
     let h = harness();
     let id = create_manual(&h, "before-down").await;
     h.store.set_down(true);
-    let r = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    let r = h.get_a(&format!("/v1/payments/{id}")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.body["error"]["code"], "store_unavailable");
     let r = send(&h.router, get("/healthz", None)).await;
@@ -771,7 +582,7 @@ async fn healthz_both_ways() {
 async fn metrics_expose_the_series() {
     let h = harness();
     let id = create_manual(&h, "m-1").await;
-    send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    h.get_a(&format!("/v1/payments/{id}")).await;
     send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_B))).await;
     h.metrics.set_relay_lag(3);
     h.metrics.set_reconciler_backlog(1);
@@ -825,16 +636,9 @@ async fn pending_payment_completed_by_webhook() {
             Money::new(1000, Currency::new("EUR").expect("EUR")),
         ))),
     );
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("pend-1"),
-            &card_payment("MANUAL"),
-        ),
-    )
-    .await;
+    let r = h
+        .post_a("/v1/payments", "pend-1", &card_payment("MANUAL"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["status"], "authorisation_pending");
     let id = r.body["id"].as_str().expect("id").to_owned();
@@ -890,7 +694,7 @@ async fn pending_payment_completed_by_webhook() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.text, r#"{"ret_code":"000000","ret_msg":"Success"}"#);
-    let v = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    let v = h.get_a(&format!("/v1/payments/{id}")).await;
     assert_eq!(v.body["status"], "authorised", "{}", v.text);
     let after = event_count(&h, &id).await;
     assert!(after > events_before);
@@ -949,31 +753,21 @@ async fn pending_payment_completed_by_webhook() {
 #[tokio::test]
 async fn refund_webhook_and_body_limit() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
-            "/v1/payments",
-            Some(KEY_A),
-            Some("rw-1"),
-            &card_payment("AUTOMATIC"),
-        ),
-    )
-    .await;
+    let r = h
+        .post_a("/v1/payments", "rw-1", &card_payment("AUTOMATIC"))
+        .await;
     let id = r.body["id"].as_str().expect("id").to_owned();
     h.gateway
         .script_refund(Step::Return(GatewayOutcome::Unknown {
             reason: "timeout".into(),
         }));
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             &format!("/v1/payments/{id}/refunds"),
-            Some(KEY_A),
-            Some("rw-ref"),
+            "rw-ref",
             r#"{"amount":{"minor":400,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["refunds"][0]["status"], "outcome_unknown");
     let refund_trans_id = r.body["refunds"][0]["refund_trans_id"]
@@ -999,7 +793,7 @@ async fn refund_webhook_and_body_limit() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let v = send(&h.router, get(&format!("/v1/payments/{id}"), Some(KEY_A))).await;
+    let v = h.get_a(&format!("/v1/payments/{id}")).await;
     assert_eq!(v.body["refunds"][0]["status"], "succeeded", "{}", v.text);
     assert_eq!(v.body["refunded"]["minor"], 400);
     assert!(event_count(&h, &id).await > before);
@@ -1014,11 +808,7 @@ async fn refund_webhook_and_body_limit() {
 }
 
 async fn event_count(h: &Harness, id: &str) -> usize {
-    let r = send(
-        &h.router,
-        get(&format!("/v1/payments/{id}/events"), Some(KEY_A)),
-    )
-    .await;
+    let r = h.get_a(&format!("/v1/payments/{id}/events")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.body["events"].as_array().map(Vec::len).unwrap_or(0)
 }
@@ -1026,12 +816,10 @@ async fn event_count(h: &Harness, id: &str) -> usize {
 #[tokio::test]
 async fn idempotency_of_charges_and_pass_through_routes() {
     let h = harness();
-    let r = send(
-        &h.router,
-        post(
+    let r = h
+        .post_a(
             "/v1/payments",
-            Some(KEY_A),
-            Some("rec-idem"),
+            "rec-idem",
             &json!({
                 "amount": {"minor": 999, "currency": "EUR"},
                 "payment_type": "RECURRING",
@@ -1041,55 +829,38 @@ async fn idempotency_of_charges_and_pass_through_routes() {
                 "return_url": "https://shop.example/return"
             })
             .to_string(),
-        ),
-    )
-    .await;
+        )
+        .await;
     let agreement = r.body["id"].as_str().expect("id").to_owned();
     let path = format!("/v1/recurring-agreements/{agreement}/charges");
     let charge = r#"{"amount":{"minor":500,"currency":"EUR"}}"#;
-    let c1 = send(&h.router, post(&path, Some(KEY_A), Some("ch-1"), charge)).await;
+    let c1 = h.post_a(&path, "ch-1", charge).await;
     assert_eq!(c1.status, StatusCode::CREATED, "{}", c1.text);
-    let c2 = send(&h.router, post(&path, Some(KEY_A), Some("ch-1"), charge)).await;
+    let c2 = h.post_a(&path, "ch-1", charge).await;
     assert_eq!(c2.status, c1.status);
     assert_eq!(c2.body, c1.body);
-    let a = send(
-        &h.router,
-        get(
-            &format!("/v1/recurring-agreements/{agreement}"),
-            Some(KEY_A),
-        ),
-    )
-    .await;
+    let a = h
+        .get_a(&format!("/v1/recurring-agreements/{agreement}"))
+        .await;
     assert_eq!(
         a.body["charges"].as_array().map(Vec::len),
         Some(1),
         "{}",
         a.text
     );
-    let c3 = send(
-        &h.router,
-        post(
+    let c3 = h
+        .post_a(
             &path,
-            Some(KEY_A),
-            Some("ch-1"),
+            "ch-1",
             r#"{"amount":{"minor":501,"currency":"EUR"}}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(c3.status, StatusCode::CONFLICT, "{}", c3.text);
 
     // Pass-through routes replay their stored answer without calling PayKKa.
     let body = r#"{"token":"TK1","shopper_reference":"shopper-7"}"#;
-    let t1 = send(
-        &h.router,
-        post("/v1/tokens/remove", Some(KEY_A), Some("tr-9"), body),
-    )
-    .await;
-    let t2 = send(
-        &h.router,
-        post("/v1/tokens/remove", Some(KEY_A), Some("tr-9"), body),
-    )
-    .await;
+    let t1 = h.post_a("/v1/tokens/remove", "tr-9", body).await;
+    let t2 = h.post_a("/v1/tokens/remove", "tr-9", body).await;
     assert_eq!(t1.status, StatusCode::OK);
     assert_eq!(t2.status, StatusCode::OK);
     assert_eq!(t2.body, t1.body);
@@ -1101,29 +872,23 @@ async fn idempotency_of_charges_and_pass_through_routes() {
             .count(),
         1
     );
-    let t3 = send(
-        &h.router,
-        post(
+    let t3 = h
+        .post_a(
             "/v1/tokens/remove",
-            Some(KEY_A),
-            Some("tr-9"),
+            "tr-9",
             r#"{"token":"TK2","shopper_reference":"shopper-7"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(t3.status, StatusCode::CONFLICT);
 
     // One key space per merchant across routes.
-    let q = send(
-        &h.router,
-        post(
+    let q = h
+        .post_a(
             "/v1/tokens/query",
-            Some(KEY_A),
-            Some("ch-1"),
+            "ch-1",
             r#"{"shopper_reference":"shopper-7"}"#,
-        ),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(q.status, StatusCode::CONFLICT, "{}", q.text);
     assert_eq!(q.body["error"]["code"], "idempotency_key_reused");
 

@@ -403,3 +403,15 @@ pub async fn create_manual(h: &Harness, idem: &str) -> String {
     assert_eq!(r.body["status"], "authorised", "{}", r.text);
     r.body["id"].as_str().expect("id").to_owned()
 }
+
+impl Harness {
+    /// `POST path` as merchant A with `Idempotency-Key: idem`.
+    pub async fn post_a(&self, path: &str, idem: &str, body: &str) -> Resp {
+        send(&self.router, post(path, Some(KEY_A), Some(idem), body)).await
+    }
+
+    /// `GET path` as merchant A.
+    pub async fn get_a(&self, path: &str) -> Resp {
+        send(&self.router, get(path, Some(KEY_A))).await
+    }
+}
