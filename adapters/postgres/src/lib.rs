@@ -8,13 +8,19 @@
 //! ## Append
 //!
 //! One statement, in autocommit (schema in `migrations/`):
-//! it reads the stream's version and looks for already stored event ids,
-//! and only when neither stops it takes a session advisory lock
-//! ([`POSITION_LOCK`]), inserts the batch (positions from an identity
-//! sequence, `tx_id` = `pg_current_xact_id()`), releases the lock and
-//! inserts the idempotency record. The lock covers position and
-//! transaction-id assignment only, not the commit, so concurrent writers
-//! still share WAL flushes (group commit).
+//! it reads the stream's version, and only when the expected version
+//! matches it takes a session advisory lock
+//! ([`POSITION_LOCK`]), draws the batch's positions from the identity
+//! sequence (`nextval` once per event) and the transaction id
+//! (`pg_current_xact_id()`, which assigns it), releases the lock, and only
+//! then inserts the rows with those positions (`OVERRIDING SYSTEM VALUE`)
+//! and the idempotency record. The lock covers position and
+//! transaction-id assignment only (microseconds), not the row inserts, the
+//! index updates or the commit, so concurrent writers insert in parallel
+//! and share WAL flushes (group commit). Each step depends on the rows of
+//! the previous one (`MATERIALIZED` CTEs), which fixes the order whatever
+//! join order the planner picks: lock, then positions and xid, then
+//! unlock, then insert.
 //!
 //! * **Conflicts**: the expected version is checked in the statement; a race
 //!   that passes the check loses on the unique `(stream_id, version)`
@@ -22,8 +28,10 @@
 //!   (never by message text), and comes back as
 //!   [`StoreError::Conflict`] with the actual version read after the failure.
 //! * **Idempotent re-append**: if any event id is stored, nothing is
-//!   written; the stored events are compared (semantic JSON equality) and the
-//!   stored outcome returned, or [`StoreError::EventIdReused`].
+//!   written (the statement stops at the version check or fails on the
+//!   unique `event_id` constraint); the stored events are then read,
+//!   compared (semantic JSON equality) and the stored outcome returned, or
+//!   [`StoreError::EventIdReused`]. Only that rare path pays the lookup.
 //! * **Cancellation and lost connections**: each append runs in its own
 //!   task, so a caller dropping the future cannot leave a connection holding
 //!   the position lock; after a failed statement the connection releases all
@@ -35,7 +43,8 @@
 //!
 //! With concurrent writers a higher position can commit before a lower one.
 //! Because every transaction gets its xid and its positions inside the same
-//! short critical section, xid order equals position order. `read_all`
+//! short critical section (nothing before the lock writes, so no xid is
+//! assigned earlier), xid order equals position order. `read_all`
 //! returns only rows whose `tx_id` is below
 //! `pg_snapshot_xmin(pg_current_snapshot())`, i.e. written by transactions
 //! that had ended when the reading statement started; every lower position
@@ -303,22 +312,29 @@ fn same_event(stored: &RecordedEvent, new: &NewEvent, stream: &StreamId) -> bool
 const APPEND_SQL: &str = r#"
 WITH cur AS MATERIALIZED (
     SELECT COALESCE(MAX(version), 0)::int8 AS v FROM events WHERE stream_id = $1
-), dup AS MATERIALIZED (
-    SELECT count(*)::int8 AS n FROM events WHERE event_id = ANY($4::uuid[])
 ), go AS MATERIALIZED (
-    SELECT cur.v FROM cur, dup
-    WHERE dup.n = 0 AND ($3::int8 IS NULL OR cur.v = $3::int8)
+    SELECT cur.v FROM cur WHERE $3::int8 IS NULL OR cur.v = $3::int8
 ), lk AS MATERIALIZED (
     SELECT pg_advisory_lock(1885436271, 1)::text AS l FROM go
+), pos AS MATERIALIZED (
+    SELECT g.ord, nextval('events_global_position_seq') AS p
+    FROM lk, generate_series(1::int8, cardinality($4::uuid[])::int8) AS g(ord)
+), xid AS MATERIALIZED (
+    SELECT pg_current_xact_id() AS x FROM lk
+), unlk AS MATERIALIZED (
+    SELECT pg_advisory_unlock(1885436271, 1) AS u
+    FROM (SELECT count(*) AS n FROM pos) AS c, xid
 ), ins AS (
-    INSERT INTO events (stream_id, stream_type, version, event_id, event_type,
-                        schema_version, payload, metadata, recorded_at)
-    SELECT $1, $2, go.v + u.ord, u.event_id, u.event_type, u.schema_version,
-           u.payload::json, u.metadata::json, u.recorded_at
-    FROM go, lk,
+    INSERT INTO events (global_position, stream_id, stream_type, version, event_id,
+                        event_type, schema_version, payload, metadata, recorded_at, tx_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT pos.p, $1, $2, go.v + u.ord, u.event_id, u.event_type, u.schema_version,
+           u.payload::json, u.metadata::json, u.recorded_at, xid.x
+    FROM go, unlk, xid, pos,
          UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::timestamptz[])
            WITH ORDINALITY AS u(event_id, event_type, schema_version, payload, metadata,
                                 recorded_at, ord)
+    WHERE u.ord = pos.ord
     ORDER BY u.ord
     RETURNING global_position, version
 ), idem AS (
@@ -332,9 +348,8 @@ WITH cur AS MATERIALIZED (
            max(version) AS last_version, count(*) AS n
     FROM ins
 )
-SELECT (SELECT v FROM cur) AS current_version, (SELECT n FROM dup) AS duplicates,
-       agg.first_pos, agg.last_pos, agg.last_version,
-       CASE WHEN agg.n > 0 THEN pg_advisory_unlock(1885436271, 1) END AS unlocked
+SELECT (SELECT v FROM cur) AS current_version, agg.first_pos, agg.last_pos, agg.last_version,
+       (SELECT u FROM unlk) AS unlocked
 FROM agg
 "#;
 
@@ -392,7 +407,6 @@ impl AppendArgs {
 /// What the append statement reported.
 struct AppendRow {
     current: i64,
-    duplicates: i64,
     first: Option<i64>,
     last: Option<i64>,
     last_version: Option<i64>,
@@ -420,7 +434,6 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
         .await?;
     Ok(AppendRow {
         current: row.try_get("current_version")?,
-        duplicates: row.try_get("duplicates")?,
         first: row.try_get("first_pos")?,
         last: row.try_get("last_pos")?,
         last_version: row.try_get("last_version")?,
@@ -469,17 +482,23 @@ async fn read_events_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<RecordedEv
     rows.iter().map(decode_event).collect()
 }
 
-/// The outcome of re-appending a batch some of whose ids are stored.
+/// The outcome of re-appending a batch some of whose ids are stored
+/// (the idempotent outcome, or `EventIdReused`); `None` when none is.
+/// Asked only after the append statement inserted nothing or hit a unique
+/// constraint, so the common path pays no extra lookup.
 async fn stored_outcome(
     pool: &PgPool,
     request: &AppendRequest,
-) -> Result<AppendOutcome, StoreError> {
+) -> Result<Option<AppendOutcome>, StoreError> {
     let ids: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
     let stored: HashMap<Uuid, RecordedEvent> = read_events_by_id(pool, &ids)
         .await?
         .into_iter()
         .map(|e| (e.event_id, e))
         .collect();
+    if stored.is_empty() {
+        return Ok(None);
+    }
     let mut found = Vec::with_capacity(request.events.len());
     for event in &request.events {
         match stored.get(&event.event_id) {
@@ -492,12 +511,12 @@ async fn stored_outcome(
         }
     }
     match (found.first(), found.last()) {
-        (Some(f), Some(l)) => Ok(AppendOutcome {
+        (Some(f), Some(l)) => Ok(Some(AppendOutcome {
             version: l.version,
             first_position: f.global_position,
             last_position: l.global_position,
             already_stored: true,
-        }),
+        })),
         _ => Err(StoreError::Invalid("append of an empty batch".into())),
     }
 }
@@ -526,9 +545,6 @@ impl PostgresStore {
             };
             match attempt {
                 Attempt::Row(row) => {
-                    if row.duplicates > 0 {
-                        return stored_outcome(&pool, &request).await;
-                    }
                     if let (Some(first), Some(last), Some(version)) =
                         (row.first, row.last, row.last_version)
                     {
@@ -539,7 +555,12 @@ impl PostgresStore {
                             already_stored: false,
                         });
                     }
-                    // Nothing inserted and no duplicates: the version check.
+                    // Nothing inserted: the version check stopped it. A
+                    // re-sent batch (its ids stored) is idempotent rather
+                    // than a conflict.
+                    if let Some(outcome) = stored_outcome(&pool, &request).await? {
+                        return Ok(outcome);
+                    }
                     return Err(StoreError::Conflict {
                         stream: request.stream_id.clone(),
                         expected: request.expected,
@@ -555,10 +576,14 @@ impl PostgresStore {
                     return Err(StoreError::IdempotencyKeyTaken { scope, key });
                 }
                 Attempt::Unique(constraint) => {
-                    // events_stream_version_key: another writer took the
-                    // version first. events_event_id_key: another writer
-                    // stored the same ids concurrently; the next attempt
-                    // reports the idempotent outcome.
+                    // events_event_id_key: the ids are stored (a re-sent
+                    // batch, or a concurrent writer of the same batch that
+                    // committed first): the idempotent outcome, or
+                    // EventIdReused. events_stream_version_key: another
+                    // writer took the version first.
+                    if let Some(outcome) = stored_outcome(&pool, &request).await? {
+                        return Ok(outcome);
+                    }
                     races += 1;
                     if constraint == "events_stream_version_key"
                         && request.expected != ExpectedVersion::Any

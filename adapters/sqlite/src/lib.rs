@@ -23,6 +23,7 @@
 //!
 //! Payloads are stored as JSON text verbatim; timestamps as RFC 3339 text.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -271,22 +272,36 @@ async fn stored_outcome(
     tx: &mut Transaction<'static, Sqlite>,
     request: &AppendRequest,
 ) -> Result<Option<AppendOutcome>, StoreError> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?");
-    let mut found = Vec::with_capacity(request.events.len());
-    for event in &request.events {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(event.event_id.to_string())
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-        found.push(row.map(|r| decode_event(&r)).transpose()?);
-    }
-    if found.iter().all(Option::is_none) {
+    // One statement for the whole batch (the ids as a JSON array): the
+    // common case finds nothing and costs one index probe per id.
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE event_id IN (SELECT value FROM json_each(?))"
+    );
+    let ids = serde_json::to_string(
+        &request
+            .events
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| StoreError::Invalid(format!("event ids: {e}")))?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    if rows.is_empty() {
         return Ok(None);
     }
-    for (event, stored) in request.events.iter().zip(&found) {
-        match stored {
-            Some(s) if same_event(s, event, &request.stream_id) => {}
+    let stored: HashMap<Uuid, RecordedEvent> = rows
+        .iter()
+        .map(|r| decode_event(r).map(|e| (e.event_id, e)))
+        .collect::<Result<_, _>>()?;
+    let mut found = Vec::with_capacity(request.events.len());
+    for event in &request.events {
+        match stored.get(&event.event_id) {
+            Some(s) if same_event(s, event, &request.stream_id) => found.push(s),
             _ => {
                 return Err(StoreError::EventIdReused {
                     event_id: event.event_id,
@@ -294,9 +309,7 @@ async fn stored_outcome(
             }
         }
     }
-    let first = found.first().and_then(Option::as_ref);
-    let last = found.last().and_then(Option::as_ref);
-    match (first, last) {
+    match (found.first(), found.last()) {
         (Some(f), Some(l)) => Ok(Some(AppendOutcome {
             version: l.version,
             first_position: f.global_position,
