@@ -442,13 +442,17 @@ type Decided = Result<Vec<OrderEvent>, DomainError>;
 
 /// The grammar of an order: every legal (phase, command) pair, one arm
 /// each. Everything not listed is an [`DomainError::IllegalCommand`].
-pub fn decide(s: &OrderState, cmd: OrderCommand) -> Decided {
+///
+/// The command is matched and its data taken by reference (strings move
+/// out with `mem::take`): the ~350-byte command is not copied again into
+/// the match and into each helper.
+pub fn decide(s: &OrderState, mut cmd: OrderCommand) -> Decided {
     use OrderCommand as C;
     use Phase as P;
-    match (s.phase(), cmd) {
+    match (s.phase(), &mut cmd) {
         (P::New, C::Place(p)) => place(p),
-        (_, C::Place(p)) => repeated_place(s, &p),
-        (P::New, cmd) => illegal(s, &cmd),
+        (_, C::Place(p)) => repeated_place(s, p),
+        (P::New, cmd) => illegal(s, cmd),
         // Terminal phases absorb late outcomes and observations.
         (
             P::Declined | P::Voided | P::Refunded,
@@ -472,17 +476,19 @@ pub fn decide(s: &OrderState, cmd: OrderCommand) -> Decided {
                 capture_id,
                 outcome,
             },
-        ) => capture_outcome(s, capture_id, outcome),
-        (P::Authorised, C::Void { reason }) => void(s, reason),
+        ) => capture_outcome(s, *capture_id, outcome),
+        (P::Authorised, C::Void { reason }) => void(s, reason.take()),
         (P::Voided, C::Void { .. }) => none(),
         (_, C::RecordVoidOutcome(o)) => void_outcome(s, o),
 
         (P::PartiallyCaptured | P::Captured | P::PartiallyRefunded, C::Refund(r)) => refund(s, r),
         (P::Refunded, C::Refund(r)) => repeated_refund(s, r),
-        (_, C::RecordRefundOutcome { refund_id, outcome }) => refund_outcome(s, refund_id, outcome),
+        (_, C::RecordRefundOutcome { refund_id, outcome }) => {
+            refund_outcome(s, *refund_id, outcome)
+        }
 
         (_, C::ApplyGatewayObservation(o)) => observe(s, o),
-        (_, cmd) => illegal(s, &cmd),
+        (_, cmd) => illegal(s, cmd),
     }
 }
 
@@ -683,6 +689,11 @@ fn settle(s: &mut OrderState) {
 
 // ---------------------------------------------------------------- decide helpers
 
+/// Moves a string out of the (consumed) command.
+fn take(s: &mut String) -> String {
+    std::mem::take(s)
+}
+
 fn none() -> Decided {
     Ok(Vec::new())
 }
@@ -708,7 +719,7 @@ fn check_currency(s: &OrderState, m: Money) -> Result<(), DomainError> {
     }
 }
 
-fn place(p: PlacePayment) -> Decided {
+fn place(p: &mut PlacePayment) -> Decided {
     if !p.amount.is_positive() {
         return Err(DomainError::NonPositiveAmount {
             operation: "payment",
@@ -716,21 +727,21 @@ fn place(p: PlacePayment) -> Decided {
         });
     }
     let trans_id = p.order_id.trans_id();
-    let (checkout_id, session_id) = match p.checkout {
+    let (checkout_id, session_id) = match p.checkout.take() {
         Some((c, s)) => (Some(c), Some(s)),
         None => (None, None),
     };
     let via_checkout = checkout_id.is_some();
     let placed = PaymentPlaced {
         order_id: p.order_id,
-        merchant_id: p.merchant_id,
+        merchant_id: MerchantId(std::mem::take(&mut p.merchant_id.0)),
         trans_id: trans_id.clone(),
         amount: p.amount,
         payment_type: p.payment_type,
         authorisation_type: p.authorisation_type,
         capture_method: p.capture_method,
-        instrument: p.instrument,
-        store_token: p.store_token,
+        instrument: std::mem::take(&mut p.instrument),
+        store_token: p.store_token.take(),
         agreement_id: p.agreement_id,
         checkout_id,
         session_id,
@@ -761,27 +772,28 @@ fn repeated_place(s: &OrderState, p: &PlacePayment) -> Decided {
     }
 }
 
-#[inline]
-fn initiate_outcome(s: &OrderState, mut o: CallOutcome<PaymentObservation>) -> Decided {
+fn initiate_outcome(s: &OrderState, o: &mut CallOutcome<PaymentObservation>) -> Decided {
     let pending = matches!(
         s.phase(),
         Phase::AuthorisationPending | Phase::AuthorisationUnknown
     );
     match o {
-        // By reference: the ~250-byte observation is not copied again.
-        CallOutcome::Accepted(ref mut obs) => observe_payment(s, obs),
-        CallOutcome::Declined { code, description } if pending => {
-            one(AuthorisationDeclined { code, description })
-        }
+        CallOutcome::Accepted(obs) => observe_payment(s, obs),
+        CallOutcome::Declined { code, description } if pending => one(AuthorisationDeclined {
+            code: take(code),
+            description: take(description),
+        }),
         CallOutcome::Unknown { reason } if s.phase() == Phase::AuthorisationPending => {
-            one(AuthorisationOutcomeUnknown { reason })
+            one(AuthorisationOutcomeUnknown {
+                reason: take(reason),
+            })
         }
         // A late or repeated outcome: the state already moved on.
         CallOutcome::Declined { .. } | CallOutcome::Unknown { .. } => none(),
     }
 }
 
-fn capture(s: &OrderState, c: CapturePayment) -> Decided {
+fn capture(s: &OrderState, c: &CapturePayment) -> Decided {
     if let Some(done) = s.captures.iter().find(|e| e.capture_id == c.capture_id) {
         // Repeat of a capture we already know: same amount = no-op.
         return match c.amount {
@@ -829,13 +841,17 @@ fn capture(s: &OrderState, c: CapturePayment) -> Decided {
     })
 }
 
-fn capture_outcome(s: &OrderState, id: CaptureId, o: CallOutcome<PaymentObservation>) -> Decided {
+fn capture_outcome(
+    s: &OrderState,
+    id: CaptureId,
+    o: &mut CallOutcome<PaymentObservation>,
+) -> Decided {
     let Some(open) = s.open_capture().filter(|c| c.capture_id == id) else {
         return none(); // resolved already (webhook, query) or never ours
     };
     match o {
-        CallOutcome::Accepted(mut obs) if obs.status == ObservedStatus::Failure => {
-            let (code, description) = error_of(&mut obs, "FAILURE");
+        CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
+            let (code, description) = error_of(obs, "FAILURE");
             one(CaptureDeclined {
                 capture_id: id,
                 code,
@@ -853,13 +869,13 @@ fn capture_outcome(s: &OrderState, id: CaptureId, o: CallOutcome<PaymentObservat
         CallOutcome::Accepted(_) => none(),
         CallOutcome::Declined { code, description } => one(CaptureDeclined {
             capture_id: id,
-            code,
-            description,
+            code: take(code),
+            description: take(description),
         }),
         CallOutcome::Unknown { reason } if open.progress == CallProgress::Requested => {
             one(CaptureOutcomeUnknown {
                 capture_id: id,
-                reason,
+                reason: take(reason),
             })
         }
         CallOutcome::Unknown { .. } => none(),
@@ -879,13 +895,13 @@ fn void(s: &OrderState, reason: Option<String>) -> Decided {
     one(VoidRequested { reason })
 }
 
-fn void_outcome(s: &OrderState, o: CallOutcome<PaymentObservation>) -> Decided {
+fn void_outcome(s: &OrderState, o: &mut CallOutcome<PaymentObservation>) -> Decided {
     let Some(progress) = s.void.filter(|p| p.is_open()) else {
         return none();
     };
     match o {
-        CallOutcome::Accepted(mut obs) if obs.status == ObservedStatus::Failure => {
-            let (code, description) = error_of(&mut obs, "FAILURE");
+        CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
+            let (code, description) = error_of(obs, "FAILURE");
             one(VoidDeclined { code, description })
         }
         CallOutcome::Accepted(obs) if obs.status.is_captured() || s.captured > 0 => {
@@ -894,20 +910,24 @@ fn void_outcome(s: &OrderState, o: CallOutcome<PaymentObservation>) -> Decided {
                 code: "CAPTURED".into(),
                 description: "payment was captured before the void".into(),
             })];
-            let mut obs = obs;
-            out.extend(observe_payment(s, &mut obs)?);
+            out.extend(observe_payment(s, obs)?);
             Ok(out)
         }
         CallOutcome::Accepted(_) => one(Voided {}),
-        CallOutcome::Declined { code, description } => one(VoidDeclined { code, description }),
+        CallOutcome::Declined { code, description } => one(VoidDeclined {
+            code: take(code),
+            description: take(description),
+        }),
         CallOutcome::Unknown { reason } if progress == CallProgress::Requested => {
-            one(VoidOutcomeUnknown { reason })
+            one(VoidOutcomeUnknown {
+                reason: take(reason),
+            })
         }
         CallOutcome::Unknown { .. } => none(),
     }
 }
 
-fn refund(s: &OrderState, r: RefundPayment) -> Decided {
+fn refund(s: &OrderState, r: &mut RefundPayment) -> Decided {
     if let Some(known) = s.refunds.iter().find(|e| e.refund_id == r.refund_id) {
         return if known.amount == r.amount {
             none()
@@ -938,38 +958,38 @@ fn refund(s: &OrderState, r: RefundPayment) -> Decided {
     }
     let seq = u32::try_from(s.refunds.len() + 1).unwrap_or(u32::MAX);
     let Some(order_id) = s.order_id() else {
-        return illegal(s, &OrderCommand::Refund(r));
+        return illegal(s, &OrderCommand::Refund(r.clone()));
     };
     one(RefundRequested {
         refund_id: r.refund_id,
         refund_trans_id: order_id.refund_trans_id(seq),
         amount: r.amount,
-        reason: r.reason,
+        reason: r.reason.take(),
     })
 }
 
-fn repeated_refund(s: &OrderState, r: RefundPayment) -> Decided {
+fn repeated_refund(s: &OrderState, r: &RefundPayment) -> Decided {
     match s.refunds.iter().find(|e| e.refund_id == r.refund_id) {
         Some(known) if known.amount == r.amount => none(),
-        _ => illegal(s, &OrderCommand::Refund(r)),
+        _ => illegal(s, &OrderCommand::Refund(r.clone())),
     }
 }
 
-fn refund_outcome(s: &OrderState, id: RefundId, o: CallOutcome<RefundObservation>) -> Decided {
+fn refund_outcome(s: &OrderState, id: RefundId, o: &mut CallOutcome<RefundObservation>) -> Decided {
     match o {
         CallOutcome::Accepted(obs) => observe_refund(s, obs),
         CallOutcome::Declined { code, description } => match open_refund(s, id) {
             Some(_) => one(RefundDeclined {
                 refund_id: id,
-                code,
-                description,
+                code: take(code),
+                description: take(description),
             }),
             None => none(),
         },
         CallOutcome::Unknown { reason } => match open_refund(s, id) {
             Some(r) if r.progress == CallProgress::Requested => one(RefundOutcomeUnknown {
                 refund_id: id,
-                reason,
+                reason: take(reason),
             }),
             _ => none(),
         },
@@ -995,12 +1015,12 @@ fn error_of(obs: &mut PaymentObservation, default: &str) -> (String, String) {
 
 /// Emits what is needed for the state to reflect `o`; nothing when the state
 /// already does or `o` is older (a late AUTHORIZED after SUCCESS).
-fn observe(s: &OrderState, o: Observation) -> Decided {
+fn observe(s: &OrderState, o: &mut Observation) -> Decided {
     if s.phase().is_terminal() {
         return none();
     }
     match o {
-        Observation::Payment(mut p) => observe_payment(s, &mut p),
+        Observation::Payment(p) => observe_payment(s, p),
         Observation::Refund(r) => observe_refund(s, r),
         Observation::PaymentNotFound { settled: true }
             if matches!(
@@ -1018,8 +1038,8 @@ fn observe(s: &OrderState, o: Observation) -> Decided {
         Observation::RefundNotFound {
             refund_id,
             settled: true,
-        } if open_refund(s, refund_id).is_some() => one(RefundDeclined {
-            refund_id,
+        } if open_refund(s, *refund_id).is_some() => one(RefundDeclined {
+            refund_id: *refund_id,
             code: "206024".into(),
             description: "PayKKa has no such refund after the grace period".into(),
         }),
@@ -1262,20 +1282,20 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
     }
 }
 
-fn observe_refund(s: &OrderState, o: RefundObservation) -> Decided {
+fn observe_refund(s: &OrderState, o: &mut RefundObservation) -> Decided {
     let Some(r) = open_refund(s, o.refund_id) else {
         return none();
     };
     match o.status {
         ObservedRefundStatus::Success => one(Refunded {
             refund_id: r.refund_id,
-            gateway_refund_id: o.gateway_refund_id,
+            gateway_refund_id: o.gateway_refund_id.take(),
             amount: r.amount,
         }),
         ObservedRefundStatus::Failure => one(RefundDeclined {
             refund_id: r.refund_id,
-            code: o.error_code.unwrap_or_else(|| "FAILURE".into()),
-            description: o.error_description.unwrap_or_default(),
+            code: o.error_code.take().unwrap_or_else(|| "FAILURE".into()),
+            description: o.error_description.take().unwrap_or_default(),
         }),
         _ => none(),
     }
