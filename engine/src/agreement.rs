@@ -2,12 +2,21 @@
 //! id, created by a first customer-initiated payment that stored a token.
 //! Each later merchant-initiated charge is its own order referencing the
 //! agreement; cancel stops further charges. Pure decide / evolve.
+//!
+//! PayKKa has no agreement query (endpoints.md §7), so a cancel whose
+//! outcome is unknown is resolved by sending the cancel again: it is
+//! idempotent in effect (a cancelled agreement answers 2016 "not active",
+//! an unknown one 2015, both mean "cancelled"). A refusal of such a re-send
+//! does not prove the first send failed, so once the outcome was unknown
+//! only a proof of cancellation changes the state ([`decide`]).
 
 use payorch_schemas::events::agreement::*;
 use payorch_schemas::events::{
     AgreementId, CardSummary, MerchantId, OrderId, RecurringAgreementRef,
 };
 use payorch_schemas::{Currency, Money};
+
+use crate::order::CallOutcome;
 
 /// Life of an agreement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
@@ -26,6 +35,8 @@ pub struct AgreementState {
     pub phase: AgreementPhase,
     pub created: Option<AgreementCreated>,
     pub charges: Vec<(OrderId, Money)>,
+    /// The current cancel call's outcome is unknown (it may have landed).
+    pub cancel_outcome_unknown: bool,
     pub version: u64,
 }
 
@@ -54,7 +65,7 @@ pub enum AgreementCommand {
     Cancel {
         reason: Option<String>,
     },
-    RecordCancelOutcome(crate::order::CallOutcome<()>),
+    RecordCancelOutcome(CallOutcome<()>),
 }
 
 impl AgreementCommand {
@@ -121,7 +132,8 @@ pub fn decide(
         {
             Ok(vec![])
         }
-        (P::Active, C::Charge { order_id, .. })
+        // A repeated charge record (any phase): already done.
+        (P::Active | P::Cancelling | P::Cancelled, C::Charge { order_id, .. })
             if s.charges.iter().any(|(o, _)| *o == order_id) =>
         {
             Ok(vec![])
@@ -133,24 +145,31 @@ pub fn decide(
         (P::Active, C::Cancel { reason }) => Ok(vec![AgreementCancelRequested { reason }.into()]),
         (P::Cancelling | P::Cancelled, C::Cancel { .. }) => Ok(vec![]),
         (P::Cancelling, C::RecordCancelOutcome(o)) => Ok(match o {
-            crate::order::CallOutcome::Accepted(()) => vec![AgreementCancelled {}.into()],
-            crate::order::CallOutcome::Declined { code, description }
-                if code == "2016" || code == "2015" =>
-            {
-                // Already inactive / unknown at PayKKa: cancelled either way.
-                let _ = description;
+            CallOutcome::Accepted(()) => vec![AgreementCancelled {}.into()],
+            // Already inactive / unknown at PayKKa: cancelled either way.
+            CallOutcome::Declined { code, .. } if proves_inactive(&code) => {
                 vec![AgreementCancelled {}.into()]
             }
-            crate::order::CallOutcome::Declined { code, description } => {
+            // A refusal after an unknown outcome answers a re-send: the
+            // first cancel may still have landed. Stay cancelling.
+            CallOutcome::Declined { .. } if s.cancel_outcome_unknown => vec![],
+            CallOutcome::Declined { code, description } => {
                 vec![AgreementCancelDeclined { code, description }.into()]
             }
-            crate::order::CallOutcome::Unknown { reason } => {
+            CallOutcome::Unknown { .. } if s.cancel_outcome_unknown => vec![],
+            CallOutcome::Unknown { reason } => {
                 vec![AgreementCancelOutcomeUnknown { reason }.into()]
             }
         }),
         (P::Cancelled | P::Active, C::RecordCancelOutcome(_)) => Ok(vec![]),
         (_, cmd) => Err(illegal(&cmd)),
     }
+}
+
+/// PayKKa codes that prove an agreement can no longer be charged: 2015
+/// "does not exist", 2016 "not active" (codes.md §4).
+pub fn proves_inactive(code: &str) -> bool {
+    code == "2015" || code == "2016"
 }
 
 pub fn evolve(mut s: AgreementState, e: &AgreementEvent) -> AgreementState {
@@ -161,11 +180,21 @@ pub fn evolve(mut s: AgreementState, e: &AgreementEvent) -> AgreementState {
             s.phase = AgreementPhase::Active;
         }
         AgreementEvent::AgreementCharged(c) => s.charges.push((c.order_id, c.amount)),
-        AgreementEvent::AgreementCancelRequested(_) => s.phase = AgreementPhase::Cancelling,
-        AgreementEvent::AgreementCancelled(_) => s.phase = AgreementPhase::Cancelled,
-        // Declined: still active. Unknown: stays Cancelling (query/retry).
-        AgreementEvent::AgreementCancelDeclined(_) => s.phase = AgreementPhase::Active,
-        AgreementEvent::AgreementCancelOutcomeUnknown(_) => {}
+        AgreementEvent::AgreementCancelRequested(_) => {
+            s.phase = AgreementPhase::Cancelling;
+            s.cancel_outcome_unknown = false;
+        }
+        AgreementEvent::AgreementCancelled(_) => {
+            s.phase = AgreementPhase::Cancelled;
+            s.cancel_outcome_unknown = false;
+        }
+        // Declined: still active. Unknown: stays Cancelling (the
+        // reconciler re-sends).
+        AgreementEvent::AgreementCancelDeclined(_) => {
+            s.phase = AgreementPhase::Active;
+            s.cancel_outcome_unknown = false;
+        }
+        AgreementEvent::AgreementCancelOutcomeUnknown(_) => s.cancel_outcome_unknown = true,
     }
     s
 }

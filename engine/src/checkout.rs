@@ -17,9 +17,10 @@ pub enum CheckoutPhase {
     Open,
     /// Terminal: paid, the order carries the money.
     Completed,
-    /// Terminal.
+    /// Closed: absorbs every command except a payment PayKKa reports
+    /// (`Complete`), which still completes it.
     Expired,
-    /// Terminal (also: PayKKa refused to create it).
+    /// Closed like `Expired` (also: PayKKa refused to create it).
     Cancelled,
 }
 
@@ -71,6 +72,7 @@ pub fn decide(
     use CheckoutPhase as P;
     match (s.phase, cmd) {
         (P::New, C::Create(r)) => Ok(vec![r.into()]),
+        (_, C::Create(r)) if s.requested.as_ref() == Some(&r) => Ok(vec![]),
         (P::Requested, C::RecordCreateOutcome(o)) => Ok(match o {
             CallOutcome::Accepted(created) => vec![created.into()],
             CallOutcome::Declined { code, description } => {
@@ -82,8 +84,10 @@ pub fn decide(
             CallOutcome::Unknown { .. } => vec![],
         }),
         // The shopper can pay as soon as PayKKa has the session, even if our
-        // create call timed out.
-        (P::Open | P::Requested | P::Expired, C::Complete { order_id }) => {
+        // create call timed out, and until PayKKa's own expiry: PayKKa has
+        // no session cancel, so a session we expired or cancelled locally
+        // can still be paid. A payment is a fact; it completes the session.
+        (P::Open | P::Requested | P::Expired | P::Cancelled, C::Complete { order_id }) => {
             Ok(vec![CheckoutSessionCompleted { order_id }.into()])
         }
         (P::Completed, C::Complete { order_id }) if s.order_id == Some(order_id) => Ok(vec![]),
