@@ -481,6 +481,34 @@ fn non_success<T, U>(o: GatewayOutcome<T>) -> CallOutcome<U> {
     }
 }
 
+/// What [`Engine::begin_order_call`] leaves to do.
+enum Begun {
+    /// Answer with this view; PayKKa is not called.
+    Done(OrderView),
+    /// The request events are appended: call PayKKa, then record.
+    Call {
+        state: OrderState,
+        events: Vec<OrderEvent>,
+        meta: EventMetadata,
+    },
+}
+
+fn view_of(state: &OrderState, order_id: OrderId) -> Result<OrderView, EngineError> {
+    OrderView::from_state(state).ok_or(EngineError::NotFound {
+        what: "order",
+        id: order_id.to_string(),
+    })
+}
+
+/// PayKKa's order id of an order (empty before PayKKa assigned one).
+fn gateway_order_id(state: &OrderState) -> String {
+    state
+        .gateway_order_id
+        .as_ref()
+        .map(|g| g.as_str().to_owned())
+        .unwrap_or_default()
+}
+
 /// Resolves which order a PayKKa `trans_id` belongs to.
 pub fn order_of_trans_id(trans_id: &str) -> Option<OrderId> {
     OrderId::from_trans_id(&payorch_schemas::events::TransId::new(trans_id))
@@ -924,6 +952,54 @@ impl Engine {
         })
     }
 
+    /// The first half of a merchant order command that calls PayKKa:
+    /// idempotency check -> load -> decide + append the `*Requested` event
+    /// (with the key's record). `Done` when there is nothing to call
+    /// (repeated request, or an idempotency race another request won).
+    async fn begin_order_call(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        fp: String,
+        receipt: serde_json::Value,
+        cmd: OrderCommand,
+    ) -> Result<Begun, EngineError> {
+        if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
+            return Ok(Begun::Done(self.view_of_stream(ctx, &stream).await?));
+        }
+        self.load_order(ctx, order_id).await?;
+        let stream = order_stream(order_id);
+        let idem = self.idempotency_record(ctx, fp.clone(), &stream, &receipt)?;
+        let meta = ctx.metadata();
+        match self
+            .order_command(order_id, &meta, idem, |_| cmd.clone())
+            .await
+        {
+            Ok((state, events)) => Ok(Begun::Call {
+                state,
+                events,
+                meta,
+            }),
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
+                Ok(Begun::Done(self.replay_after_race(ctx, &fp).await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The second half: decide + append PayKKa's outcome, return the view.
+    async fn finish_order_call(
+        &self,
+        order_id: OrderId,
+        meta: &EventMetadata,
+        cmd: OrderCommand,
+    ) -> Result<OrderView, EngineError> {
+        let (state, _) = self
+            .order_command(order_id, meta, None, |_| cmd.clone())
+            .await?;
+        view_of(&state, order_id)
+    }
+
     /// Captures (part of) an authorised order with manual capture.
     pub async fn capture(
         &self,
@@ -934,55 +1010,27 @@ impl Engine {
     ) -> Result<OrderView, EngineError> {
         async {
             let fp = fingerprint(&format!("capture|{order_id}|{amount:?}|{final_capture}"));
-            if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-                return self.view_of_stream(ctx, &stream).await;
-            }
-            self.load_order(ctx, order_id).await?;
             let capture_id = CaptureId(Uuid::now_v7());
-            let stream = order_stream(order_id);
-            let idem = self.idempotency_record(
-                ctx,
-                fp.clone(),
-                &stream,
-                &serde_json::json!({ "capture_id": capture_id }),
-            )?;
-            let meta = ctx.metadata();
-            let cmd = CapturePayment {
+            let cmd = OrderCommand::Capture(CapturePayment {
                 capture_id,
                 amount,
                 final_capture,
-            };
-            let state = match self
-                .order_command(order_id, &meta, idem, |_| {
-                    OrderCommand::Capture(cmd.clone())
-                })
-                .await
+            });
+            let receipt = serde_json::json!({ "capture_id": capture_id });
+            let (state, meta) = match self
+                .begin_order_call(ctx, order_id, fp, receipt, cmd)
+                .await?
             {
-                Ok((state, _)) => state,
-                Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
-                    return self.replay_after_race(ctx, &fp).await;
-                }
-                Err(e) => return Err(e),
+                Begun::Done(view) => return Ok(view),
+                Begun::Call { state, meta, .. } => (state, meta),
             };
-            let Some(entry) = state
-                .captures
-                .iter()
-                .find(|c| c.capture_id == capture_id)
-                .cloned()
-            else {
-                return OrderView::from_state(&state).ok_or(EngineError::NotFound {
-                    what: "order",
-                    id: order_id.to_string(),
-                });
+            let Some(entry) = state.captures.iter().find(|c| c.capture_id == capture_id) else {
+                return view_of(&state, order_id);
             };
             let req = CaptureRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
-                order_id: state
-                    .gateway_order_id
-                    .as_ref()
-                    .map(|g| g.as_str().to_owned())
-                    .unwrap_or_default(),
+                order_id: gateway_order_id(&state),
                 amount: Some(entry.amount.minor),
                 currency: Some(entry.amount.currency),
             };
@@ -993,18 +1041,11 @@ impl Engine {
                 })
                 .await,
             );
-            let (state, _) = self
-                .order_command(order_id, &meta, None, |_| {
-                    OrderCommand::RecordCaptureOutcome {
-                        capture_id,
-                        outcome: outcome.clone(),
-                    }
-                })
-                .await?;
-            OrderView::from_state(&state).ok_or(EngineError::NotFound {
-                what: "order",
-                id: order_id.to_string(),
-            })
+            let cmd = OrderCommand::RecordCaptureOutcome {
+                capture_id,
+                outcome,
+            };
+            self.finish_order_call(order_id, &meta, cmd).await
         }
         .instrument(self.command_span("capture", ctx, Some(order_id)))
         .await
@@ -1019,44 +1060,24 @@ impl Engine {
     ) -> Result<OrderView, EngineError> {
         async {
             let fp = fingerprint(&format!("void|{order_id}|{reason:?}"));
-            if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-                return self.view_of_stream(ctx, &stream).await;
-            }
-            self.load_order(ctx, order_id).await?;
-            let stream = order_stream(order_id);
-            let idem = self.idempotency_record(
-                ctx,
-                fp.clone(),
-                &stream,
-                &serde_json::json!({ "void": order_id }),
-            )?;
-            let meta = ctx.metadata();
-            let (state, events) = match self
-                .order_command(order_id, &meta, idem, |_| OrderCommand::Void {
-                    reason: reason.clone(),
-                })
-                .await
-            {
-                Ok(x) => x,
-                Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
-                    return self.replay_after_race(ctx, &fp).await;
-                }
-                Err(e) => return Err(e),
+            let cmd = OrderCommand::Void {
+                reason: reason.clone(),
             };
-            if events.is_empty() {
-                return OrderView::from_state(&state).ok_or(EngineError::NotFound {
-                    what: "order",
-                    id: order_id.to_string(),
-                });
-            }
+            let receipt = serde_json::json!({ "void": order_id });
+            let (state, meta) = match self
+                .begin_order_call(ctx, order_id, fp, receipt, cmd)
+                .await?
+            {
+                Begun::Done(view) => return Ok(view),
+                Begun::Call { state, events, .. } if events.is_empty() => {
+                    return view_of(&state, order_id);
+                }
+                Begun::Call { state, meta, .. } => (state, meta),
+            };
             let req = VoidRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
-                order_id: state
-                    .gateway_order_id
-                    .as_ref()
-                    .map(|g| g.as_str().to_owned())
-                    .unwrap_or_default(),
+                order_id: gateway_order_id(&state),
                 reason: reason.as_deref().map(Reason::parse),
             };
             let gw = self.gateway.clone();
@@ -1066,15 +1087,8 @@ impl Engine {
                 })
                 .await,
             );
-            let (state, _) = self
-                .order_command(order_id, &meta, None, |_| {
-                    OrderCommand::RecordVoidOutcome(outcome.clone())
-                })
-                .await?;
-            OrderView::from_state(&state).ok_or(EngineError::NotFound {
-                what: "order",
-                id: order_id.to_string(),
-            })
+            self.finish_order_call(order_id, &meta, OrderCommand::RecordVoidOutcome(outcome))
+                .await
         }
         .instrument(self.command_span("void", ctx, Some(order_id)))
         .await
@@ -1091,54 +1105,28 @@ impl Engine {
     ) -> Result<OrderView, EngineError> {
         async {
             let fp = fingerprint(&format!("refund|{order_id}|{amount:?}|{reason:?}"));
-            if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-                return self.view_of_stream(ctx, &stream).await;
-            }
-            self.load_order(ctx, order_id).await?;
             let refund_id = RefundId(Uuid::now_v7());
-            let stream = order_stream(order_id);
-            let idem = self.idempotency_record(
-                ctx,
-                fp.clone(),
-                &stream,
-                &serde_json::json!({ "refund_id": refund_id }),
-            )?;
-            let meta = ctx.metadata();
-            let cmd = RefundPayment {
+            let cmd = OrderCommand::Refund(RefundPayment {
                 refund_id,
                 amount,
                 reason: reason.clone(),
-            };
-            let state = match self
-                .order_command(order_id, &meta, idem, |_| OrderCommand::Refund(cmd.clone()))
-                .await
+            });
+            let receipt = serde_json::json!({ "refund_id": refund_id });
+            let (state, meta) = match self
+                .begin_order_call(ctx, order_id, fp, receipt, cmd)
+                .await?
             {
-                Ok((state, _)) => state,
-                Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
-                    return self.replay_after_race(ctx, &fp).await;
-                }
-                Err(e) => return Err(e),
+                Begun::Done(view) => return Ok(view),
+                Begun::Call { state, meta, .. } => (state, meta),
             };
-            let Some(entry) = state
-                .refunds
-                .iter()
-                .find(|r| r.refund_id == refund_id)
-                .cloned()
-            else {
-                return OrderView::from_state(&state).ok_or(EngineError::NotFound {
-                    what: "order",
-                    id: order_id.to_string(),
-                });
+            let Some(entry) = state.refunds.iter().find(|r| r.refund_id == refund_id) else {
+                return view_of(&state, order_id);
             };
             let req = RefundRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
                 refund_trans_id: entry.refund_trans_id.as_str().to_owned(),
-                ori_order_id: state
-                    .gateway_order_id
-                    .as_ref()
-                    .map(|g| g.as_str().to_owned())
-                    .unwrap_or_default(),
+                ori_order_id: gateway_order_id(&state),
                 refund_amount: entry.amount.minor,
                 currency: entry.amount.currency,
                 reason: reason.as_deref().map(Reason::parse),
@@ -1157,18 +1145,8 @@ impl Engine {
                     ),
                     other => non_success(other),
                 };
-            let (state, _) = self
-                .order_command(order_id, &meta, None, |_| {
-                    OrderCommand::RecordRefundOutcome {
-                        refund_id,
-                        outcome: outcome.clone(),
-                    }
-                })
-                .await?;
-            OrderView::from_state(&state).ok_or(EngineError::NotFound {
-                what: "order",
-                id: order_id.to_string(),
-            })
+            let cmd = OrderCommand::RecordRefundOutcome { refund_id, outcome };
+            self.finish_order_call(order_id, &meta, cmd).await
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await
