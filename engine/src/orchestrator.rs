@@ -1739,6 +1739,120 @@ impl Engine {
         self.get_agreement(ctx, agreement_id).await
     }
 
+    // ------------------------------------------------------------ reconciliation
+
+    /// Resolves an agreement cancel that is in flight or whose outcome is
+    /// unknown (the reconciler uses this). PayKKa has no agreement query,
+    /// and a cancel is idempotent in effect (a cancelled agreement answers
+    /// 2016, an unknown one 2015), so the cancel is sent again. Only a proof
+    /// is recorded: success, 2015 or 2016 cancel the agreement; any other
+    /// answer (refusal, timeout, 5xx) does not show that the first send
+    /// failed and changes nothing. `Ok(true)` when the state changed.
+    pub async fn resend_agreement_cancel(
+        &self,
+        agreement_id: AgreementId,
+    ) -> Result<bool, EngineError> {
+        let stream = agreement_stream(agreement_id);
+        let (s, _) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        let Some(c) = s.created.as_ref() else {
+            return Ok(false);
+        };
+        if s.phase != AgreementPhase::Cancelling {
+            return Ok(false);
+        }
+        let ctx = CommandContext::new(c.merchant_id.as_str());
+        let req = RecurringCancelRequest {
+            merchant_id: c.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            recurring_agreement_id: c
+                .recurring_agreement_ref
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+        };
+        let gw = self.gateway.clone();
+        let outcome = match self
+            .call(
+                "recurring_cancel",
+                self.call_span("recurring_cancel", &ctx, OrderId(agreement_id.0)),
+                || gw.recurring_cancel(&req),
+            )
+            .await
+        {
+            GatewayOutcome::Success(()) => CallOutcome::Accepted(()),
+            GatewayOutcome::Declined { code, description }
+            | GatewayOutcome::Rejected {
+                code, description, ..
+            } if agreement::proves_inactive(&code) => CallOutcome::Declined { code, description },
+            _ => return Ok(false),
+        };
+        let (_, events) = self
+            .execute::<AgreementAggregate, AgreementError>(&stream, &ctx.metadata(), None, |s| {
+                agreement::decide(s, AgreementCommand::RecordCancelOutcome(outcome.clone()))
+            })
+            .await?;
+        Ok(!events.is_empty())
+    }
+
+    /// Resolves a checkout session whose create call is in flight or whose
+    /// outcome is unknown (the reconciler uses this): Checkout Session
+    /// Query by `trans_id`. A session PayKKa shows opens ours; "does not
+    /// exist" (206011/206024) counts only when `settled` (past the
+    /// reconciler's grace period), then the session is declined; anything
+    /// else changes nothing. `Ok(true)` when the state changed.
+    pub async fn refresh_checkout_session(
+        &self,
+        checkout_id: CheckoutId,
+        settled: bool,
+    ) -> Result<bool, EngineError> {
+        let stream = checkout_stream(checkout_id);
+        let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), &stream).await?;
+        let Some(r) = s.requested.as_ref() else {
+            return Ok(false);
+        };
+        if s.phase != CheckoutPhase::Requested {
+            return Ok(false);
+        }
+        let ctx = CommandContext::new(r.merchant_id.as_str());
+        let req = payorch_schemas::paykka::CheckoutSessionQueryRequest {
+            merchant_id: r.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            session_id: None,
+            trans_id: Some(r.trans_id.as_str().to_owned()),
+        };
+        let gw = self.gateway.clone();
+        let outcome = match self
+            .call(
+                "checkout_session_query",
+                self.call_span("checkout_session_query", &ctx, OrderId(checkout_id.0)),
+                || gw.checkout_session_query(&req),
+            )
+            .await
+        {
+            GatewayOutcome::Success(q) => match q.order.session_id.clone() {
+                Some(id) => CallOutcome::Accepted(
+                    payorch_schemas::events::checkout::CheckoutSessionCreated {
+                        session_id: SessionId(id),
+                        session_url: q.session_url.clone(),
+                    },
+                ),
+                None => return Ok(false),
+            },
+            GatewayOutcome::Rejected {
+                class: RejectionClass::NotFound,
+                code,
+                description,
+            } if settled => CallOutcome::Declined { code, description },
+            _ => return Ok(false),
+        };
+        let (_, events) = self
+            .execute::<CheckoutAggregate, CheckoutError>(&stream, &ctx.metadata(), None, |s| {
+                checkout::decide(s, CheckoutCommand::RecordCreateOutcome(outcome.clone()))
+            })
+            .await?;
+        Ok(!events.is_empty())
+    }
+
     // ------------------------------------------------------------ pass-through
 
     /// Lists a shopper's stored tokens (no events).

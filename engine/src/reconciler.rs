@@ -21,6 +21,15 @@
 //!   still PROCESSING.
 //! * Before the grace period such observations are applied with
 //!   `settled = false`, which the aggregate ignores.
+//!
+//! It also scans agreement and checkout streams:
+//! * An agreement whose cancel is requested or unknown gets the cancel sent
+//!   again ([`Engine::resend_agreement_cancel`]): PayKKa has no agreement
+//!   query and a cancel is idempotent in effect; only success, 2015 or 2016
+//!   are recorded (cancelled), any other answer changes nothing.
+//! * A checkout session whose create is requested or unknown is looked up
+//!   by Checkout Session Query ([`Engine::refresh_checkout_session`]); "does
+//!   not exist" declines it only after the grace period.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,10 +37,16 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use payorch_schemas::events::{ORDER_STREAM_TYPE, OrderEvent, OrderId};
+use payorch_schemas::events::{
+    AGREEMENT_STREAM_TYPE, CHECKOUT_STREAM_TYPE, ORDER_STREAM_TYPE, OrderEvent, OrderId,
+};
 
+use crate::agreement::AgreementPhase;
+use crate::checkout::CheckoutPhase;
 use crate::codec;
-use crate::orchestrator::{Engine, EngineError, read_whole_stream};
+use crate::orchestrator::{
+    AgreementAggregate, CheckoutAggregate, Engine, EngineError, fold_recorded, read_whole_stream,
+};
 use crate::order::{self, OrderState, Phase};
 use crate::store::StreamId;
 
@@ -77,6 +92,13 @@ pub struct ReconcileReport {
     pub errors: usize,
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Order,
+    Agreement,
+    Checkout,
+}
+
 /// See the module docs.
 pub struct Reconciler {
     engine: Arc<Engine>,
@@ -94,32 +116,144 @@ impl Reconciler {
         }
     }
 
-    /// One pass over every order stream.
+    /// One pass over every order, agreement and checkout stream.
     pub async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
         let mut report = ReconcileReport::default();
+        for kind in [Kind::Order, Kind::Agreement, Kind::Checkout] {
+            self.scan(kind, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn scan(&self, kind: Kind, report: &mut ReconcileReport) -> Result<(), EngineError> {
         let store = self.engine.store().clone();
+        let stream_type = match kind {
+            Kind::Order => ORDER_STREAM_TYPE,
+            Kind::Agreement => AGREEMENT_STREAM_TYPE,
+            Kind::Checkout => CHECKOUT_STREAM_TYPE,
+        };
         let mut after: Option<StreamId> = None;
         loop {
             let page = store
-                .list_streams(ORDER_STREAM_TYPE, after.as_ref(), self.config.page)
+                .list_streams(stream_type, after.as_ref(), self.config.page)
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (stream, _) in &page {
                 report.scanned += 1;
-                match self.reconcile_stream(stream, &mut report).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        report.errors += 1;
-                        tracing::warn!(stream = %stream, error = %e, "reconcile failed");
-                    }
+                let done = match kind {
+                    Kind::Order => self.reconcile_stream(stream, report).await,
+                    Kind::Agreement => self.reconcile_agreement(stream, report).await,
+                    Kind::Checkout => self.reconcile_checkout(stream, report).await,
+                };
+                if let Err(e) = done {
+                    report.errors += 1;
+                    tracing::warn!(stream = %stream, error = %e, "reconcile failed");
                 }
             }
             if page.len() < self.config.page {
                 break;
             }
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// An agreement whose cancel is requested or unknown: send the cancel
+    /// again (see [`Engine::resend_agreement_cancel`]).
+    async fn reconcile_agreement(
+        &self,
+        stream: &StreamId,
+        report: &mut ReconcileReport,
+    ) -> Result<(), EngineError> {
+        let recorded = read_whole_stream(self.engine.store().as_ref(), stream).await?;
+        let state = fold_recorded::<AgreementAggregate>(Default::default(), &recorded)?;
+        let (Some(last), Some(c), AgreementPhase::Cancelling) =
+            (recorded.last(), state.created.as_ref(), state.phase)
+        else {
+            self.lock().remove(stream);
+            return Ok(());
+        };
+        let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+            return Ok(());
+        };
+        report.queried += 1;
+        if self.engine.resend_agreement_cancel(c.agreement_id).await? {
+            report.resolved += 1;
+        }
+        self.schedule(stream, attempts);
+        Ok(())
+    }
+
+    /// A checkout session whose create call is in flight or unknown:
+    /// Checkout Session Query (see [`Engine::refresh_checkout_session`]).
+    async fn reconcile_checkout(
+        &self,
+        stream: &StreamId,
+        report: &mut ReconcileReport,
+    ) -> Result<(), EngineError> {
+        let recorded = read_whole_stream(self.engine.store().as_ref(), stream).await?;
+        let state = fold_recorded::<CheckoutAggregate>(Default::default(), &recorded)?;
+        let (Some(last), Some(r), CheckoutPhase::Requested) =
+            (recorded.last(), state.requested.as_ref(), state.phase)
+        else {
+            self.lock().remove(stream);
+            return Ok(());
+        };
+        let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+            return Ok(());
+        };
+        let now = self.engine.clock().now();
+        let settled = recorded
+            .first()
+            .is_some_and(|first| now - first.recorded_at >= self.config.grace);
+        report.queried += 1;
+        if self
+            .engine
+            .refresh_checkout_session(r.checkout_id, settled)
+            .await?
+        {
+            report.resolved += 1;
+        }
+        self.schedule(stream, attempts);
+        Ok(())
+    }
+
+    /// `Some(attempts so far)` when a candidate stream whose last event was
+    /// recorded at `last` is due for a query now; counts the report.
+    fn due(
+        &self,
+        stream: &StreamId,
+        last: OffsetDateTime,
+        report: &mut ReconcileReport,
+    ) -> Option<u32> {
+        let now = self.engine.clock().now();
+        if now - last < self.config.threshold {
+            return None;
+        }
+        report.candidates += 1;
+        let (attempts, next_at) = self.lock().get(stream).copied().unwrap_or((0, now));
+        if now < next_at {
+            report.backed_off += 1;
+            return None;
+        }
+        Some(attempts)
+    }
+
+    /// Records one more query of `stream`; the next waits twice as long.
+    fn schedule(&self, stream: &StreamId, attempts: u32) {
+        let now = self.engine.clock().now();
+        let delay = self
+            .config
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(attempts.min(16)))
+            .min(self.config.backoff_max);
+        self.lock()
+            .insert(stream.clone(), (attempts + 1, now + delay));
+    }
+
+    /// When the next query of `stream` may run, if it was queried before.
+    pub fn next_query_at(&self, stream: &StreamId) -> Option<OffsetDateTime> {
+        self.lock().get(stream).map(|(_, at)| *at)
     }
 
     async fn reconcile_stream(
@@ -150,16 +284,10 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
+        let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+            return Ok(());
+        };
         let now = self.engine.clock().now();
-        if now - last.recorded_at < self.config.threshold {
-            return Ok(());
-        }
-        report.candidates += 1;
-        let (attempts, next_at) = self.lock().get(stream).copied().unwrap_or((0, now));
-        if now < next_at {
-            report.backed_off += 1;
-            return Ok(());
-        }
         let settled = requested_at.is_some_and(|t| now - t >= self.config.grace);
         report.queried += 1;
         let before = state.version;
@@ -167,13 +295,7 @@ impl Reconciler {
         if view.version != before {
             report.resolved += 1;
         }
-        let delay = self
-            .config
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(attempts.min(16)))
-            .min(self.config.backoff_max);
-        self.lock()
-            .insert(stream.clone(), (attempts + 1, now + delay));
+        self.schedule(stream, attempts);
         Ok(())
     }
 

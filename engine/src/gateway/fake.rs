@@ -53,6 +53,10 @@ struct Inner {
     refund: VecDeque<Step<RefundResponse>>,
     refund_query: VecDeque<Step<RefundResponse>>,
     session: VecDeque<Step<CheckoutSessionResponse>>,
+    session_query: VecDeque<Step<CheckoutSessionQueryResponse>>,
+    recurring_cancel: VecDeque<Step<()>>,
+    /// (trans_id, session_id, session_url) of created sessions.
+    sessions: Vec<(String, String, String)>,
     orders: Vec<FakeOrder>,
     refunds: HashMap<String, (String, i64, String)>,
     calls: Vec<String>,
@@ -105,6 +109,14 @@ impl FakeGateway {
 
     pub fn script_session(&self, step: Step<CheckoutSessionResponse>) {
         self.lock().session.push_back(step);
+    }
+
+    pub fn script_session_query(&self, step: Step<CheckoutSessionQueryResponse>) {
+        self.lock().session_query.push_back(step);
+    }
+
+    pub fn script_recurring_cancel(&self, step: Step<()>) {
+        self.lock().recurring_cancel.push_back(step);
     }
 
     /// Operation names in call order (`initiate`, `capture`, ...).
@@ -356,8 +368,11 @@ impl PaymentGateway for FakeGateway {
     }
 
     async fn recurring_cancel(&self, _req: &RecurringCancelRequest) -> GatewayOutcome<()> {
-        self.lock().calls.push("recurring_cancel".into());
-        GatewayOutcome::Success(())
+        let mut g = self.lock();
+        g.calls.push("recurring_cancel".into());
+        let step = g.recurring_cancel.pop_front();
+        // Cancelling twice is fine at PayKKa too.
+        run(step, || GatewayOutcome::Success(()))
     }
 
     async fn apple_pay_session(
@@ -377,12 +392,26 @@ impl PaymentGateway for FakeGateway {
         let mut g = self.lock();
         g.calls.push("checkout_session_create".into());
         let step = g.session.pop_front();
-        g.seq += 1;
-        let seq = g.seq;
         run(step, || {
+            // One trans_id, one session: a re-send gets the same one.
+            let known = g.sessions.iter().find(|s| s.0 == req.trans_id).cloned();
+            let (_, id, url) = match known {
+                Some(s) => s,
+                None => {
+                    g.seq += 1;
+                    let seq = g.seq;
+                    let s = (
+                        req.trans_id.clone(),
+                        format!("CS{seq:017}"),
+                        format!("https://checkout.example/{seq}"),
+                    );
+                    g.sessions.push(s.clone());
+                    s
+                }
+            };
             let json = serde_json::json!({
-                "session_id": format!("CS{seq:017}"),
-                "session_url": format!("https://checkout.example/{seq}"),
+                "session_id": id,
+                "session_url": url,
                 "trans_id": req.trans_id,
             });
             GatewayOutcome::Success(serde_json::from_value(json).unwrap_or_default())
@@ -391,9 +420,31 @@ impl PaymentGateway for FakeGateway {
 
     async fn checkout_session_query(
         &self,
-        _req: &CheckoutSessionQueryRequest,
+        req: &CheckoutSessionQueryRequest,
     ) -> GatewayOutcome<CheckoutSessionQueryResponse> {
-        self.lock().calls.push("checkout_session_query".into());
-        GatewayOutcome::Success(CheckoutSessionQueryResponse::default())
+        let mut g = self.lock();
+        g.calls.push("checkout_session_query".into());
+        let step = g.session_query.pop_front();
+        run(step, || {
+            let found = g.sessions.iter().find(|s| {
+                req.trans_id.as_deref() == Some(s.0.as_str())
+                    || req.session_id.as_deref() == Some(s.1.as_str())
+            });
+            match found {
+                Some((trans_id, id, url)) => {
+                    let json = serde_json::json!({
+                        "session_url": url,
+                        "session_id": id,
+                        "trans_id": trans_id,
+                    });
+                    GatewayOutcome::Success(serde_json::from_value(json).unwrap_or_default())
+                }
+                None => GatewayOutcome::Rejected {
+                    class: RejectionClass::NotFound,
+                    code: "206011".into(),
+                    description: "The session does not exist".into(),
+                },
+            }
+        })
     }
 }
