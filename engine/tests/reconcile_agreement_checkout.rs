@@ -3,19 +3,16 @@
 //! a non-answer changes nothing and the backoff grows; a refusal of a
 //! re-sent cancel is no proof that the first cancel failed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use payorch_engine::agreement::AgreementPhase;
 use payorch_engine::checkout::CheckoutPhase;
-use payorch_engine::gateway::fake::{FakeGateway, Step};
+use payorch_engine::gateway::fake::Step;
 use payorch_engine::gateway::{GatewayOutcome, RejectionClass};
 use payorch_engine::orchestrator::{
-    CheckoutSessionCreate, CommandContext, Engine, EngineConfig, PlacePaymentRequest,
-    agreement_stream, checkout_stream,
+    CheckoutSessionCreate, PlacePaymentRequest, agreement_stream, checkout_stream,
 };
 use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
-use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::store::{Clock, EventStore};
 use payorch_engine::testing::ManualClock;
 use payorch_schemas::events::order::TokenRequest;
@@ -25,38 +22,8 @@ use payorch_schemas::events::{
 use payorch_schemas::paykka::{PaymentRequest, SessionMode};
 use payorch_schemas::{Currency, Money};
 
-struct World {
-    engine: Arc<Engine>,
-    store: Arc<InMemoryStore>,
-    gateway: Arc<FakeGateway>,
-    clock: Arc<ManualClock>,
-}
-
-fn world() -> World {
-    let store = Arc::new(InMemoryStore::new());
-    let gateway = Arc::new(FakeGateway::new());
-    let clock = Arc::new(ManualClock::at_epoch_2026());
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        store.clone(),
-        gateway.clone(),
-        clock.clone(),
-        EngineConfig {
-            retry_backoff: Duration::from_millis(1),
-            ..EngineConfig::default()
-        },
-    ));
-    World {
-        engine,
-        store,
-        gateway,
-        clock,
-    }
-}
-
-fn ctx() -> CommandContext {
-    CommandContext::new("18356675194960")
-}
+mod common;
+use common::{World, ctx, world};
 
 fn advance_to(clock: &ManualClock, at: time::OffsetDateTime) {
     let now = clock.now();

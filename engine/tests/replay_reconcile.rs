@@ -1,58 +1,23 @@
 //! Replay (fold to version / time, explain, projections) and the
 //! reconciler's never-fail-what-may-have-succeeded rule.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use payorch_engine::gateway::GatewayOutcome;
-use payorch_engine::gateway::fake::{FakeGateway, Op, Step};
-use payorch_engine::orchestrator::{
-    CommandContext, Engine, EngineConfig, OrderAggregate, PlacePaymentRequest, order_stream,
-};
+use payorch_engine::gateway::fake::{Op, Step};
+use payorch_engine::orchestrator::{OrderAggregate, PlacePaymentRequest, order_stream};
 use payorch_engine::order::Phase;
 use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
 use payorch_engine::replay::{
     OrderPhases, ProjectionRunner, explain, fold_to_time, fold_to_version,
 };
-use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::store::{Clock, Version};
-use payorch_engine::testing::ManualClock;
 use payorch_schemas::events::{AuthorisationKind, CaptureMode, PaymentKind};
 use payorch_schemas::paykka::PaymentRequest;
 use payorch_schemas::{Currency, Money};
 
-struct World {
-    engine: Arc<Engine>,
-    store: Arc<InMemoryStore>,
-    gateway: Arc<FakeGateway>,
-    clock: Arc<ManualClock>,
-}
-
-fn world() -> World {
-    let store = Arc::new(InMemoryStore::new());
-    let gateway = Arc::new(FakeGateway::new());
-    let clock = Arc::new(ManualClock::at_epoch_2026());
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        store.clone(),
-        gateway.clone(),
-        clock.clone(),
-        EngineConfig {
-            retry_backoff: Duration::from_millis(1),
-            ..EngineConfig::default()
-        },
-    ));
-    World {
-        engine,
-        store,
-        gateway,
-        clock,
-    }
-}
-
-fn ctx() -> CommandContext {
-    CommandContext::new("18356675194960")
-}
+mod common;
+use common::{ctx, world};
 
 fn eur(m: i64) -> Money {
     Money::new(m, Currency::EUR)
