@@ -30,6 +30,10 @@
 //! * A checkout session whose create is requested or unknown is looked up
 //!   by Checkout Session Query ([`Engine::refresh_checkout_session`]); "does
 //!   not exist" declines it only after the grace period.
+//! * An open checkout session still unpaid once `expires_at` plus the
+//!   threshold has passed is closed as expired
+//!   ([`Engine::close_checkout_session`]); a payment PayKKa reports later
+//!   still completes it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,7 +49,8 @@ use crate::agreement::AgreementPhase;
 use crate::checkout::CheckoutPhase;
 use crate::codec;
 use crate::orchestrator::{
-    AgreementAggregate, CheckoutAggregate, Engine, EngineError, fold_recorded, read_whole_stream,
+    AgreementAggregate, CheckoutAggregate, CommandContext, Engine, EngineError, fold_recorded,
+    read_whole_stream,
 };
 use crate::order::{self, OrderState, Phase};
 use crate::store::StreamId;
@@ -89,6 +94,9 @@ pub struct ReconcileReport {
     pub resolved: usize,
     /// Streams skipped because their backoff has not elapsed.
     pub backed_off: usize,
+    /// Open checkout sessions closed as expired (past `expires_at` plus
+    /// the threshold with no payment recorded).
+    pub expired: usize,
     pub errors: usize,
 }
 
@@ -193,6 +201,20 @@ impl Reconciler {
     ) -> Result<(), EngineError> {
         let recorded = read_whole_stream(self.engine.store().as_ref(), stream).await?;
         let state = fold_recorded::<CheckoutAggregate>(Default::default(), &recorded)?;
+        if let (Some(r), CheckoutPhase::Open) = (state.requested.as_ref(), state.phase) {
+            // An open session past its expiry (plus the threshold, for a
+            // late notification) is closed locally (flows.md §8). Safe: a
+            // payment PayKKa reports later still completes an expired session.
+            self.lock().remove(stream);
+            if self.engine.clock().now() >= r.expires_at + self.config.threshold {
+                let ctx = CommandContext::new(r.merchant_id.as_str());
+                self.engine
+                    .close_checkout_session(&ctx, r.checkout_id, true)
+                    .await?;
+                report.expired += 1;
+            }
+            return Ok(());
+        }
         let (Some(last), Some(r), CheckoutPhase::Requested) =
             (recorded.last(), state.requested.as_ref(), state.phase)
         else {

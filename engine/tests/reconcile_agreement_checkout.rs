@@ -220,3 +220,41 @@ async fn an_unknown_session_is_declined_only_after_the_grace_period() {
         .unwrap();
     assert_eq!(s.status, CheckoutPhase::Cancelled);
 }
+
+#[tokio::test]
+async fn an_unpaid_open_session_is_expired_after_expires_at() {
+    let w = world();
+    let s = w
+        .engine
+        .create_checkout_session(&ctx(), session())
+        .await
+        .unwrap();
+    assert_eq!(s.status, CheckoutPhase::Open);
+    let stream = checkout_stream(s.checkout_id);
+    let version = w.store.stream_version(&stream).await.unwrap();
+    let config = ReconcilerConfig::default();
+    let threshold = config.threshold;
+    let rec = Reconciler::new(w.engine.clone(), config);
+
+    // Before expires_at + threshold: nothing is written.
+    let expires_at = session().expires_at;
+    advance_to(&w.clock, expires_at);
+    let r = rec.run_once().await.unwrap();
+    assert_eq!(r.expired, 0);
+    assert_eq!(w.store.stream_version(&stream).await.unwrap(), version);
+
+    // Past it: closed as expired, once.
+    advance_to(&w.clock, expires_at + threshold);
+    let r = rec.run_once().await.unwrap();
+    assert_eq!(r.expired, 1);
+    let s = w
+        .engine
+        .get_checkout_session(&ctx(), s.checkout_id)
+        .await
+        .unwrap();
+    assert_eq!(s.status, CheckoutPhase::Expired);
+    let after = w.store.stream_version(&stream).await.unwrap();
+    let r = rec.run_once().await.unwrap();
+    assert_eq!(r.expired, 0);
+    assert_eq!(w.store.stream_version(&stream).await.unwrap(), after);
+}
