@@ -282,13 +282,13 @@ mod fast {
             }
         }
 
-        fn expect(&mut self, lit: &[u8]) -> Option<()> {
+        fn literal(&mut self, lit: &[u8]) -> Option<()> {
             self.eat(lit).then_some(())
         }
 
         /// A string without escapes or control characters.
         fn str(&mut self) -> Option<&'a str> {
-            self.expect(b"\"")?;
+            self.literal(b"\"")?;
             let start = self.pos;
             let b = self.bytes();
             let mut i = start;
@@ -373,11 +373,11 @@ mod fast {
 
         /// `{"minor":N,"currency":"XXX"}`
         fn money(&mut self) -> Option<Money> {
-            self.expect(b"{\"minor\":")?;
+            self.literal(b"{\"minor\":")?;
             let minor = self.i64()?;
-            self.expect(b",\"currency\":")?;
+            self.literal(b",\"currency\":")?;
             let currency = Currency::new(self.str()?).ok()?;
-            self.expect(b"}")?;
+            self.literal(b"}")?;
             Some(Money::new(minor, currency))
         }
 
@@ -392,7 +392,7 @@ mod fast {
 
         /// `{...}` of a [`CardSummary`] (every field optional).
         fn card(&mut self) -> Option<CardSummary> {
-            self.expect(b"{")?;
+            self.literal(b"{")?;
             let mut card = CardSummary::default();
             // The first present field has no leading comma.
             let mut sep: &[u8] = b"";
@@ -421,7 +421,7 @@ mod fast {
             if key(self, b"\"exp_year\":") {
                 card.exp_year = Some(u16::try_from(self.digits()?).ok()?);
             }
-            self.expect(b"}")?;
+            self.literal(b"}")?;
             Some(card)
         }
 
@@ -443,52 +443,52 @@ mod fast {
 
         /// The closing brace, then nothing.
         fn end(&mut self) -> Option<()> {
-            self.expect(b"}")?;
+            self.literal(b"}")?;
             (self.pos == self.text.len()).then_some(())
         }
     }
 
     fn payment_placed(r: &mut Reader) -> Option<PaymentPlaced> {
-        r.expect(b",\"order_id\":")?;
+        r.literal(b",\"order_id\":")?;
         let order_id = OrderId(r.uuid()?);
-        r.expect(b",\"merchant_id\":")?;
+        r.literal(b",\"merchant_id\":")?;
         let merchant_id = MerchantId(r.string()?);
-        r.expect(b",\"trans_id\":")?;
+        r.literal(b",\"trans_id\":")?;
         let trans_id = TransId(r.string()?);
-        r.expect(b",\"amount\":")?;
+        r.literal(b",\"amount\":")?;
         let amount = r.money()?;
-        r.expect(b",\"payment_type\":")?;
+        r.literal(b",\"payment_type\":")?;
         let payment_type = match r.str()? {
             "PURCHASE" => PaymentKind::Purchase,
             "RECURRING" => PaymentKind::Recurring,
             _ => return None,
         };
-        r.expect(b",\"authorisation_type\":")?;
+        r.literal(b",\"authorisation_type\":")?;
         let authorisation_type = match r.str()? {
             "FINAL_AUTH" => AuthorisationKind::FinalAuth,
             "PRE_AUTH" => AuthorisationKind::PreAuth,
             _ => return None,
         };
-        r.expect(b",\"capture_method\":")?;
+        r.literal(b",\"capture_method\":")?;
         let capture_method = match r.str()? {
             "AUTOMATIC" => CaptureMode::Automatic,
             "MANUAL" => CaptureMode::Manual,
             _ => return None,
         };
-        r.expect(b",\"instrument\":{\"method\":")?;
+        r.literal(b",\"instrument\":{\"method\":")?;
         let method = r.string()?;
         let card = r.opt_card(b",\"card\":")?;
         let token = r.opt_string(b",\"token\":")?;
-        r.expect(b"}")?;
+        r.literal(b"}")?;
         let store_token = if r.eat(b",\"store_token\":{\"purpose\":") {
             let purpose = match r.str()? {
                 "CARD_ON_FILE" => TokenPurpose::CardOnFile,
                 "SUBSCRIPTION" => TokenPurpose::Subscription,
                 _ => return None,
             };
-            r.expect(b",\"shopper_reference\":")?;
+            r.literal(b",\"shopper_reference\":")?;
             let shopper_reference = r.string()?;
-            r.expect(b"}")?;
+            r.literal(b"}")?;
             Some(TokenRequest {
                 purpose,
                 shopper_reference,
@@ -524,15 +524,15 @@ mod fast {
         Some(match event_type {
             "payment_placed" => payment_placed(r)?.into(),
             "authorisation_requested" => {
-                r.expect(b",\"trans_id\":")?;
+                r.literal(b",\"trans_id\":")?;
                 let trans_id = TransId(r.string()?);
                 r.end()?;
                 AuthorisationRequested { trans_id }.into()
             }
             "authorised" => {
-                r.expect(b",\"gateway_order_id\":")?;
+                r.literal(b",\"gateway_order_id\":")?;
                 let gateway_order_id = GatewayOrderId(r.string()?);
-                r.expect(b",\"amount\":")?;
+                r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
                 let card = r.opt_card(b",\"card\":")?;
                 r.end()?;
@@ -545,7 +545,7 @@ mod fast {
             }
             "succeeded" => {
                 let gateway_order_id = r.opt_string(b",\"gateway_order_id\":")?.map(GatewayOrderId);
-                r.expect(b",\"captured\":")?;
+                r.literal(b",\"captured\":")?;
                 let captured = r.money()?;
                 r.end()?;
                 Succeeded {
@@ -555,11 +555,11 @@ mod fast {
                 .into()
             }
             "capture_requested" => {
-                r.expect(b",\"capture_id\":")?;
+                r.literal(b",\"capture_id\":")?;
                 let capture_id = CaptureId(r.uuid()?);
-                r.expect(b",\"amount\":")?;
+                r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
-                r.expect(b",\"final_capture\":")?;
+                r.literal(b",\"final_capture\":")?;
                 let final_capture = r.bool()?;
                 r.end()?;
                 CaptureRequested {
@@ -570,11 +570,11 @@ mod fast {
                 .into()
             }
             "captured" => {
-                r.expect(b",\"capture_id\":")?;
+                r.literal(b",\"capture_id\":")?;
                 let capture_id = CaptureId(r.uuid()?);
-                r.expect(b",\"amount\":")?;
+                r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
-                r.expect(b",\"remainder_released\":")?;
+                r.literal(b",\"remainder_released\":")?;
                 let remainder_released = r.bool()?;
                 r.end()?;
                 Captured {
@@ -585,11 +585,11 @@ mod fast {
                 .into()
             }
             "refund_requested" => {
-                r.expect(b",\"refund_id\":")?;
+                r.literal(b",\"refund_id\":")?;
                 let refund_id = RefundId(r.uuid()?);
-                r.expect(b",\"refund_trans_id\":")?;
+                r.literal(b",\"refund_trans_id\":")?;
                 let refund_trans_id = RefundTransId(r.string()?);
-                r.expect(b",\"amount\":")?;
+                r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
                 let reason = r.opt_string(b",\"reason\":")?;
                 r.end()?;
@@ -602,12 +602,12 @@ mod fast {
                 .into()
             }
             "refunded" => {
-                r.expect(b",\"refund_id\":")?;
+                r.literal(b",\"refund_id\":")?;
                 let refund_id = RefundId(r.uuid()?);
                 let gateway_refund_id = r
                     .opt_string(b",\"gateway_refund_id\":")?
                     .map(GatewayRefundId);
-                r.expect(b",\"amount\":")?;
+                r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
                 r.end()?;
                 Refunded {
@@ -624,7 +624,7 @@ mod fast {
     /// The event, when `json` is exactly what payorch writes for it.
     pub(super) fn order_event(event_type: &str, json: &str) -> Option<OrderEvent> {
         let mut r = Reader { text: json, pos: 0 };
-        r.expect(b"{\"event_type\":")?;
+        r.literal(b"{\"event_type\":")?;
         if r.str()? != event_type {
             return None;
         }
