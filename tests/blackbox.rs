@@ -667,11 +667,18 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
         .await;
     assert_eq!(p["trans_id"], trans_id.as_str(), "{p:#}");
     // It was the reconciler (the webhook went to the dead process's port).
-    let log = std::fs::read_to_string(dir.path().join("serve-2.log")).unwrap_or_default();
-    assert!(
-        log.contains("reconciler pass") && log.contains("resolved: 1"),
-        "the restarted service did not resolve the order by a reconciler query:\n{log}"
-    );
+    // The pass logs its summary after it has appended the outcome, so the
+    // order can be visible as captured a moment before the line is written.
+    let log_path = dir.path().join("serve-2.log");
+    let log = until("the reconciler's pass summary in the log", || {
+        let log_path = &log_path;
+        async move {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            (log.contains("reconciler pass") && log.contains("resolved: 1")).then_some(log)
+        }
+    })
+    .await;
+    assert!(log.contains("resolved: 1"), "{log}");
     payments.push(crashed);
     let ledger = sandbox.ledger();
     let books = ledger.merchant(MERCHANT).expect("merchant books");
