@@ -454,7 +454,7 @@ mod fast {
         r.literal(b",\"merchant_id\":")?;
         let merchant_id = MerchantId(r.string()?);
         r.literal(b",\"trans_id\":")?;
-        let trans_id = TransId(r.string()?);
+        let trans_id = TransId::new(r.str()?);
         r.literal(b",\"amount\":")?;
         let amount = r.money()?;
         r.literal(b",\"payment_type\":")?;
@@ -525,13 +525,13 @@ mod fast {
             "payment_placed" => payment_placed(r)?.into(),
             "authorisation_requested" => {
                 r.literal(b",\"trans_id\":")?;
-                let trans_id = TransId(r.string()?);
+                let trans_id = TransId::new(r.str()?);
                 r.end()?;
                 AuthorisationRequested { trans_id }.into()
             }
             "authorised" => {
                 r.literal(b",\"gateway_order_id\":")?;
-                let gateway_order_id = GatewayOrderId(r.string()?);
+                let gateway_order_id = GatewayOrderId::new(r.str()?);
                 r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
                 let card = r.opt_card(b",\"card\":")?;
@@ -544,7 +544,11 @@ mod fast {
                 .into()
             }
             "succeeded" => {
-                let gateway_order_id = r.opt_string(b",\"gateway_order_id\":")?.map(GatewayOrderId);
+                let gateway_order_id = if r.eat(b",\"gateway_order_id\":") {
+                    Some(GatewayOrderId::new(r.str()?))
+                } else {
+                    None
+                };
                 r.literal(b",\"captured\":")?;
                 let captured = r.money()?;
                 r.end()?;
@@ -588,7 +592,7 @@ mod fast {
                 r.literal(b",\"refund_id\":")?;
                 let refund_id = RefundId(r.uuid()?);
                 r.literal(b",\"refund_trans_id\":")?;
-                let refund_trans_id = RefundTransId(r.string()?);
+                let refund_trans_id = RefundTransId::new(r.str()?);
                 r.literal(b",\"amount\":")?;
                 let amount = r.money()?;
                 let reason = r.opt_string(b",\"reason\":")?;

@@ -247,7 +247,11 @@ impl OrderView {
             authentication_url: s.authentication_url.clone(),
             decline_code: s.decline.as_ref().map(|d| d.0.clone()),
             decline_description: s.decline.as_ref().map(|d| d.1.clone()),
-            card: s.card.clone().or_else(|| p.instrument.card.clone()),
+            card: s
+                .card
+                .as_deref()
+                .cloned()
+                .or_else(|| p.instrument.card.clone()),
             token: s.token.as_ref().map(|t| t.token.clone()),
             // A charge names its agreement; a first recurring payment that
             // stored its card created the agreement with its own id (see
@@ -756,7 +760,7 @@ impl Engine {
             token: t.token.clone(),
             shopper_reference: t.shopper_reference.clone(),
             recurring_agreement_ref: t.recurring_agreement_ref.clone(),
-            card: state.card.clone(),
+            card: state.card.as_deref().cloned(),
         };
         self.execute::<AgreementAggregate, AgreementError>(
             &agreement_stream(agreement_id),

@@ -294,7 +294,10 @@ fn a_decline_keeps_paykkas_code() {
             description: "Invalid Card".into(),
         }
         .into()]);
-    assert_eq!(s.decline, Some(("2099".into(), "Invalid Card".into())));
+    assert_eq!(
+        s.decline.as_deref(),
+        Some(&("2099".to_owned(), "Invalid Card".to_owned()))
+    );
 }
 
 #[test]

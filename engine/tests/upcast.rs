@@ -17,12 +17,12 @@ fn fixture(name: &str) -> String {
 fn v1_payment_placed_split_amount_becomes_money() {
     let e: OrderEvent =
         codec::decode("payment_placed", 1, &fixture("payment_placed.v1.json")).unwrap();
-    let OrderEvent::PaymentPlaced(PaymentPlaced {
-        amount, instrument, ..
-    }) = e
-    else {
+    let OrderEvent::PaymentPlaced(placed) = e else {
         panic!("{e:?}")
     };
+    let PaymentPlaced {
+        amount, instrument, ..
+    } = std::sync::Arc::unwrap_or_clone(placed);
     assert_eq!(amount, Money::new(1299, Currency::EUR));
     assert_eq!(
         instrument.card.and_then(|c| c.last4).as_deref(),

@@ -184,13 +184,13 @@ pub fn payment_observation(r: &PaymentResponse, source: ObservationSource) -> Pa
             .as_ref()
             .map(|s| ObservedStatus::parse(s.as_str()))
             .unwrap_or(ObservedStatus::Other(String::new())),
-        gateway_order_id: r.order_id.clone().map(GatewayOrderId),
+        gateway_order_id: r.order_id.clone().map(GatewayOrderId::from),
         amount: r.amount_money().ok().flatten(),
         balances: balances(r.balances.as_ref()),
         authentication_url: r.pending_challenge_url().map(str::to_owned),
         error_code: r.error_code.clone().filter(|c| c != "0000"),
         error_description: r.error_description.clone(),
-        card: card_summary(r.card_info.as_ref()),
+        card: card_summary(r.card_info.as_ref()).map(Box::new),
         token: r.token.clone(),
         shopper_reference: r.shopper_reference.clone(),
         recurring_agreement_ref: r.recurring_agreement_id.clone().map(RecurringAgreementRef),
@@ -206,7 +206,7 @@ pub fn notification_observation(n: &PaymentNotification) -> PaymentObservation {
             .effective_status()
             .map(|s| ObservedStatus::parse(s.as_str()))
             .unwrap_or(ObservedStatus::Other(String::new())),
-        gateway_order_id: n.order_id.clone().map(GatewayOrderId),
+        gateway_order_id: n.order_id.clone().map(GatewayOrderId::from),
         amount: n.amount_money().ok().flatten(),
         balances: None,
         authentication_url: n
@@ -216,7 +216,7 @@ pub fn notification_observation(n: &PaymentNotification) -> PaymentObservation {
             .map(str::to_owned),
         error_code: n.error_code.clone().filter(|c| c != "0000"),
         error_description: n.error_description.clone(),
-        card: card_summary(n.card_info.as_ref()),
+        card: card_summary(n.card_info.as_ref()).map(Box::new),
         token: n.token.clone(),
         shopper_reference: n.shopper_reference.clone(),
         recurring_agreement_ref: n.recurring_agreement_id.clone().map(RecurringAgreementRef),

@@ -146,10 +146,13 @@ pub struct OrderState {
     pub void: Option<CallProgress>,
     pub refunds: Vec<RefundEntry>,
     pub authentication_url: Option<String>,
+    // The three below are rare (a decline, a card, a stored token) and
+    // boxed: the state is moved and cloned on every command, and inline
+    // they would double its size.
     /// Code and description of the decline that ended the attempt.
-    pub decline: Option<(String, String)>,
-    pub card: Option<CardSummary>,
-    pub token: Option<TokenStored>,
+    pub decline: Option<Box<(String, String)>>,
+    pub card: Option<Box<CardSummary>>,
+    pub token: Option<Box<TokenStored>>,
     /// Number of events folded in (the stream version).
     pub version: u64,
 }
@@ -505,7 +508,7 @@ pub fn evolve(mut s: OrderState, e: &OrderEvent) -> OrderState {
 pub fn apply(s: &mut OrderState, e: &OrderEvent) {
     s.version += 1;
     match e {
-        OrderEvent::PaymentPlaced(p) => placed(s, std::sync::Arc::new(p.clone())),
+        OrderEvent::PaymentPlaced(p) => placed(s, p.clone()),
         OrderEvent::AuthorisationRequested(_) => {}
         OrderEvent::ChallengeRequired(c) => challenge(s, c.authentication_url.clone()),
         OrderEvent::ChallengeCompleted(_) => s.phase = PhaseCell(Phase::AuthorisationPending),
@@ -526,12 +529,15 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
             a.card.clone(),
         ),
         OrderEvent::Succeeded(x) => succeeded(s, x.gateway_order_id.clone(), x.captured.minor),
-        OrderEvent::CaptureRequested(c) => s.captures.push(CaptureEntry {
-            capture_id: c.capture_id,
-            amount: c.amount,
-            final_capture: c.final_capture,
-            progress: CallProgress::Requested,
-        }),
+        OrderEvent::CaptureRequested(c) => push_entry(
+            &mut s.captures,
+            CaptureEntry {
+                capture_id: c.capture_id,
+                amount: c.amount,
+                final_capture: c.final_capture,
+                progress: CallProgress::Requested,
+            },
+        ),
         OrderEvent::Captured(c) => {
             set_capture(s, c.capture_id, CallProgress::Succeeded);
             s.captured = s.captured.saturating_add(c.amount.minor);
@@ -549,12 +555,15 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
         }
         OrderEvent::VoidDeclined(_) => s.void = Some(CallProgress::Declined),
         OrderEvent::VoidOutcomeUnknown(_) => s.void = Some(CallProgress::OutcomeUnknown),
-        OrderEvent::RefundRequested(r) => s.refunds.push(RefundEntry {
-            refund_id: r.refund_id,
-            refund_trans_id: r.refund_trans_id.clone(),
-            amount: r.amount,
-            progress: CallProgress::Requested,
-        }),
+        OrderEvent::RefundRequested(r) => push_entry(
+            &mut s.refunds,
+            RefundEntry {
+                refund_id: r.refund_id,
+                refund_trans_id: r.refund_trans_id.clone(),
+                amount: r.amount,
+                progress: CallProgress::Requested,
+            },
+        ),
         OrderEvent::Refunded(r) => {
             set_refund(s, r.refund_id, CallProgress::Succeeded);
             s.refunded = s.refunded.saturating_add(r.amount.minor);
@@ -564,7 +573,7 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
         OrderEvent::RefundOutcomeUnknown(r) => {
             set_refund(s, r.refund_id, CallProgress::OutcomeUnknown)
         }
-        OrderEvent::TokenStored(t) => s.token = Some(t.clone()),
+        OrderEvent::TokenStored(t) => s.token = Some(Box::new(t.clone())),
     }
 }
 
@@ -581,19 +590,22 @@ pub fn evolve_owned(mut s: OrderState, e: OrderEvent) -> OrderState {
 /// [`evolve_owned`] in place.
 pub fn apply_owned(s: &mut OrderState, e: OrderEvent) {
     match e {
-        OrderEvent::PaymentPlaced(p) => placed(s, std::sync::Arc::new(p)),
+        OrderEvent::PaymentPlaced(p) => placed(s, p),
         OrderEvent::ChallengeRequired(c) => challenge(s, c.authentication_url),
         OrderEvent::ChallengeFailed(d) => declined(s, d.code, d.description),
         OrderEvent::AuthorisationDeclined(d) => declined(s, d.code, d.description),
         OrderEvent::Authorised(a) => authorised(s, a.gateway_order_id, a.amount.minor, a.card),
         OrderEvent::Succeeded(x) => succeeded(s, x.gateway_order_id, x.captured.minor),
-        OrderEvent::RefundRequested(r) => s.refunds.push(RefundEntry {
-            refund_id: r.refund_id,
-            refund_trans_id: r.refund_trans_id,
-            amount: r.amount,
-            progress: CallProgress::Requested,
-        }),
-        OrderEvent::TokenStored(t) => s.token = Some(t),
+        OrderEvent::RefundRequested(r) => push_entry(
+            &mut s.refunds,
+            RefundEntry {
+                refund_id: r.refund_id,
+                refund_trans_id: r.refund_trans_id,
+                amount: r.amount,
+                progress: CallProgress::Requested,
+            },
+        ),
+        OrderEvent::TokenStored(t) => s.token = Some(Box::new(t)),
         // Nothing to move: the by-reference fold is already copy-free.
         other => return apply(s, &other),
     }
@@ -630,8 +642,8 @@ fn authorised(
 ) {
     s.gateway_order_id = Some(gateway_order_id);
     s.authorised = amount;
-    if card.is_some() {
-        s.card = card;
+    if let Some(card) = card {
+        s.card = Some(Box::new(card));
     }
     s.authentication_url = None;
     s.phase = PhaseCell(Phase::Authorised);
@@ -648,8 +660,18 @@ fn succeeded(s: &mut OrderState, gateway_order_id: Option<GatewayOrderId>, captu
 }
 
 fn declined(s: &mut OrderState, code: String, description: String) {
-    s.decline = Some((code, description));
+    s.decline = Some(Box::new((code, description)));
     s.phase = PhaseCell(Phase::Declined);
+}
+
+/// Appends a capture or refund entry. Orders rarely have more than one or
+/// two: the first allocation is sized for two (`push` would take four and
+/// go through its growth path).
+fn push_entry<T>(v: &mut Vec<T>, entry: T) {
+    if v.capacity() == 0 {
+        *v = Vec::with_capacity(2);
+    }
+    v.push(entry);
 }
 
 fn set_capture(s: &mut OrderState, id: CaptureId, p: CallProgress) {
@@ -747,7 +769,7 @@ fn place(p: &mut PlacePayment) -> Decided {
         session_id,
     };
     let mut out = Vec::with_capacity(2);
-    out.push(OrderEvent::PaymentPlaced(placed));
+    out.push(OrderEvent::PaymentPlaced(std::sync::Arc::new(placed)));
     if !via_checkout {
         out.push(AuthorisationRequested { trans_id }.into());
     }
@@ -1087,7 +1109,7 @@ impl<'a> Emitter<'a> {
         // (not `push`'s four) stays in the allocator's fast path, and an
         // observation that changes nothing allocates nothing.
         if self.events.capacity() == 0 {
-            self.events.reserve_exact(2);
+            self.events = Vec::with_capacity(2);
         }
         self.events.push(e.into());
     }
@@ -1178,7 +1200,7 @@ fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
                 em.emit(Authorised {
                     gateway_order_id,
                     amount: Money::new(authed, placed_amount.currency),
-                    card: o.card.take(),
+                    card: o.card.take().map(|c| *c),
                 });
             }
             if o.status.is_captured() {

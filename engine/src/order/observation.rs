@@ -88,7 +88,9 @@ pub struct PaymentObservation {
     pub authentication_url: Option<String>,
     pub error_code: Option<String>,
     pub error_description: Option<String>,
-    pub card: Option<CardSummary>,
+    /// Boxed: rarely present, and inline it would be a quarter of the
+    /// observation (which every observed command moves).
+    pub card: Option<Box<CardSummary>>,
     pub token: Option<String>,
     pub shopper_reference: Option<String>,
     pub recurring_agreement_ref: Option<RecurringAgreementRef>,
@@ -119,7 +121,7 @@ impl PaymentObservation {
     }
 
     pub fn with_gateway_order_id(mut self, id: impl Into<String>) -> Self {
-        self.gateway_order_id = Some(GatewayOrderId::new(id));
+        self.gateway_order_id = Some(GatewayOrderId::from(id.into()));
         self
     }
 

@@ -5,6 +5,7 @@
 //! ids (`MerchantId`, `TransId`, `GatewayOrderId`, ...) are opaque strings.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -88,6 +89,76 @@ macro_rules! string_id {
     };
 }
 
+/// A string id that is shared, not copied: the text lives once behind an
+/// `Arc<str>`, so an id moving from a gateway observation into an event and
+/// from the event into the order state costs a reference-count bump, not an
+/// allocation and a copy. Serialized exactly as a plain string.
+macro_rules! shared_string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema), schemars(transparent))]
+        pub struct $name(pub Arc<str>);
+
+        impl $name {
+            pub fn new(id: impl Into<Arc<str>>) -> Self {
+                $name(id.into())
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(Arc::from(s))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(Arc::from(s))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                // Straight from the input text into the shared buffer: one
+                // allocation (not a `String` first, then a copy into an `Arc`).
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        Ok($name(Arc::from(v)))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
 uuid_id!(
     /// One payment attempt (one PayKKa `trans_id`); stream `order-<uuid>`.
     OrderId,
@@ -118,16 +189,16 @@ string_id!(
     /// The PayKKa merchant number (`merchant_id`, up to 32 characters).
     MerchantId
 );
-string_id!(
+shared_string_id!(
     /// The merchant's attempt number sent to PayKKa (`trans_id`, <= 64);
     /// PayKKa's idempotency key for one payment.
     TransId
 );
-string_id!(
+shared_string_id!(
     /// The merchant's refund number (`refund_trans_id`, <= 64).
     RefundTransId
 );
-string_id!(
+shared_string_id!(
     /// PayKKa's order number (`order_id`, `GW...`).
     GatewayOrderId
 );
@@ -151,17 +222,22 @@ impl OrderId {
         // Encoded straight into the string (no `fmt` machinery): this runs
         // on every placement.
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-        TransId(self.0.simple().encode_lower(&mut buf).to_owned())
+        TransId(Arc::from(&*self.0.simple().encode_lower(&mut buf)))
     }
 
     /// The `refund_trans_id` of the `seq`-th refund (1-based) of this order:
     /// `<trans_id>r<seq>`, which maps a refund notification back to its order.
     pub fn refund_trans_id(&self, seq: u32) -> RefundTransId {
-        let mut out = String::with_capacity(uuid::fmt::Simple::LENGTH + 11);
-        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-        out.push_str(self.0.simple().encode_lower(&mut buf));
-        out.push('r');
-        // u32 in decimal, most significant digit first (at most 10 digits).
+        // Written into a stack buffer, then one allocation for the shared
+        // text: 32 hex digits, 'r', then `seq` in decimal (at most 10 digits).
+        const HEX: usize = uuid::fmt::Simple::LENGTH;
+        // Word-aligned, so the UTF-8 check below takes its ASCII fast path.
+        #[repr(align(16))]
+        struct Buf([u8; 48]);
+        let mut buf = Buf([0u8; 48]);
+        let out = &mut buf.0;
+        self.0.simple().encode_lower(&mut out[..HEX]);
+        out[HEX] = b'r';
         let mut digits = [0u8; 10];
         let mut n = seq;
         let mut start = digits.len();
@@ -173,10 +249,11 @@ impl OrderId {
                 break;
             }
         }
-        for &d in &digits[start..] {
-            out.push(char::from(d));
-        }
-        RefundTransId(out)
+        let len = HEX + 1 + (digits.len() - start);
+        out[HEX + 1..len].copy_from_slice(&digits[start..]);
+        // Only ASCII hex digits, 'r' and decimal digits were written.
+        let text = std::str::from_utf8(&out[..len]).unwrap_or_default();
+        RefundTransId(Arc::from(text))
     }
 
     /// Inverse of [`OrderId::refund_trans_id`].

@@ -202,15 +202,18 @@ pub enum TokenPurpose {
 }
 
 /// Generates an event enum whose variants wrap one struct each, with
-/// `event_type()`, the list of types and a fast typed decoder.
+/// `event_type()`, the list of types and a fast typed decoder. A variant may
+/// name another payload type (`Variant(Arc<Variant>) = "tag"`): the struct
+/// behind a pointer, so a big, rare event does not make every event of the
+/// enum as big. Such a payload serializes exactly like the struct.
 macro_rules! event_enum {
-    ($(#[$meta:meta])* $enum:ident { $($variant:ident = $tag:literal),* $(,)? }) => {
+    ($(#[$meta:meta])* $enum:ident { $($variant:ident $(($payload:ty))? = $tag:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
         #[serde(tag = "event_type")]
         pub enum $enum {
-            $( #[serde(rename = $tag)] $variant($variant), )*
+            $( #[serde(rename = $tag)] $variant($crate::events::event_enum!(@payload $variant $($payload)?)), )*
         }
 
         impl $enum {
@@ -227,7 +230,7 @@ macro_rules! event_enum {
             pub fn from_json(event_type: &str, json: &str) -> Result<Self, $crate::events::EventDecodeError> {
                 match event_type {
                     $( $tag => serde_json::from_str::<$variant>(json)
-                        .map(Self::$variant)
+                        .map(Self::from)
                         .map_err(|e| $crate::events::EventDecodeError::Malformed {
                             event_type: $tag,
                             message: e.to_string(),
@@ -238,8 +241,11 @@ macro_rules! event_enum {
         }
 
         $( impl From<$variant> for $enum {
-            fn from(e: $variant) -> Self { Self::$variant(e) }
+            #[allow(clippy::useless_conversion)]
+            fn from(e: $variant) -> Self { Self::$variant(e.into()) }
         } )*
     };
+    (@payload $variant:ident) => { $variant };
+    (@payload $variant:ident $payload:ty) => { $payload };
 }
 pub(crate) use event_enum;

@@ -8,6 +8,8 @@
 //!   `amount: Money`. `authorised` called PayKKa's order number `order_id`;
 //!   v2 calls it `gateway_order_id`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -240,7 +242,10 @@ pub struct TokenStored {
 super::event_enum! {
     /// Every event of an `order` stream.
     OrderEvent {
-        PaymentPlaced = "payment_placed",
+        // Shared: the biggest event (~300 bytes) is behind a pointer, so
+        // every other event stays small to move, and the order state keeps
+        // the same `Arc` instead of a deep copy.
+        PaymentPlaced(Arc<PaymentPlaced>) = "payment_placed",
         AuthorisationRequested = "authorisation_requested",
         ChallengeRequired = "challenge_required",
         ChallengeCompleted = "challenge_completed",
