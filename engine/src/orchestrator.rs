@@ -244,20 +244,16 @@ impl OrderView {
             payment_type: p.payment_type,
             capture_method: p.capture_method,
             gateway_order_id: s.gateway_order_id.as_ref().map(|g| g.as_str().to_owned()),
-            authentication_url: s.authentication_url.clone(),
-            decline_code: s.decline.as_ref().map(|d| d.0.clone()),
-            decline_description: s.decline.as_ref().map(|d| d.1.clone()),
-            card: s
-                .card
-                .as_deref()
-                .cloned()
-                .or_else(|| p.instrument.card.clone()),
-            token: s.token.as_ref().map(|t| t.token.clone()),
+            authentication_url: s.authentication_url().map(str::to_owned),
+            decline_code: s.decline().map(|d| d.0.clone()),
+            decline_description: s.decline().map(|d| d.1.clone()),
+            card: s.card().or(p.instrument.card.as_ref()).cloned(),
+            token: s.token().map(|t| t.token.clone()),
             // A charge names its agreement; a first recurring payment that
             // stored its card created the agreement with its own id (see
             // `after_order_change`).
             agreement_id: p.agreement_id.or_else(|| {
-                (p.payment_type == PaymentKind::Recurring && s.token.is_some())
+                (p.payment_type == PaymentKind::Recurring && s.token().is_some())
                     .then_some(AgreementId(p.order_id.0))
             }),
             captures: s.captures.clone(),
@@ -760,7 +756,7 @@ impl Engine {
             token: t.token.clone(),
             shopper_reference: t.shopper_reference.clone(),
             recurring_agreement_ref: t.recurring_agreement_ref.clone(),
-            card: state.card.as_deref().cloned(),
+            card: state.card().cloned(),
         };
         self.execute::<AgreementAggregate, AgreementError>(
             &agreement_stream(agreement_id),

@@ -295,7 +295,7 @@ fn a_decline_keeps_paykkas_code() {
         }
         .into()]);
     assert_eq!(
-        s.decline.as_deref(),
+        s.decline(),
         Some(&("2099".to_owned(), "Invalid Card".to_owned()))
     );
 }
