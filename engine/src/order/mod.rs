@@ -1005,15 +1005,18 @@ fn refund(s: &OrderState, r: &mut RefundPayment) -> Decided {
             amount: r.amount,
         });
     }
+    // Plain minor units: the state holds one currency (checked above) and
+    // refunded + in flight <= captured (an invariant), so no Money
+    // re-validation per step.
     let available = s
-        .captured_money()
-        .checked_sub(s.refunded_money())?
-        .checked_sub(s.money(s.refunds_in_flight()))?;
-    if r.amount.minor > available.minor {
+        .captured
+        .saturating_sub(s.refunded)
+        .saturating_sub(s.refunds_in_flight());
+    if r.amount.minor > available {
         return Err(DomainError::AmountExceedsAvailable {
             operation: "refund",
             requested: r.amount,
-            available,
+            available: s.money(available),
         });
     }
     let seq = u32::try_from(s.refunds.len() + 1).unwrap_or(u32::MAX);
