@@ -155,6 +155,18 @@ async fn pg_setup() -> Option<Pg> {
     if let Err(e) = store.migrate().await {
         panic!("migrate: {e}");
     }
+    // The raw reference is the plainest INSERT of the same rows: positions
+    // from a sequence (as an identity column would give them), no version
+    // check. The store writes its own positions (xid << 16 | ordinal), far
+    // above the sequence's, so the two never collide.
+    for sql in [
+        "CREATE SEQUENCE raw_position",
+        "ALTER TABLE events ALTER COLUMN global_position SET DEFAULT nextval('raw_position')",
+    ] {
+        if let Err(e) = store.pool().execute(sql).await {
+            panic!("raw reference set-up: {e}");
+        }
+    }
     Some(Pg {
         store: Arc::new(store),
         schema,

@@ -7,20 +7,15 @@
 //!
 //! ## Append
 //!
-//! One statement, in autocommit (schema in `migrations/`):
-//! it reads the stream's version, and only when the expected version
-//! matches it takes a session advisory lock
-//! ([`POSITION_LOCK`]), draws the batch's positions from the identity
-//! sequence (`nextval` once per event) and the transaction id
-//! (`pg_current_xact_id()`, which assigns it), releases the lock, and only
-//! then inserts the rows with those positions (`OVERRIDING SYSTEM VALUE`)
-//! and the idempotency record. The lock covers position and
-//! transaction-id assignment only (microseconds), not the row inserts, the
-//! index updates or the commit, so concurrent writers insert in parallel
-//! and share WAL flushes (group commit). Each step depends on the rows of
-//! the previous one (`MATERIALIZED` CTEs), which fixes the order whatever
-//! join order the planner picks: lock, then positions and xid, then
-//! unlock, then insert.
+//! One statement, in autocommit (schema in `migrations/`): it reads the
+//! stream's version and, only when the expected version matches, inserts
+//! the batch with `global_position = (xid << 16) | ordinal`, where `xid` is
+//! the appending transaction's 64-bit id (`pg_current_xact_id()`, assigned
+//! inside the statement) and `ordinal` runs 1..n over the batch (so at most
+//! [`MAX_BATCH`] events per append), plus the idempotency record. No lock
+//! and no sequence: concurrent writers insert in parallel and share WAL
+//! flushes (group commit). Positions are strictly increasing and dense
+//! within a batch, sparse across batches.
 //!
 //! * **Conflicts**: the expected version is checked in the statement; a race
 //!   that passes the check loses on the unique `(stream_id, version)`
@@ -32,25 +27,23 @@
 //!   unique `event_id` constraint); the stored events are then read,
 //!   compared (semantic JSON equality) and the stored outcome returned, or
 //!   [`StoreError::EventIdReused`]. Only that rare path pays the lookup.
-//! * **Cancellation and lost connections**: each append runs in its own
-//!   task, so a caller dropping the future cannot leave a connection holding
-//!   the position lock; after a failed statement the connection releases all
-//!   its advisory locks or is closed. A session that dies releases its locks.
+//! * **Cancellation and lost connections**: the statement holds nothing
+//!   beyond its own transaction, so a caller may drop the future at any
+//!   point: the server commits or rolls back the statement on its own.
 //!   Transient errors (I/O, terminated backends) are retried: retrying is
 //!   safe because event ids make appends idempotent.
 //!
 //! ## `read_all` never skips
 //!
 //! With concurrent writers a higher position can commit before a lower one.
-//! Because every transaction gets its xid and its positions inside the same
-//! short critical section (nothing before the lock writes, so no xid is
-//! assigned earlier), xid order equals position order. `read_all`
-//! returns only rows whose `tx_id` is below
-//! `pg_snapshot_xmin(pg_current_snapshot())`, i.e. written by transactions
-//! that had ended when the reading statement started; every lower position
-//! was written by an even older transaction, also ended, so it is visible
-//! (committed) or gone for good (aborted). A transaction that holds a
-//! position and stays open therefore holds back every reader at its
+//! Because a position is its writer's xid shifted left, position order is
+//! xid order. `read_all` returns only positions below
+//! `pg_snapshot_xmin(pg_current_snapshot()) << 16`: they were written by
+//! transactions that had ended when the reading statement started, so each
+//! is visible (committed) or gone for good (aborted), while every
+//! transaction still running, or started later, has an xid at or above the
+//! horizon and so writes positions at or above it. A transaction that has
+//! written and stays open therefore holds back every reader at its
 //! position, which `tests/store_postgres.rs` proves deterministically.
 //! Trade-off: any long-running *writing* transaction on the cluster delays
 //! (never breaks) tailing until it ends.
@@ -74,9 +67,8 @@ mod lock;
 
 pub use lock::AdvisoryLock;
 
-/// The advisory lock (two-int4 form, so it never collides with the bigint
-/// keys of [`AdvisoryLock`]) held while an append assigns positions.
-pub const POSITION_LOCK: (i32, i32) = (1_885_436_271, 1); // 0x7061796f = "payo"
+/// Events per append: the batch ordinal is the low 16 bits of a position.
+pub const MAX_BATCH: usize = 0xFFFF;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -179,17 +171,6 @@ fn is_transient(e: &sqlx::Error) -> bool {
             // failure / deadlock.
             c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
         }),
-        _ => false,
-    }
-}
-
-/// The connection itself is broken (as opposed to a statement error).
-fn connection_broken(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
 }
@@ -312,30 +293,17 @@ fn same_event(stored: &RecordedEvent, new: &NewEvent, stream: &StreamId) -> bool
 const APPEND_SQL: &str = r#"
 WITH cur AS MATERIALIZED (
     SELECT COALESCE(MAX(version), 0)::int8 AS v FROM events WHERE stream_id = $1
-), go AS MATERIALIZED (
-    SELECT cur.v FROM cur WHERE $3::int8 IS NULL OR cur.v = $3::int8
-), lk AS MATERIALIZED (
-    SELECT pg_advisory_lock(1885436271, 1)::text AS l FROM go
-), pos AS MATERIALIZED (
-    SELECT g.ord, nextval('events_global_position_seq') AS p
-    FROM lk, generate_series(1::int8, cardinality($4::uuid[])::int8) AS g(ord)
-), xid AS MATERIALIZED (
-    SELECT pg_current_xact_id() AS x FROM lk
-), unlk AS MATERIALIZED (
-    SELECT pg_advisory_unlock(1885436271, 1) AS u
-    FROM (SELECT count(*) AS n FROM pos) AS c, xid
 ), ins AS (
     INSERT INTO events (global_position, stream_id, stream_type, version, event_id,
-                        event_type, schema_version, payload, metadata, recorded_at, tx_id)
-    OVERRIDING SYSTEM VALUE
-    SELECT pos.p, $1, $2, go.v + u.ord, u.event_id, u.event_type, u.schema_version,
-           u.payload::json, u.metadata::json, u.recorded_at, xid.x
-    FROM go, unlk, xid, pos,
+                        event_type, schema_version, payload, metadata, recorded_at)
+    SELECT (pg_current_xact_id()::text::int8 << 16) | u.ord, $1, $2, cur.v + u.ord,
+           u.event_id, u.event_type, u.schema_version, u.payload::json, u.metadata::json,
+           u.recorded_at
+    FROM cur,
          UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::timestamptz[])
            WITH ORDINALITY AS u(event_id, event_type, schema_version, payload, metadata,
                                 recorded_at, ord)
-    WHERE u.ord = pos.ord
-    ORDER BY u.ord
+    WHERE $3::int8 IS NULL OR cur.v = $3::int8
     RETURNING global_position, version
 ), idem AS (
     INSERT INTO idempotency (scope, key, fingerprint, response, stream_id, created_at)
@@ -345,11 +313,10 @@ WITH cur AS MATERIALIZED (
     RETURNING 1
 ), agg AS (
     SELECT min(global_position) AS first_pos, max(global_position) AS last_pos,
-           max(version) AS last_version, count(*) AS n
+           max(version) AS last_version
     FROM ins
 )
-SELECT (SELECT v FROM cur) AS current_version, agg.first_pos, agg.last_pos, agg.last_version,
-       (SELECT u FROM unlk) AS unlocked
+SELECT (SELECT v FROM cur) AS current_version, agg.first_pos, agg.last_pos, agg.last_version
 FROM agg
 "#;
 
@@ -447,27 +414,15 @@ enum Attempt {
     Unique(String),
 }
 
-/// Runs the append statement on a dedicated pooled connection. After a
-/// failed statement the connection may still hold the position lock: it
-/// releases every advisory lock it holds, or is closed if it cannot.
+/// Runs the append statement on a pooled connection.
 async fn attempt_append(pool: &PgPool, a: &AppendArgs) -> Result<Attempt, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     match run_append(&mut conn, a).await {
         Ok(row) => Ok(Attempt::Row(row)),
-        Err(e) => {
-            if connection_broken(&e)
-                || sqlx::query("SELECT pg_advisory_unlock_all()")
-                    .execute(&mut *conn)
-                    .await
-                    .is_err()
-            {
-                conn.close_on_drop();
-            }
-            match unique_violation(&e) {
-                Some(constraint) => Ok(Attempt::Unique(constraint)),
-                None => Err(e),
-            }
-        }
+        Err(e) => match unique_violation(&e) {
+            Some(constraint) => Ok(Attempt::Unique(constraint)),
+            None => Err(e),
+        },
     }
 }
 
@@ -523,14 +478,14 @@ async fn stored_outcome(
 
 impl PostgresStore {
     async fn append_inner(
-        pool: PgPool,
+        pool: &PgPool,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
         let args = AppendArgs::new(&request)?;
         let mut transient = 0;
         let mut races = 0;
         loop {
-            let attempt = match attempt_append(&pool, &args).await {
+            let attempt = match attempt_append(pool, &args).await {
                 Ok(a) => a,
                 Err(e) if is_transient(&e) && transient < TRANSIENT_RETRIES => {
                     // The statement may have committed before the
@@ -558,7 +513,7 @@ impl PostgresStore {
                     // Nothing inserted: the version check stopped it. A
                     // re-sent batch (its ids stored) is idempotent rather
                     // than a conflict.
-                    if let Some(outcome) = stored_outcome(&pool, &request).await? {
+                    if let Some(outcome) = stored_outcome(pool, &request).await? {
                         return Ok(outcome);
                     }
                     return Err(StoreError::Conflict {
@@ -581,14 +536,14 @@ impl PostgresStore {
                     // committed first): the idempotent outcome, or
                     // EventIdReused. events_stream_version_key: another
                     // writer took the version first.
-                    if let Some(outcome) = stored_outcome(&pool, &request).await? {
+                    if let Some(outcome) = stored_outcome(pool, &request).await? {
                         return Ok(outcome);
                     }
                     races += 1;
                     if constraint == "events_stream_version_key"
                         && request.expected != ExpectedVersion::Any
                     {
-                        let actual = read_version(&pool, &request.stream_id).await?;
+                        let actual = read_version(pool, &request.stream_id).await?;
                         return Err(StoreError::Conflict {
                             stream: request.stream_id.clone(),
                             expected: request.expected,
@@ -625,12 +580,13 @@ impl EventStore for PostgresStore {
         if request.events.is_empty() {
             return Err(StoreError::Invalid("append of an empty batch".into()));
         }
-        // Own task: runs to completion even if the caller's future is
-        // dropped, so no pooled connection is ever abandoned mid-append.
-        let pool = self.pool.clone();
-        tokio::spawn(Self::append_inner(pool, request))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("postgres append task failed: {e}")))?
+        if request.events.len() > MAX_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "append of {} events: at most {MAX_BATCH} per append",
+                request.events.len()
+            )));
+        }
+        Self::append_inner(&self.pool, request).await
     }
 
     async fn read_stream(
@@ -664,7 +620,8 @@ impl EventStore for PostgresStore {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE global_position > $1 \
-               AND tx_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())) \
+               AND global_position < \
+                   ((SELECT pg_snapshot_xmin(pg_current_snapshot()))::text::int8 << 16) \
              ORDER BY global_position LIMIT $2"
         );
         let rows = retrying(|| {
@@ -807,10 +764,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn append_sql_uses_the_position_lock() {
-        let (a, b) = POSITION_LOCK;
-        assert_eq!(a, i32::from_be_bytes(*b"payo"));
-        assert!(APPEND_SQL.contains(&format!("pg_advisory_lock({a}, {b})")));
-        assert!(APPEND_SQL.contains(&format!("pg_advisory_unlock({a}, {b})")));
+    fn append_sql_derives_positions_from_the_xid_without_a_lock() {
+        assert!(APPEND_SQL.contains("(pg_current_xact_id()::text::int8 << 16) | u.ord"));
+        assert!(!APPEND_SQL.contains("advisory"));
+        assert_eq!(MAX_BATCH, (1 << 16) - 1);
     }
 }

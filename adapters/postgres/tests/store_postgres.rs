@@ -82,8 +82,16 @@ async fn admin() -> Result<PgConnection, sqlx::Error> {
         .map_err(|_| sqlx::Error::PoolTimedOut)?
 }
 
-/// `None` (after a loud SKIP) when Postgres is unreachable.
+/// A migrated store in a fresh schema; `None` (after a loud SKIP) when
+/// Postgres is unreachable.
 async fn fixture() -> Option<PgFixture> {
+    let fx = bare_fixture().await?;
+    fx.store.migrate().await.expect("migrate");
+    Some(fx)
+}
+
+/// A fresh, empty schema (no migrations applied).
+async fn bare_fixture() -> Option<PgFixture> {
     let mut admin = match admin().await {
         Ok(c) => c,
         Err(e) => {
@@ -126,7 +134,6 @@ async fn fixture() -> Option<PgFixture> {
         .await
         .expect("pool");
     let store = PostgresStore::from_pool(pool);
-    store.migrate().await.expect("migrate");
     Some(PgFixture {
         store: Arc::new(store),
         schema,
@@ -161,13 +168,15 @@ async fn migrate_twice_is_a_no_op() {
 }
 
 /// Raw insert of one event, as a writer that bypasses the store would do
-/// it, inside the caller's (open) transaction. Returns its position.
+/// it (following the position rule of migration 0002), inside the
+/// caller's (open) transaction. Returns its position.
 async fn raw_insert(conn: &mut PgConnection, stream: &str, version: i64) -> (i64, Uuid) {
     let id = Uuid::now_v7();
     let pos: i64 = sqlx::query_scalar(
-        "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, \
-         schema_version, payload, metadata, recorded_at) \
-         VALUES ($1, 'order', $2, $3, 'raw', 1, '{}'::json, '{}'::json, now()) \
+        "INSERT INTO events (global_position, stream_id, stream_type, version, event_id, \
+         event_type, schema_version, payload, metadata, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::int8 << 16) | 1, $1, 'order', $2, $3, 'raw', 1, \
+         '{}'::json, '{}'::json, now()) \
          RETURNING global_position",
     )
     .bind(stream)
@@ -290,6 +299,72 @@ async fn hold_back_case(commit_a: bool) {
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "position order");
     assert_eq!(ids.contains(&id_a), commit_a, "A's event iff A committed");
     assert_eq!(seen.last().map(|(p, _)| *p), Some(b.first_position));
+    fx.teardown().await;
+}
+
+/// A database written under migration 0001 (positions from an identity
+/// sequence) keeps its events, their positions and their order through
+/// 0002: later appends (to old and new streams) land above every old
+/// position and read_all returns all of them once, in order.
+#[tokio::test]
+async fn upgrade_from_sequence_positions_keeps_every_event_in_order() {
+    let Some(fx) = bare_fixture().await else {
+        return;
+    };
+    let store = fx.store();
+    let mut first = sqlx::migrate!("./migrations");
+    first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+    first.run(store.pool()).await.expect("migration 0001 alone");
+    let mut old_ids = Vec::new();
+    for version in 1..=3_i64 {
+        let id = Uuid::now_v7();
+        let pos: i64 = sqlx::query_scalar(
+            "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, \
+             schema_version, payload, metadata, recorded_at) \
+             VALUES ('order-old', 'order', $1, $2, 'raw', 1, '{}'::json, '{}'::json, now()) \
+             RETURNING global_position",
+        )
+        .bind(version)
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .expect("a row written the 0001 way");
+        assert_eq!(pos, version, "0001 positions come from the identity");
+        old_ids.push(id);
+    }
+    store.migrate().await.expect("0002 over existing rows");
+
+    let old_stream = payorch_engine::store::StreamId::new("order-old");
+    let continued = store
+        .append(testkit::request(
+            &old_stream,
+            ExpectedVersion::Exact(Version(3)),
+            testkit::new_events(0, 1),
+        ))
+        .await
+        .expect("append to a stream written before the upgrade");
+    assert_eq!(continued.version, Version(4));
+    let fresh = store
+        .append(testkit::request(
+            &testkit::stream("new"),
+            ExpectedVersion::NoStream,
+            testkit::new_events(0, 2),
+        ))
+        .await
+        .expect("append to a new stream");
+    assert!(continued.first_position > Position(3), "{continued:?}");
+    assert!(fresh.first_position > continued.last_position, "{fresh:?}");
+    assert_eq!(fresh.last_position.0, fresh.first_position.0 + 1);
+
+    let mut checkpoint = Position::START;
+    let mut seen = Vec::new();
+    drain_until(&store, &mut checkpoint, &mut seen, 6).await;
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "position order");
+    let positions: Vec<u64> = seen.iter().map(|(p, _)| p.0).collect();
+    assert_eq!(&positions[..3], &[1, 2, 3]);
+    let ids: Vec<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(&ids[..3], old_ids.as_slice());
     fx.teardown().await;
 }
 
