@@ -15,7 +15,9 @@
 //! [`MAX_BATCH`] events per append), plus the idempotency record. No lock
 //! and no sequence: concurrent writers insert in parallel and share WAL
 //! flushes (group commit). Positions are strictly increasing and dense
-//! within a batch, sparse across batches.
+//! within a batch, sparse across batches. The statement has two shapes: a
+//! single event without an idempotency record (most appends: outcomes and
+//! observations) binds scalars; anything else binds the batch as arrays.
 //!
 //! * **Conflicts**: the expected version is checked in the statement; a race
 //!   that passes the check loses on the unique `(stream_id, version)`
@@ -320,6 +322,23 @@ SELECT (SELECT v FROM cur) AS current_version, agg.first_pos, agg.last_pos, agg.
 FROM agg
 "#;
 
+/// The append statement for one event and no idempotency record (most
+/// appends: gateway outcomes and observations). Parameters as
+/// [`APPEND_SQL`]'s $1..$9, scalars instead of arrays. No row: the
+/// expected version did not match (the caller reads the actual one).
+const APPEND_ONE_SQL: &str = r#"
+WITH cur AS MATERIALIZED (
+    SELECT COALESCE(MAX(version), 0)::int8 AS v FROM events WHERE stream_id = $1
+)
+INSERT INTO events (global_position, stream_id, stream_type, version, event_id,
+                    event_type, schema_version, payload, metadata, recorded_at)
+SELECT (pg_current_xact_id()::text::int8 << 16) | 1, $1, $2, cur.v + 1,
+       $4::uuid, $5::text, $6::int4, $7::text::json, $8::text::json, $9::timestamptz
+FROM cur
+WHERE $3::int8 IS NULL OR cur.v = $3::int8
+RETURNING global_position, version
+"#;
+
 /// The arrays and scalars of one append, prepared once for all attempts.
 struct AppendArgs {
     stream_id: String,
@@ -373,13 +392,52 @@ impl AppendArgs {
 
 /// What the append statement reported.
 struct AppendRow {
-    current: i64,
+    /// The stream's version as the statement read it (`None`: not
+    /// reported; read it again if needed).
+    current: Option<i64>,
     first: Option<i64>,
     last: Option<i64>,
     last_version: Option<i64>,
 }
 
 async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
+    if let ([id], [event_type], [schema_version], [payload], [metadata], [recorded_at], None) = (
+        a.ids.as_slice(),
+        a.types.as_slice(),
+        a.schema_versions.as_slice(),
+        a.payloads.as_slice(),
+        a.metadata.as_slice(),
+        a.recorded_at.as_slice(),
+        &a.idempotency,
+    ) {
+        // The common case (an outcome, an observation): scalar parameters,
+        // no arrays to unpack, no idempotency record.
+        let row = sqlx::query(APPEND_ONE_SQL)
+            .bind(&a.stream_id)
+            .bind(&a.stream_type)
+            .bind(a.expected)
+            .bind(id)
+            .bind(event_type)
+            .bind(schema_version)
+            .bind(payload)
+            .bind(metadata)
+            .bind(recorded_at)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let (position, version) = match row {
+            Some(row) => (
+                Some(row.try_get("global_position")?),
+                Some(row.try_get("version")?),
+            ),
+            None => (None, None),
+        };
+        return Ok(AppendRow {
+            current: None,
+            first: position,
+            last: position,
+            last_version: version,
+        });
+    }
     let rec = a.idempotency.as_ref();
     let row = sqlx::query(APPEND_SQL)
         .bind(&a.stream_id)
@@ -400,7 +458,7 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
         .fetch_one(&mut *conn)
         .await?;
     Ok(AppendRow {
-        current: row.try_get("current_version")?,
+        current: Some(row.try_get("current_version")?),
         first: row.try_get("first_pos")?,
         last: row.try_get("last_pos")?,
         last_version: row.try_get("last_version")?,
@@ -519,7 +577,10 @@ impl PostgresStore {
                     return Err(StoreError::Conflict {
                         stream: request.stream_id.clone(),
                         expected: request.expected,
-                        actual: Version(to_u64(row.current, "version")?),
+                        actual: match row.current {
+                            Some(v) => Version(to_u64(v, "version")?),
+                            None => read_version(pool, &request.stream_id).await?,
+                        },
                     });
                 }
                 Attempt::Unique(constraint) if constraint == "idempotency_pkey" => {
@@ -766,7 +827,8 @@ mod tests {
     #[test]
     fn append_sql_derives_positions_from_the_xid_without_a_lock() {
         assert!(APPEND_SQL.contains("(pg_current_xact_id()::text::int8 << 16) | u.ord"));
-        assert!(!APPEND_SQL.contains("advisory"));
+        assert!(APPEND_ONE_SQL.contains("(pg_current_xact_id()::text::int8 << 16) | 1"));
+        assert!(!APPEND_SQL.contains("advisory") && !APPEND_ONE_SQL.contains("advisory"));
         assert_eq!(MAX_BATCH, (1 << 16) - 1);
     }
 }
