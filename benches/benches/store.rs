@@ -463,6 +463,34 @@ async fn sqlite_raw_insert(pool: &SqlitePool, s: &StreamId, from: u64, events: &
     }
 }
 
+/// `iters` batches of `batch` events to a new stream, through the store or
+/// (`raw`) the plain INSERTs; returns the elapsed time.
+async fn sqlite_append_run(store: &SqliteStore, batch: usize, iters: u64, raw: bool) -> Duration {
+    let s = stream("bench");
+    let batches: Vec<Vec<NewEvent>> = (0..iters)
+        .map(|i| (0..batch as u64).map(|j| bench_event(i * 10 + j)).collect())
+        .collect();
+    let start = Instant::now();
+    let mut version = 0u64;
+    for events in batches {
+        let n = events.len() as u64;
+        if raw {
+            sqlite_raw_insert(store.write_pool(), &s, version, &events).await;
+        } else if let Err(e) = store
+            .append(request(
+                &s,
+                ExpectedVersion::Exact(Version(version)),
+                events,
+            ))
+            .await
+        {
+            panic!("append: {e}");
+        }
+        version += n;
+    }
+    start.elapsed()
+}
+
 fn bench_sqlite(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -492,38 +520,24 @@ fn bench_sqlite(c: &mut Criterion, rt: &Runtime, totals: &Totals) {
         for raw in [false, true] {
             let name = if raw { "raw" } else { "store" };
             let key = format!("sqlite c1 b{batch} {name}");
+            let other = format!("sqlite c1 b{batch} {}", if raw { "store" } else { "raw" });
             group.bench_function(BenchmarkId::new(name, format!("c1/b{batch}")), |b| {
                 b.to_async(rt).iter_custom(|iters| {
                     let store = Arc::clone(&store);
                     let totals = Arc::clone(totals);
                     let key = key.clone();
+                    let other = other.clone();
                     async move {
-                        let s = stream("bench");
-                        let batches: Vec<Vec<NewEvent>> = (0..iters)
-                            .map(|i| (0..batch as u64).map(|j| bench_event(i * 10 + j)).collect())
-                            .collect();
-                        let start = Instant::now();
-                        let mut version = 0u64;
-                        for events in batches {
-                            let n = events.len() as u64;
-                            if raw {
-                                sqlite_raw_insert(store.write_pool(), &s, version, &events).await;
-                            } else if let Err(e) = store
-                                .append(request(
-                                    &s,
-                                    ExpectedVersion::Exact(Version(version)),
-                                    events,
-                                ))
-                                .await
-                            {
-                                panic!("append: {e}");
-                            }
-                            version += n;
-                        }
-                        let d = start.elapsed();
+                        // Paired as in the Postgres bench: the other kind
+                        // runs the same number of batches right after.
+                        let d = sqlite_append_run(&store, batch, iters, raw).await;
+                        let o = sqlite_append_run(&store, batch, iters, !raw).await;
                         if let Ok(mut t) = totals.lock() {
                             let e = t.entry(key).or_default();
                             e.0 += d;
+                            e.1 += iters * batch as u64;
+                            let e = t.entry(other).or_default();
+                            e.0 += o;
                             e.1 += iters * batch as u64;
                         }
                         d
