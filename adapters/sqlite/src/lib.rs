@@ -272,8 +272,8 @@ async fn stored_outcome(
     tx: &mut Transaction<'static, Sqlite>,
     request: &AppendRequest,
 ) -> Result<Option<AppendOutcome>, StoreError> {
-    // One statement for the whole batch (the ids as a JSON array): the
-    // common case finds nothing and costs one index probe per id.
+    // One statement for the whole batch (the ids as a JSON array). Asked
+    // only after a version mismatch or a unique violation.
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events \
          WHERE event_id IN (SELECT value FROM json_each(?))"
@@ -356,11 +356,14 @@ enum Attempt {
 impl SqliteStore {
     async fn append_once(&self, request: &AppendRequest) -> Result<Attempt, StoreError> {
         let mut tx = self.begin_write().await?;
-        if let Some(outcome) = stored_outcome(&mut tx, request).await? {
-            return Ok(Attempt::Done(outcome));
-        }
+        // Stored ids are looked for only when the batch cannot be written
+        // as it is (version mismatch, unique violation): a re-sent batch
+        // then gets its stored outcome. The common path pays no lookup.
         let actual = current_version(&mut tx, &request.stream_id).await?;
         if !check_expected(request.expected, actual) {
+            if let Some(outcome) = stored_outcome(&mut tx, request).await? {
+                return Ok(Attempt::Done(outcome));
+            }
             return Err(StoreError::Conflict {
                 stream: request.stream_id.clone(),
                 expected: request.expected,
@@ -396,7 +399,15 @@ impl SqliteStore {
                     first.get_or_insert(p);
                     last = p;
                 }
-                Err(e) if is_unique_violation(&e) => return Ok(Attempt::UniqueViolation),
+                Err(e) if is_unique_violation(&e) => {
+                    // SQLite undid the failed statement only; the lookup
+                    // sees the stored rows, and dropping `tx` rolls back
+                    // this batch's earlier inserts.
+                    if let Some(outcome) = stored_outcome(&mut tx, request).await? {
+                        return Ok(Attempt::Done(outcome));
+                    }
+                    return Ok(Attempt::UniqueViolation);
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
