@@ -52,16 +52,12 @@ macro_rules! uuid_id {
     };
 }
 
-macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
-        #[serde(transparent)]
-        pub struct $name(pub String);
-
+/// What every string id has, whatever holds its text: `new`, `as_str`,
+/// `Display` (the bare text), `Debug` (`Name("text")`), `From<&str>`.
+macro_rules! string_id_text {
+    ($name:ident, $inner:ty) => {
         impl $name {
-            pub fn new(id: impl Into<String>) -> Self {
+            pub fn new(id: impl Into<$inner>) -> Self {
                 $name(id.into())
             }
             pub fn as_str(&self) -> &str {
@@ -77,15 +73,27 @@ macro_rules! string_id {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
+                write!(f, "{}({:?})", stringify!($name), self.as_str())
             }
         }
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                $name(s.to_owned())
+                $name(<$inner>::from(s))
             }
         }
+    };
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        string_id_text!($name, String);
     };
 }
 
@@ -100,32 +108,7 @@ macro_rules! shared_string_id {
         #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema), schemars(transparent))]
         pub struct $name(pub Arc<str>);
 
-        impl $name {
-            pub fn new(id: impl Into<Arc<str>>) -> Self {
-                $name(id.into())
-            }
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), &*self.0)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                $name(Arc::from(s))
-            }
-        }
+        string_id_text!($name, Arc<str>);
 
         impl From<String> for $name {
             fn from(s: String) -> Self {
