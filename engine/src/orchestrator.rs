@@ -30,10 +30,10 @@ use payorch_schemas::events::{
 };
 use payorch_schemas::paykka::{
     ApplePaySessionRequest, ApplePaySessionResponse, AuthorisationType, Browser, CaptureMethod,
-    CaptureRequest, CheckoutSessionRequest, InitiateRequest, PaymentNotification, PaymentRequest,
-    PaymentResponse, PaymentType, QueryRequest, Reason, RecurringCancelRequest, RefundNotification,
-    RefundQueryRequest, RefundRequest, SessionMode, TokenQueryRequest, TokenQueryResponse,
-    TokenRemoveRequest, TokenUsage, VoidRequest,
+    CaptureRequest, CheckoutSessionRequest, InitiateRequest, PaymentInfo, PaymentNotification,
+    PaymentRequest, PaymentResponse, PaymentType, QueryRequest, Reason, RecurringCancelRequest,
+    RefundNotification, RefundQueryRequest, RefundRequest, SessionMode, TokenQueryRequest,
+    TokenQueryResponse, TokenRemoveRequest, TokenUsage, VoidRequest,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -290,6 +290,23 @@ pub struct CheckoutView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<OrderId>,
     pub version: u64,
+}
+
+/// What a Checkout Session Query showed about a checkout session's payment
+/// ([`Engine::check_checkout_payment`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionPaymentCheck {
+    /// PayKKa shows a payment that holds or may still hold money: the
+    /// order is started (as from the notification), the session completed
+    /// and the answer applied to the order, whose view this is (boxed:
+    /// the other answers carry nothing).
+    Paid(Box<OrderView>),
+    /// A definitive "no money": no transaction yet, or it ended without
+    /// money (FAILURE, CANCELED), or (past the grace period) PayKKa does not
+    /// know the session. Nothing is written.
+    NotPaid,
+    /// No definitive answer (timeout, 5xx, refusal): nothing is written.
+    NoAnswer,
 }
 
 /// An aggregate as the orchestrator sees it: a state folded from typed
@@ -1244,7 +1261,12 @@ impl Engine {
         if version == Version::NONE {
             // Paid on a checkout session: the order starts now.
             if !self
-                .start_order_from_checkout(order_id, n, correlation_id)
+                .start_order_from_checkout(
+                    order_id,
+                    n.session_id.as_deref(),
+                    n.payment.as_ref(),
+                    correlation_id,
+                )
                 .await?
             {
                 return Ok(None);
@@ -1536,12 +1558,18 @@ impl Engine {
         self.checkout_view(ctx, &stream).await
     }
 
-    /// A notification for an unknown order whose uuid is a checkout
-    /// session: place the order (no initiate) and complete the session.
+    /// A payment PayKKa reports for a checkout session (its notification,
+    /// or a Checkout Session Query that shows it): place the order (no
+    /// initiate; same uuid as the session) and complete the session. Both
+    /// sources carry the `session_id` and the `payment` object (for the
+    /// payment method). Idempotent: placing the same order again and
+    /// completing a completed session append nothing. `Ok(false)`: no
+    /// such session.
     async fn start_order_from_checkout(
         &self,
         order_id: OrderId,
-        n: &PaymentNotification,
+        session_id: Option<&str>,
+        payment: Option<&PaymentInfo>,
         correlation_id: Option<Uuid>,
     ) -> Result<bool, EngineError> {
         let stream = checkout_stream(CheckoutId(order_id.0));
@@ -1555,10 +1583,8 @@ impl Engine {
             merchant_id: Some(r.merchant_id.as_str().to_owned()),
             actor: Some("paykka".into()),
         };
-        let session_id = n
-            .session_id
-            .clone()
-            .map(SessionId)
+        let session_id = session_id
+            .map(SessionId::new)
             .or_else(|| s.created.as_ref().map(|c| c.session_id.clone()))
             .unwrap_or_else(|| SessionId::new(""));
         let place = PlacePayment {
@@ -1569,9 +1595,7 @@ impl Engine {
             authorisation_type: AuthorisationKind::FinalAuth,
             capture_method: r.capture_method,
             instrument: InstrumentSummary {
-                method: n
-                    .payment
-                    .as_ref()
+                method: payment
                     .and_then(|p| p.payment_method.as_ref())
                     .map(|m| m.as_str().to_owned())
                     .unwrap_or_else(|| "CHECKOUT".into()),
@@ -1799,7 +1823,9 @@ impl Engine {
     /// Query by `trans_id`. A session PayKKa shows opens ours; "does not
     /// exist" (206011/206024) counts only when `settled` (past the
     /// reconciler's grace period), then the session is declined; anything
-    /// else changes nothing. `Ok(true)` when the state changed.
+    /// else changes nothing. If the answer already shows a payment, the
+    /// order starts as in [`Self::check_checkout_payment`]. `Ok(true)` when
+    /// the state changed.
     pub async fn refresh_checkout_session(
         &self,
         checkout_id: CheckoutId,
@@ -1821,6 +1847,7 @@ impl Engine {
             trans_id: Some(r.trans_id.as_str().to_owned()),
         };
         let gw = self.gateway.clone();
+        let mut answer = None;
         let outcome = match self
             .call(
                 "checkout_session_query",
@@ -1830,12 +1857,15 @@ impl Engine {
             .await
         {
             GatewayOutcome::Success(q) => match q.order.session_id.clone() {
-                Some(id) => CallOutcome::Accepted(
-                    payorch_schemas::events::checkout::CheckoutSessionCreated {
-                        session_id: SessionId(id),
-                        session_url: q.session_url.clone(),
-                    },
-                ),
+                Some(id) => {
+                    answer = Some(q);
+                    CallOutcome::Accepted(
+                        payorch_schemas::events::checkout::CheckoutSessionCreated {
+                            session_id: SessionId(id),
+                            session_url: answer.as_ref().and_then(|q| q.session_url.clone()),
+                        },
+                    )
+                }
                 None => return Ok(false),
             },
             GatewayOutcome::Rejected {
@@ -1850,7 +1880,112 @@ impl Engine {
                 checkout::decide(s, CheckoutCommand::RecordCreateOutcome(outcome.clone()))
             })
             .await?;
-        Ok(!events.is_empty())
+        // The same answer may already show the shopper's payment (its
+        // notification lost): start the order now rather than next pass.
+        let started = match answer {
+            Some(q) => matches!(
+                self.apply_session_payment(checkout_id, &r.trans_id, &q)
+                    .await?,
+                SessionPaymentCheck::Paid(_)
+            ),
+            None => false,
+        };
+        Ok(!events.is_empty() || started)
+    }
+
+    /// Asks PayKKa whether the shopper paid a checkout session (Checkout
+    /// Session Query by `trans_id`, endpoints.md §10) and, if PayKKa shows
+    /// a payment, records it exactly as its notification would: the order
+    /// is placed from the session, the session completed and the query's
+    /// observation applied (see [`SessionPaymentCheck`]). The reconciler
+    /// uses this for open sessions, so a lost notification never leaves
+    /// the shopper's money without an order. Idempotent: once the payment
+    /// is recorded, asking again (or a late notification) appends nothing.
+    ///
+    /// "The session does not exist" (206011/206024) counts as "not paid"
+    /// only when `settled` (past the reconciler's grace period since the
+    /// session was requested); before that it is no answer.
+    pub async fn check_checkout_payment(
+        &self,
+        checkout_id: CheckoutId,
+        settled: bool,
+    ) -> Result<SessionPaymentCheck, EngineError> {
+        let stream = checkout_stream(checkout_id);
+        let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), &stream).await?;
+        let Some(r) = s.requested.as_ref() else {
+            return Err(EngineError::NotFound {
+                what: "checkout session",
+                id: stream.to_string(),
+            });
+        };
+        let ctx = CommandContext::new(r.merchant_id.as_str());
+        let req = payorch_schemas::paykka::CheckoutSessionQueryRequest {
+            merchant_id: r.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            session_id: None,
+            trans_id: Some(r.trans_id.as_str().to_owned()),
+        };
+        let gw = self.gateway.clone();
+        match self
+            .call(
+                "checkout_session_query",
+                self.call_span("checkout_session_query", &ctx, OrderId(checkout_id.0)),
+                || gw.checkout_session_query(&req),
+            )
+            .await
+        {
+            GatewayOutcome::Success(q) => {
+                self.apply_session_payment(checkout_id, &r.trans_id, &q)
+                    .await
+            }
+            GatewayOutcome::Rejected {
+                class: RejectionClass::NotFound,
+                ..
+            } if settled => Ok(SessionPaymentCheck::NotPaid),
+            _ => Ok(SessionPaymentCheck::NoAnswer),
+        }
+    }
+
+    /// Records the payment a Checkout Session Query answer shows, if any
+    /// (shared by [`Self::check_checkout_payment`] and
+    /// [`Self::refresh_checkout_session`]).
+    async fn apply_session_payment(
+        &self,
+        checkout_id: CheckoutId,
+        trans_id: &payorch_schemas::events::TransId,
+        q: &payorch_schemas::paykka::CheckoutSessionQueryResponse,
+    ) -> Result<SessionPaymentCheck, EngineError> {
+        if q.order
+            .trans_id
+            .as_deref()
+            .is_some_and(|t| t != trans_id.as_str())
+        {
+            // Not the transaction of this session: no answer about it.
+            tracing::warn!(checkout_id = %checkout_id, answered = ?q.order.trans_id, "session query answered for another trans_id");
+            return Ok(SessionPaymentCheck::NoAnswer);
+        }
+        let Some(obs) = gateway::session_payment_observation(q) else {
+            return Ok(SessionPaymentCheck::NotPaid);
+        };
+        let order_id = OrderId(checkout_id.0);
+        if !self
+            .start_order_from_checkout(
+                order_id,
+                q.order.session_id.as_deref(),
+                q.order.payment.as_ref(),
+                None,
+            )
+            .await?
+        {
+            return Err(EngineError::NotFound {
+                what: "checkout session",
+                id: checkout_id.to_string(),
+            });
+        }
+        let view = self
+            .apply_observation(order_id, Observation::Payment(obs), None)
+            .await?;
+        Ok(SessionPaymentCheck::Paid(Box::new(view)))
     }
 
     // ------------------------------------------------------------ pass-through

@@ -29,11 +29,27 @@
 //!   are recorded (cancelled), any other answer changes nothing.
 //! * A checkout session whose create is requested or unknown is looked up
 //!   by Checkout Session Query ([`Engine::refresh_checkout_session`]); "does
-//!   not exist" declines it only after the grace period.
-//! * An open checkout session still unpaid once `expires_at` plus the
-//!   threshold has passed is closed as expired
-//!   ([`Engine::close_checkout_session`]); a payment PayKKa reports later
-//!   still completes it.
+//!   not exist" declines it only after the grace period. If that answer
+//!   already shows a payment, the order starts as below.
+//! * An open checkout session whose last event is older than the threshold
+//!   is looked up by Checkout Session Query
+//!   ([`Engine::check_checkout_payment`]), once per pass at most and with
+//!   the same per-stream backoff, so a payment whose notification was lost
+//!   (dropped webhook, service down) is found without waiting for expiry:
+//!   - PayKKa shows a payment (PROCESSING, AUTHORIZED, SUCCESS or later,
+//!     or a status we do not know): the order is placed from the session
+//!     and the session completed, exactly as the notification would have
+//!     done, and the answer is applied to the order (counted in
+//!     `resolved` and `checkout_paid`). A late notification for it, or
+//!     the next pass, appends nothing.
+//!   - PayKKa shows no payment (no transaction yet, or FAILURE/CANCELED;
+//!     "does not exist" only after the grace period) and `expires_at` plus
+//!     the threshold has passed: the session is closed as expired
+//!     ([`Engine::close_checkout_session`]); a payment PayKKa reports later
+//!     still completes it.
+//!   - No definitive answer (timeout, 5xx, refusal): nothing changes this
+//!     pass; a session is never expired without a "not paid" answer, so
+//!     with PayKKa unreachable it stays open past its expiry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,8 +65,8 @@ use crate::agreement::AgreementPhase;
 use crate::checkout::CheckoutPhase;
 use crate::codec;
 use crate::orchestrator::{
-    AgreementAggregate, CheckoutAggregate, CommandContext, Engine, EngineError, fold_recorded,
-    read_whole_stream,
+    AgreementAggregate, CheckoutAggregate, CommandContext, Engine, EngineError,
+    SessionPaymentCheck, fold_recorded, read_whole_stream,
 };
 use crate::order::{self, OrderState, Phase};
 use crate::store::StreamId;
@@ -95,8 +111,12 @@ pub struct ReconcileReport {
     /// Streams skipped because their backoff has not elapsed.
     pub backed_off: usize,
     /// Open checkout sessions closed as expired (past `expires_at` plus
-    /// the threshold with no payment recorded).
+    /// the threshold, and Checkout Session Query shows no payment).
     pub expired: usize,
+    /// Open checkout sessions whose payment Checkout Session Query showed
+    /// (its notification lost): order started, session completed. Also
+    /// counted in `resolved`.
+    pub checkout_paid: usize,
     pub errors: usize,
 }
 
@@ -201,17 +221,40 @@ impl Reconciler {
     ) -> Result<(), EngineError> {
         let recorded = read_whole_stream(self.engine.store().as_ref(), stream).await?;
         let state = fold_recorded::<CheckoutAggregate>(Default::default(), &recorded)?;
-        if let (Some(r), CheckoutPhase::Open) = (state.requested.as_ref(), state.phase) {
-            // An open session past its expiry (plus the threshold, for a
-            // late notification) is closed locally (flows.md §8). Safe: a
-            // payment PayKKa reports later still completes an expired session.
-            self.lock().remove(stream);
-            if self.engine.clock().now() >= r.expires_at + self.config.threshold {
-                let ctx = CommandContext::new(r.merchant_id.as_str());
-                self.engine
-                    .close_checkout_session(&ctx, r.checkout_id, true)
-                    .await?;
-                report.expired += 1;
+        if let (Some(last), Some(r), CheckoutPhase::Open) =
+            (recorded.last(), state.requested.as_ref(), state.phase)
+        {
+            // An open session older than the threshold: ask PayKKa whether
+            // the shopper paid (the notification may be lost), at most once
+            // per pass and per backoff step. Only a definitive "not paid"
+            // past its expiry (plus the threshold, for a late notification)
+            // closes it locally (flows.md §8); a non-answer leaves it open.
+            let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+                return Ok(());
+            };
+            let now = self.engine.clock().now();
+            let settled = recorded
+                .first()
+                .is_some_and(|first| now - first.recorded_at >= self.config.grace);
+            report.queried += 1;
+            let check = self
+                .engine
+                .check_checkout_payment(r.checkout_id, settled)
+                .await;
+            self.schedule(stream, attempts);
+            match check? {
+                SessionPaymentCheck::Paid(_) => {
+                    report.resolved += 1;
+                    report.checkout_paid += 1;
+                }
+                SessionPaymentCheck::NotPaid if now >= r.expires_at + self.config.threshold => {
+                    let ctx = CommandContext::new(r.merchant_id.as_str());
+                    self.engine
+                        .close_checkout_session(&ctx, r.checkout_id, true)
+                        .await?;
+                    report.expired += 1;
+                }
+                SessionPaymentCheck::NotPaid | SessionPaymentCheck::NoAnswer => {}
             }
             return Ok(());
         }

@@ -44,6 +44,16 @@ struct FakeOrder {
     agreement: Option<String>,
 }
 
+/// A created checkout session.
+#[derive(Clone, Debug)]
+struct FakeSession {
+    trans_id: String,
+    session_id: String,
+    session_url: String,
+    amount: i64,
+    currency: String,
+}
+
 #[derive(Default)]
 struct Inner {
     initiate: VecDeque<Step<PaymentResponse>>,
@@ -55,8 +65,7 @@ struct Inner {
     session: VecDeque<Step<CheckoutSessionResponse>>,
     session_query: VecDeque<Step<CheckoutSessionQueryResponse>>,
     recurring_cancel: VecDeque<Step<()>>,
-    /// (trans_id, session_id, session_url) of created sessions.
-    sessions: Vec<(String, String, String)>,
+    sessions: Vec<FakeSession>,
     orders: Vec<FakeOrder>,
     refunds: HashMap<String, (String, i64, String)>,
     calls: Vec<String>,
@@ -134,6 +143,33 @@ impl FakeGateway {
             }
             o.status = status;
         }
+    }
+
+    /// The shopper pays the checkout session of `trans_id` on PayKKa's
+    /// page: PayKKa now holds an order for it with `status` (`SUCCESS`:
+    /// captured, `AUTHORIZED`, `PROCESSING`, `FAILURE`, ...), which Query
+    /// and Checkout Session Query report. No notification is sent (the
+    /// fake has none): the test delivers it, or loses it. Returns PayKKa's
+    /// order id (`GW...`), or `None` without such a session.
+    pub fn pay_session(&self, trans_id: &str, status: &'static str) -> Option<String> {
+        let mut g = self.lock();
+        let s = g.sessions.iter().find(|s| s.trans_id == trans_id)?.clone();
+        g.seq += 1;
+        let order_id = format!("GW{:017}", g.seq);
+        g.orders.push(FakeOrder {
+            order_id: order_id.clone(),
+            trans_id: s.trans_id,
+            amount: s.amount,
+            currency: s.currency,
+            status,
+            captured: if status == "SUCCESS" { s.amount } else { 0 },
+            refunded: 0,
+            voided: 0,
+            token: None,
+            shopper_reference: None,
+            agreement: None,
+        });
+        Some(order_id)
     }
 
     /// Captured and refunded amounts PayKKa holds for a trans_id.
@@ -394,24 +430,30 @@ impl PaymentGateway for FakeGateway {
         let step = g.session.pop_front();
         run(step, || {
             // One trans_id, one session: a re-send gets the same one.
-            let known = g.sessions.iter().find(|s| s.0 == req.trans_id).cloned();
-            let (_, id, url) = match known {
+            let known = g
+                .sessions
+                .iter()
+                .find(|s| s.trans_id == req.trans_id)
+                .cloned();
+            let s = match known {
                 Some(s) => s,
                 None => {
                     g.seq += 1;
                     let seq = g.seq;
-                    let s = (
-                        req.trans_id.clone(),
-                        format!("CS{seq:017}"),
-                        format!("https://checkout.example/{seq}"),
-                    );
+                    let s = FakeSession {
+                        trans_id: req.trans_id.clone(),
+                        session_id: format!("CS{seq:017}"),
+                        session_url: format!("https://checkout.example/{seq}"),
+                        amount: req.amount,
+                        currency: req.currency.code().to_owned(),
+                    };
                     g.sessions.push(s.clone());
                     s
                 }
             };
             let json = serde_json::json!({
-                "session_id": id,
-                "session_url": url,
+                "session_id": s.session_id,
+                "session_url": s.session_url,
                 "trans_id": req.trans_id,
             });
             GatewayOutcome::Success(serde_json::from_value(json).unwrap_or_default())
@@ -427,16 +469,33 @@ impl PaymentGateway for FakeGateway {
         let step = g.session_query.pop_front();
         run(step, || {
             let found = g.sessions.iter().find(|s| {
-                req.trans_id.as_deref() == Some(s.0.as_str())
-                    || req.session_id.as_deref() == Some(s.1.as_str())
+                req.trans_id.as_deref() == Some(s.trans_id.as_str())
+                    || req.session_id.as_deref() == Some(s.session_id.as_str())
             });
             match found {
-                Some((trans_id, id, url)) => {
-                    let json = serde_json::json!({
-                        "session_url": url,
-                        "session_id": id,
-                        "trans_id": trans_id,
+                Some(s) => {
+                    // The session's fields, and the transaction's once the
+                    // shopper paid (empty before: no transaction exists).
+                    let mut json = serde_json::json!({
+                        "session_url": s.session_url,
+                        "session_mode": "HOSTED",
+                        "session_id": s.session_id,
+                        "trans_id": s.trans_id,
                     });
+                    let paid = g.orders.iter().find(|o| o.trans_id == s.trans_id);
+                    if let (Some(o), Some(map)) = (paid, json.as_object_mut()) {
+                        map.insert(
+                            "payment".into(),
+                            serde_json::json!({"payment_method": "BANKCARD"}),
+                        );
+                        if let Ok(serde_json::Value::Object(order)) =
+                            serde_json::to_value(response(o))
+                        {
+                            for (k, v) in order {
+                                map.entry(k).or_insert(v);
+                            }
+                        }
+                    }
                     GatewayOutcome::Success(serde_json::from_value(json).unwrap_or_default())
                 }
                 None => GatewayOutcome::Rejected {

@@ -198,6 +198,25 @@ pub fn payment_observation(r: &PaymentResponse, source: ObservationSource) -> Pa
     }
 }
 
+/// The payment a Checkout Session Query answer shows, in engine terms
+/// (source `Query`). The answer carries the transaction's fields next to
+/// the session's (endpoints.md §10); they are empty while the shopper has
+/// not paid ("no transaction exists", flows.md §8). `Some` when there is a
+/// transaction (`status` or `order_id`) that holds or may still hold money:
+/// PROCESSING, AUTHORIZED, SUCCESS, the refund/reversal states, or a
+/// status this version does not know (non-final, models.md §3). `None`
+/// when there is none, or it ended without money (FAILURE, CANCELED).
+pub fn session_payment_observation(q: &CheckoutSessionQueryResponse) -> Option<PaymentObservation> {
+    if q.order.status.is_none() && q.order.order_id.is_none() {
+        return None;
+    }
+    let obs = payment_observation(&q.order, ObservationSource::Query);
+    match obs.status {
+        ObservedStatus::Failure | ObservedStatus::Canceled => None,
+        _ => Some(obs),
+    }
+}
+
 /// A payment notification in engine terms.
 pub fn notification_observation(n: &PaymentNotification) -> PaymentObservation {
     PaymentObservation {
