@@ -336,3 +336,75 @@ async fn delayed_notifications_still_arrive_and_random_errors_follow_commit() {
     assert_eq!(q.status_text(), "CANCELED");
     h2.sandbox.shutdown().await;
 }
+
+/// A checkout session paid on the hosted page whose notification is
+/// dropped: Checkout Session Query is then the merchant's only source, so
+/// it must report the transaction (endpoints.md §10: `order_id`, `status`,
+/// amounts, payment method) — and report none before the shopper paid.
+#[tokio::test]
+async fn session_query_reports_a_payment_whose_notification_was_dropped() {
+    use payorch_schemas::paykka::{CheckoutSessionQueryResponse, GatewayOrderStatus};
+
+    let rx = Receiver::start(0).await;
+    let h = start_with(|c| c.faults.notify_drop = 1.0).await;
+    let s = h
+        .call(
+            "/session",
+            json!({"payment_type": "PURCHASE", "trans_id": "s-drop", "amount": 2500,
+                   "currency": "EUR", "session_mode": "HOSTED", "notify_url": rx.url,
+                   "return_url": "https://m.example/r"}),
+        )
+        .await;
+    let sid = s.data()["session_id"].as_str().unwrap().to_owned();
+    let url = s.data()["session_url"].as_str().unwrap().to_owned();
+
+    // Not paid yet: no transaction fields.
+    let q = h
+        .call("/session/query", json!({"trans_id": "s-drop"}))
+        .await;
+    assert_eq!(q.ret_code(), "000000");
+    let unpaid: CheckoutSessionQueryResponse = serde_json::from_value(q.data().clone()).unwrap();
+    assert_eq!((unpaid.order.status, unpaid.order.order_id), (None, None));
+
+    let paid = h
+        .http
+        .post(format!("{url}?card={}", cards::VISA_SUCCESS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    let sent = h.sandbox.notifications_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].outcome, DeliveryOutcome::Dropped);
+    assert!(rx.all().is_empty());
+
+    let q = h
+        .call("/session/query", json!({"trans_id": "s-drop"}))
+        .await;
+    assert_eq!(q.ret_code(), "000000");
+    assert_eq!(q.data()["session_status"], "PAID");
+    let r: CheckoutSessionQueryResponse = serde_json::from_value(q.data().clone()).unwrap();
+    let o = &r.order;
+    assert_eq!(o.status, Some(GatewayOrderStatus::Success));
+    assert!(o.order_id.as_deref().is_some_and(|id| id.starts_with("GW")));
+    assert_eq!(o.trans_id.as_deref(), Some("s-drop"));
+    assert_eq!(o.session_id.as_deref(), Some(sid.as_str()));
+    assert_eq!((o.amount, o.currency.as_deref()), (Some(2500), Some("EUR")));
+    assert_eq!(
+        o.payment
+            .as_ref()
+            .and_then(|p| p.payment_method.as_ref())
+            .map(|m| m.as_str()),
+        Some("BANKCARD")
+    );
+    assert_eq!(
+        o.balances.as_ref().and_then(|b| b.captured_amount),
+        Some(2500)
+    );
+    // The same transaction Transaction Query shows.
+    let t = h
+        .call("/payments/query", json!({"trans_id": "s-drop"}))
+        .await;
+    assert_eq!(t.data()["order_id"], q.data()["order_id"]);
+    h.sandbox.shutdown().await;
+}
