@@ -327,3 +327,31 @@ async fn a_session_query_that_resolves_an_unknown_create_also_starts_a_paid_orde
         (Phase::Captured, Money::new(2500, Currency::EUR))
     );
 }
+
+#[tokio::test]
+async fn a_payment_still_processing_starts_the_order_which_the_reconciler_then_follows() {
+    let w = world();
+    let s = open_session(&w, CaptureMode::Automatic).await;
+    let tid = trans_id(&s);
+    w.gateway.pay_session(&tid, "PROCESSING").unwrap();
+    let rec = Reconciler::new(w.engine.clone(), ReconcilerConfig::default());
+    w.clock.advance(Duration::from_secs(10));
+    let r = rec.run_once().await.unwrap();
+    assert_eq!(r.checkout_paid, 1, "{r:?}");
+    assert_eq!(checkout(&w, &s).await.status, CheckoutPhase::Completed);
+    let order_id = OrderId(s.checkout_id.0);
+    let order = w.engine.get_order(&ctx(), order_id).await.unwrap();
+    assert_eq!(order.captured, Money::new(0, Currency::EUR));
+    assert_eq!(order.status, Phase::AuthorisationPending);
+
+    // PayKKa finishes it; the order's own reconciliation picks that up.
+    w.gateway.set_status(&tid, "SUCCESS");
+    w.clock.advance(Duration::from_secs(3600));
+    let r = rec.run_once().await.unwrap();
+    assert_eq!((r.resolved, r.checkout_paid), (1, 0), "{r:?}");
+    let order = w.engine.get_order(&ctx(), order_id).await.unwrap();
+    assert_eq!(
+        (order.status, order.captured),
+        (Phase::Captured, Money::new(2500, Currency::EUR))
+    );
+}
