@@ -10,8 +10,10 @@
 //!   not count events.) Without a broker nothing is published from `serve`
 //!   (the in-process bus has no subscribers there), so the gauge stays 0.
 //! * `payorch_reconciler_backlog_orders`: the `candidates` of the last
-//!   reconciler pass: orders with an open PayKKa call older than
-//!   `reconcile_threshold_secs` (backed-off ones included).
+//!   reconciler pass: streams (orders, agreement cancels, session creates)
+//!   with a PayKKa call open for longer than `reconcile_threshold_secs`
+//!   (backed-off ones included). Open checkout sessions that are merely
+//!   waiting for the shopper are not counted.
 //!
 //! Counting costs one empty `read_all` when the relay is caught up and
 //! one page read per 1,000 events of lag otherwise.

@@ -104,7 +104,13 @@ impl Default for ReconcilerConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub scanned: usize,
+    /// Streams with a PayKKa call requested or unanswered for longer than
+    /// the threshold (backed-off ones included): the reconciler's backlog.
     pub candidates: usize,
+    /// Open checkout sessions older than the threshold, checked for a
+    /// payment whose notification was lost (backed-off ones included). Not
+    /// in `candidates`: they wait on the shopper, not on a PayKKa answer.
+    pub open_sessions: usize,
     pub queried: usize,
     /// Streams whose state changed because of the query.
     pub resolved: usize,
@@ -118,6 +124,14 @@ pub struct ReconcileReport {
     /// counted in `resolved`.
     pub checkout_paid: usize,
     pub errors: usize,
+}
+
+/// Why a stream is looked at: an open PayKKa call, or an open checkout
+/// session that may have been paid without us hearing of it.
+#[derive(Clone, Copy)]
+enum Due {
+    Call,
+    OpenSession,
 }
 
 #[derive(Clone, Copy)]
@@ -201,7 +215,7 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
-        let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+        let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
             return Ok(());
         };
         report.queried += 1;
@@ -229,7 +243,8 @@ impl Reconciler {
             // per pass and per backoff step. Only a definitive "not paid"
             // past its expiry (plus the threshold, for a late notification)
             // closes it locally (flows.md §8); a non-answer leaves it open.
-            let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+            let Some(attempts) = self.due(stream, last.recorded_at, Due::OpenSession, report)
+            else {
                 return Ok(());
             };
             let now = self.engine.clock().now();
@@ -264,7 +279,7 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
-        let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+        let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
             return Ok(());
         };
         let now = self.engine.clock().now();
@@ -289,13 +304,17 @@ impl Reconciler {
         &self,
         stream: &StreamId,
         last: OffsetDateTime,
+        why: Due,
         report: &mut ReconcileReport,
     ) -> Option<u32> {
         let now = self.engine.clock().now();
         if now - last < self.config.threshold {
             return None;
         }
-        report.candidates += 1;
+        match why {
+            Due::Call => report.candidates += 1,
+            Due::OpenSession => report.open_sessions += 1,
+        }
         let (attempts, next_at) = self.lock().get(stream).copied().unwrap_or((0, now));
         if now < next_at {
             report.backed_off += 1;
@@ -349,7 +368,7 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
-        let Some(attempts) = self.due(stream, last.recorded_at, report) else {
+        let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
             return Ok(());
         };
         let now = self.engine.clock().now();

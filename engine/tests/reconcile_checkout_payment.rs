@@ -231,6 +231,8 @@ async fn an_unpaid_session_is_queried_and_expired_only_past_its_expiry() {
         w.clock.advance(Duration::from_secs(10));
         let r = rec.run_once().await.unwrap();
         assert_eq!((r.queried, r.checkout_paid, r.expired), (1, 0, 0), "{r:?}");
+        // A session waiting on the shopper is not reconciler backlog.
+        assert_eq!((r.open_sessions, r.candidates), (1, 0), "{r:?}");
         assert_eq!(versions(&w, &s).await, before);
 
         // Past expiry (and past the backoff): asked again, then expired.
