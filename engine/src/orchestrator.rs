@@ -1840,22 +1840,8 @@ impl Engine {
             return Ok(false);
         }
         let ctx = CommandContext::new(r.merchant_id.as_str());
-        let req = payorch_schemas::paykka::CheckoutSessionQueryRequest {
-            merchant_id: r.merchant_id.as_str().to_owned(),
-            timestamp: self.now_ms(),
-            session_id: None,
-            trans_id: Some(r.trans_id.as_str().to_owned()),
-        };
-        let gw = self.gateway.clone();
         let mut answer = None;
-        let outcome = match self
-            .call(
-                "checkout_session_query",
-                self.call_span("checkout_session_query", &ctx, OrderId(checkout_id.0)),
-                || gw.checkout_session_query(&req),
-            )
-            .await
-        {
+        let outcome = match self.query_checkout_session(checkout_id, r).await {
             GatewayOutcome::Success(q) => match q.order.session_id.clone() {
                 Some(id) => {
                     answer = Some(q);
@@ -1893,6 +1879,29 @@ impl Engine {
         Ok(!events.is_empty() || started)
     }
 
+    /// Checkout Session Query for a session, by the `trans_id` it was
+    /// requested with (endpoints.md §10).
+    async fn query_checkout_session(
+        &self,
+        checkout_id: CheckoutId,
+        r: &payorch_schemas::events::checkout::CheckoutSessionRequested,
+    ) -> GatewayOutcome<payorch_schemas::paykka::CheckoutSessionQueryResponse> {
+        let ctx = CommandContext::new(r.merchant_id.as_str());
+        let req = payorch_schemas::paykka::CheckoutSessionQueryRequest {
+            merchant_id: r.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            session_id: None,
+            trans_id: Some(r.trans_id.as_str().to_owned()),
+        };
+        let gw = self.gateway.clone();
+        self.call(
+            "checkout_session_query",
+            self.call_span("checkout_session_query", &ctx, OrderId(checkout_id.0)),
+            || gw.checkout_session_query(&req),
+        )
+        .await
+    }
+
     /// Asks PayKKa whether the shopper paid a checkout session (Checkout
     /// Session Query by `trans_id`, endpoints.md §10) and, if PayKKa shows
     /// a payment, records it exactly as its notification would: the order
@@ -1918,22 +1927,7 @@ impl Engine {
                 id: stream.to_string(),
             });
         };
-        let ctx = CommandContext::new(r.merchant_id.as_str());
-        let req = payorch_schemas::paykka::CheckoutSessionQueryRequest {
-            merchant_id: r.merchant_id.as_str().to_owned(),
-            timestamp: self.now_ms(),
-            session_id: None,
-            trans_id: Some(r.trans_id.as_str().to_owned()),
-        };
-        let gw = self.gateway.clone();
-        match self
-            .call(
-                "checkout_session_query",
-                self.call_span("checkout_session_query", &ctx, OrderId(checkout_id.0)),
-                || gw.checkout_session_query(&req),
-            )
-            .await
-        {
+        match self.query_checkout_session(checkout_id, r).await {
             GatewayOutcome::Success(q) => {
                 self.apply_session_payment(checkout_id, &r.trans_id, &q)
                     .await
