@@ -69,7 +69,7 @@ use crate::orchestrator::{
     SessionPaymentCheck, fold_recorded, read_whole_stream,
 };
 use crate::order::{self, OrderState, Phase};
-use crate::store::StreamId;
+use crate::store::{RecordedEvent, StreamId};
 
 /// Settings of the reconciler.
 #[derive(Clone, Debug)]
@@ -248,9 +248,7 @@ impl Reconciler {
                 return Ok(());
             };
             let now = self.engine.clock().now();
-            let settled = recorded
-                .first()
-                .is_some_and(|first| now - first.recorded_at >= self.config.grace);
+            let settled = self.settled(&recorded);
             report.queried += 1;
             let check = self
                 .engine
@@ -282,10 +280,7 @@ impl Reconciler {
         let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
             return Ok(());
         };
-        let now = self.engine.clock().now();
-        let settled = recorded
-            .first()
-            .is_some_and(|first| now - first.recorded_at >= self.config.grace);
+        let settled = self.settled(&recorded);
         report.queried += 1;
         if self
             .engine
@@ -321,6 +316,15 @@ impl Reconciler {
             return None;
         }
         Some(attempts)
+    }
+
+    /// Whether the grace period has passed since the stream's first event,
+    /// after which PayKKa's "does not exist" is taken as final.
+    fn settled(&self, recorded: &[RecordedEvent]) -> bool {
+        let now = self.engine.clock().now();
+        recorded
+            .first()
+            .is_some_and(|first| now - first.recorded_at >= self.config.grace)
     }
 
     /// Records one more query of `stream`; the next waits twice as long.
