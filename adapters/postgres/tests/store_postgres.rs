@@ -427,7 +427,7 @@ async fn conflict_detected_by_unique_constraint() {
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
-    // The connection released the position lock: appends still work.
+    // The store stays usable after the conflict (nothing is left held).
     let o = fx
         .store
         .append(testkit::request(
