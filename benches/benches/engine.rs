@@ -82,7 +82,12 @@ fn place() -> PlacePayment {
 /// capture_requested/captured and refund_requested/refunded.
 fn history(n: usize) -> Vec<OrderEvent> {
     let mut h: Vec<OrderEvent> = vec![
-        order::decide(&OrderState::default(), OrderCommand::Place(place())).unwrap()[0].clone(),
+        order::decide(
+            &OrderState::default(),
+            OrderCommand::Place(Box::new(place())),
+        )
+        .unwrap()[0]
+            .clone(),
         AuthorisationRequested {
             trans_id: order_id().trans_id(),
         }
@@ -192,7 +197,11 @@ fn cases() -> Vec<(&'static str, OrderState, OrderCommand)> {
         PaymentObservation::status(ObservationSource::Notification, ObservedStatus::Authorised)
             .with_gateway_order_id("GW10000000000000001");
     vec![
-        ("place", OrderState::default(), OrderCommand::Place(place())),
+        (
+            "place",
+            OrderState::default(),
+            OrderCommand::Place(Box::new(place())),
+        ),
         (
             "capture",
             authorised.clone(),

@@ -900,7 +900,7 @@ impl Engine {
         let meta = ctx.metadata();
         match self
             .order_command(order_id, &meta, idem, |_| {
-                OrderCommand::Place(place.clone())
+                OrderCommand::Place(Box::new(place.clone()))
             })
             .await
         {
@@ -1162,7 +1162,10 @@ impl Engine {
                     ),
                     other => non_success(other),
                 };
-            let cmd = OrderCommand::RecordRefundOutcome { refund_id, outcome };
+            let cmd = OrderCommand::RecordRefundOutcome {
+                refund_id,
+                outcome: Box::new(outcome),
+            };
             self.finish_order_call(order_id, &meta, cmd).await
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
@@ -1607,7 +1610,7 @@ impl Engine {
             checkout: Some((r.checkout_id, session_id)),
         };
         self.order_command(order_id, &meta, None, |_| {
-            OrderCommand::Place(place.clone())
+            OrderCommand::Place(Box::new(place.clone()))
         })
         .await?;
         self.execute::<CheckoutAggregate, CheckoutError>(&stream, &meta, None, |s| {

@@ -176,7 +176,7 @@ fn command(s: Step) -> OrderCommand {
         }),
         Step::RefundOutcome { id, outcome: o } => OrderCommand::RecordRefundOutcome {
             refund_id: rf(id),
-            outcome: outcome(o, || refund_obs(id, o != 3)),
+            outcome: Box::new(outcome(o, || refund_obs(id, o != 3))),
         },
         Step::InitiateOutcome { outcome: o } => {
             OrderCommand::RecordInitiateOutcome(outcome(o, || payment_obs(o % 4, None, false)))
@@ -200,7 +200,7 @@ fn command(s: Step) -> OrderCommand {
 }
 
 fn place(manual: bool) -> OrderCommand {
-    OrderCommand::Place(PlacePayment {
+    OrderCommand::Place(Box::new(PlacePayment {
         order_id: OrderId(Uuid::from_u128(42)),
         merchant_id: MerchantId::new("m"),
         amount: eur(1000),
@@ -219,7 +219,7 @@ fn place(manual: bool) -> OrderCommand {
         store_token: None,
         agreement_id: None,
         checkout: None,
-    })
+    }))
 }
 
 proptest! {

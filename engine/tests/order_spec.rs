@@ -110,7 +110,7 @@ fn place_cmd(capture_method: CaptureMode) -> PlacePayment {
 fn placed(capture_method: CaptureMode) -> Vec<OrderEvent> {
     decide(
         &OrderState::default(),
-        OrderCommand::Place(place_cmd(capture_method)),
+        OrderCommand::Place(Box::new(place_cmd(capture_method))),
     )
     .unwrap()
 }
@@ -180,7 +180,9 @@ fn refund(id: u128, amount: i64) -> OrderCommand {
 #[test]
 fn placing_records_the_order_and_the_initiate_intent() {
     given([])
-        .when(OrderCommand::Place(place_cmd(CaptureMode::Manual)))
+        .when(OrderCommand::Place(Box::new(place_cmd(
+            CaptureMode::Manual,
+        ))))
         .then([
             PaymentPlaced {
                 order_id: order_id(),
@@ -385,8 +387,7 @@ fn a_success_notification_after_a_partial_capture_does_not_invent_a_full_capture
         .when(observe(obs(ObservedStatus::Success)))
         .then_nothing();
     // Balances from a query are authoritative.
-    let mut o = obs(ObservedStatus::Success);
-    o.balances = Some(Balances {
+    let o = obs(ObservedStatus::Success).with_balances(Balances {
         authed: 1000,
         captured: 1000,
         refunded: 0,
@@ -517,14 +518,14 @@ fn partial_and_multiple_refunds_each_with_its_own_id() {
     let s = given(h)
         .when(OrderCommand::RecordRefundOutcome {
             refund_id: rf(2),
-            outcome: CallOutcome::Accepted(RefundObservation {
+            outcome: Box::new(CallOutcome::Accepted(RefundObservation {
                 source: ObservationSource::Response,
                 refund_id: rf(2),
                 status: ObservedRefundStatus::Success,
                 gateway_refund_id: None,
                 error_code: None,
                 error_description: None,
-            }),
+            })),
         })
         .then([Refunded {
             refund_id: rf(2),
@@ -565,7 +566,7 @@ fn a_stored_token_is_recorded_once() {
         purpose: TokenPurpose::CardOnFile,
         shopper_reference: "cust-1".into(),
     });
-    let h = decide(&OrderState::default(), OrderCommand::Place(cmd)).unwrap();
+    let h = decide(&OrderState::default(), OrderCommand::Place(Box::new(cmd))).unwrap();
     let with_token = obs(ObservedStatus::Success).with_token("TK1", "cust-1");
     let events = given(h.clone())
         .when(observe(with_token.clone()))

@@ -347,7 +347,9 @@ pub enum CallOutcome<T> {
 /// Everything that can be asked of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderCommand {
-    Place(PlacePayment),
+    /// Boxed: by far the largest command, and every command is moved
+    /// through decide.
+    Place(Box<PlacePayment>),
     RecordInitiateOutcome(CallOutcome<PaymentObservation>),
     /// The shopper is back from the 3DS page (the result is still to come).
     CompleteChallenge,
@@ -366,7 +368,9 @@ pub enum OrderCommand {
     Refund(RefundPayment),
     RecordRefundOutcome {
         refund_id: RefundId,
-        outcome: CallOutcome<RefundObservation>,
+        /// Boxed: keeps the command within 128 bytes (refund outcomes are
+        /// rare; every command is moved through decide).
+        outcome: Box<CallOutcome<RefundObservation>>,
     },
     /// A webhook or a query result.
     ApplyGatewayObservation(Observation),
@@ -1069,8 +1073,10 @@ fn open_refund(s: &OrderState, id: RefundId) -> Option<&RefundEntry> {
 /// observation is consumed by decide: no copy).
 fn error_of(obs: &mut PaymentObservation, default: &str) -> (String, String) {
     (
-        obs.error_code.take().unwrap_or_else(|| default.to_owned()),
-        obs.error_description.take().unwrap_or_default(),
+        obs.take_detail(|d| d.error_code.take())
+            .unwrap_or_else(|| default.to_owned()),
+        obs.take_detail(|d| d.error_description.take())
+            .unwrap_or_default(),
     )
 }
 
@@ -1187,7 +1193,7 @@ fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
             if matches!(
                 s.phase(),
                 Phase::AuthorisationPending | Phase::AuthorisationUnknown
-            ) && let Some(authentication_url) = o.authentication_url.take()
+            ) && let Some(authentication_url) = o.take_detail(|d| d.authentication_url.take())
             {
                 em.emit(ChallengeRequired { authentication_url });
             }
@@ -1232,7 +1238,7 @@ fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
                         .ok_or(DomainError::IncompleteObservation("order_id"))?,
                 };
                 let authed = o
-                    .balances
+                    .balances()
                     .map(|b| b.authed)
                     .filter(|a| *a > 0)
                     .or(o.amount.map(|m| m.minor))
@@ -1252,7 +1258,7 @@ fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
                 let st = em.state();
                 let not_captured = st
                     .open_capture()
-                    .filter(|_| o.balances.is_none_or(|b| b.captured <= st.captured))
+                    .filter(|_| o.balances().is_none_or(|b| b.captured <= st.captured))
                     .map(|c| c.capture_id);
                 if let Some(capture_id) = not_captured {
                     em.emit(CaptureDeclined {
@@ -1274,15 +1280,14 @@ fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
     }
 
     // A stored token, once the payment went through.
-    if let Some(token) = o.token.take() {
+    if let Some(token) = o.take_detail(|d| d.token.take()) {
         let st = em.state();
         if st.token().is_none()
             && !matches!(st.phase(), Phase::Declined | Phase::New)
             && !pre_auth(st.phase())
         {
             let shopper_reference = o
-                .shopper_reference
-                .take()
+                .take_detail(|d| d.shopper_reference.take())
                 .or_else(|| {
                     s.placed
                         .as_ref()
@@ -1292,7 +1297,7 @@ fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Decided {
             em.emit(TokenStored {
                 token,
                 shopper_reference,
-                recurring_agreement_ref: o.recurring_agreement_ref.take(),
+                recurring_agreement_ref: o.take_detail(|d| d.recurring_agreement_ref.take()),
             });
         }
     }
@@ -1311,7 +1316,7 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
     // (automatic capture). After our own partial captures a SUCCESS without
     // balances says nothing new (PayKKa reports SUCCESS from the first
     // capture on): only balances (a query) can show more money captured.
-    let target = match (o.balances, st.open_capture()) {
+    let target = match (o.balances(), st.open_capture()) {
         (Some(b), _) => b.captured,
         (None, Some(c)) => st.captured.saturating_add(c.amount.minor),
         (None, None) if o.status == ObservedStatus::PartiallyReversed => st.captured,
@@ -1321,7 +1326,7 @@ fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
     .min(st.authorised);
     let covered = st
         .open_capture()
-        .filter(|c| o.balances.is_none() || target >= st.captured.saturating_add(c.amount.minor))
+        .filter(|c| o.balances().is_none() || target >= st.captured.saturating_add(c.amount.minor))
         .map(|c| (c.capture_id, c.amount, c.final_capture));
     if let Some((capture_id, amount, final_capture)) = covered {
         em.emit(Captured {

@@ -76,6 +76,11 @@ pub enum ObservationSource {
 }
 
 /// The state of a payment as PayKKa reports it.
+///
+/// The fields every observation carries stay inline; the rarely present
+/// ones live in [`ObservationDetails`], boxed, so the observation (which
+/// every observed command moves) stays small. Read them through the
+/// accessors ([`Self::balances`], [`Self::authentication_url`], ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentObservation {
     pub source: ObservationSource,
@@ -83,21 +88,35 @@ pub struct PaymentObservation {
     pub gateway_order_id: Option<GatewayOrderId>,
     /// The order amount PayKKa reports (used as the authorised amount).
     pub amount: Option<Money>,
+    /// Boxed: rarely present, and inline it would be a quarter of the
+    /// observation.
+    pub card: Option<Box<CardSummary>>,
+    /// Set by the reconciler once its grace period has passed: whatever
+    /// this observation does not show (a capture, a void) did not happen.
+    /// A webhook or a fresh response never sets it.
+    pub settled: bool,
+    /// The rarely present fields; `None` when all of them are absent.
+    pub details: Option<Box<ObservationDetails>>,
+}
+
+/// The rarely present parts of a [`PaymentObservation`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservationDetails {
     pub balances: Option<Balances>,
     /// Present while the shopper must pass 3-D Secure.
     pub authentication_url: Option<String>,
     pub error_code: Option<String>,
     pub error_description: Option<String>,
-    /// Boxed: rarely present, and inline it would be a quarter of the
-    /// observation (which every observed command moves).
-    pub card: Option<Box<CardSummary>>,
     pub token: Option<String>,
     pub shopper_reference: Option<String>,
     pub recurring_agreement_ref: Option<RecurringAgreementRef>,
-    /// Set by the reconciler once its grace period has passed: whatever
-    /// this observation does not show (a capture, a void) did not happen.
-    /// A webhook or a fresh response never sets it.
-    pub settled: bool,
+}
+
+impl ObservationDetails {
+    /// `None` when nothing is present (no allocation for the common case).
+    pub fn boxed(self) -> Option<Box<Self>> {
+        (self != Self::default()).then(|| Box::new(self))
+    }
 }
 
 impl PaymentObservation {
@@ -108,16 +127,51 @@ impl PaymentObservation {
             status,
             gateway_order_id: None,
             amount: None,
-            balances: None,
-            authentication_url: None,
-            error_code: None,
-            error_description: None,
             card: None,
-            token: None,
-            shopper_reference: None,
-            recurring_agreement_ref: None,
             settled: false,
+            details: None,
         }
+    }
+
+    /// The details, created empty when absent (for builders and tests).
+    pub fn details_mut(&mut self) -> &mut ObservationDetails {
+        self.details.get_or_insert_default()
+    }
+
+    pub fn balances(&self) -> Option<Balances> {
+        self.details.as_ref()?.balances
+    }
+
+    pub fn authentication_url(&self) -> Option<&str> {
+        self.details.as_ref()?.authentication_url.as_deref()
+    }
+
+    pub fn error_code(&self) -> Option<&str> {
+        self.details.as_ref()?.error_code.as_deref()
+    }
+
+    pub fn error_description(&self) -> Option<&str> {
+        self.details.as_ref()?.error_description.as_deref()
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.details.as_ref()?.token.as_deref()
+    }
+
+    pub fn shopper_reference(&self) -> Option<&str> {
+        self.details.as_ref()?.shopper_reference.as_deref()
+    }
+
+    pub fn recurring_agreement_ref(&self) -> Option<&RecurringAgreementRef> {
+        self.details.as_ref()?.recurring_agreement_ref.as_ref()
+    }
+
+    /// Takes one detail out (the aggregate moves strings into events).
+    pub(crate) fn take_detail<T>(
+        &mut self,
+        f: impl FnOnce(&mut ObservationDetails) -> Option<T>,
+    ) -> Option<T> {
+        self.details.as_deref_mut().and_then(f)
     }
 
     pub fn with_gateway_order_id(mut self, id: impl Into<String>) -> Self {
@@ -126,18 +180,19 @@ impl PaymentObservation {
     }
 
     pub fn with_balances(mut self, b: Balances) -> Self {
-        self.balances = Some(b);
+        self.details_mut().balances = Some(b);
         self
     }
 
     pub fn with_error(mut self, code: impl Into<String>, description: impl Into<String>) -> Self {
-        self.error_code = Some(code.into());
-        self.error_description = Some(description.into());
+        let d = self.details_mut();
+        d.error_code = Some(code.into());
+        d.error_description = Some(description.into());
         self
     }
 
     pub fn with_authentication_url(mut self, url: impl Into<String>) -> Self {
-        self.authentication_url = Some(url.into());
+        self.details_mut().authentication_url = Some(url.into());
         self
     }
 
@@ -146,8 +201,9 @@ impl PaymentObservation {
         token: impl Into<String>,
         shopper_reference: impl Into<String>,
     ) -> Self {
-        self.token = Some(token.into());
-        self.shopper_reference = Some(shopper_reference.into());
+        let d = self.details_mut();
+        d.token = Some(token.into());
+        d.shopper_reference = Some(shopper_reference.into());
         self
     }
 }

@@ -148,8 +148,8 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
         ]
     };
     let mut cmds = vec![
-        OrderCommand::Place(place(CaptureMode::Manual)),
-        OrderCommand::Place(place(CaptureMode::Automatic)),
+        OrderCommand::Place(Box::new(place(CaptureMode::Manual))),
+        OrderCommand::Place(Box::new(place(CaptureMode::Automatic))),
         OrderCommand::CompleteChallenge,
         OrderCommand::ExpireChallenge,
         OrderCommand::Capture(CapturePayment {
@@ -249,7 +249,7 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
         ] {
             cmds.push(OrderCommand::RecordRefundOutcome {
                 refund_id: rf(n),
-                outcome,
+                outcome: Box::new(outcome),
             });
         }
         cmds.push(OrderCommand::ApplyGatewayObservation(
