@@ -9,7 +9,9 @@
 //! Every flow is driven over HTTP: purchase, pre-auth + two partial
 //! captures, 3-D Secure (challenge completed with one POST to the sandbox
 //! page), void, two partial refunds, recurring first payment + charge +
-//! cancel, checkout session. Then the crash: an initiate whose answer the
+//! cancel, checkout session, and a checkout session whose payment
+//! notification the sandbox drops (only the reconciler's Checkout Session
+//! Query can complete it). Then the crash: an initiate whose answer the
 //! sandbox delays (magic amount `...991`) is in flight when the service is
 //! killed with SIGKILL; the restarted service's reconciler must bring the
 //! order to the sandbox's state, and the sandbox must hold exactly one order
@@ -20,7 +22,9 @@
 //! the kill deterministically happens before the crashed order's webhook
 //! reaches the service; the restarted service listens on a new port (config
 //! `addr = 127.0.0.1:0`), so that webhook is lost and only the reconciler
-//! can converge the order.
+//! can converge the order. The reconciler runs every second with a 2 s
+//! threshold, so the lost-notification session and the crashed order
+//! converge within a few seconds.
 //!
 //! Postgres (PAYORCH_TEST_DATABASE_URL) or RabbitMQ (PAYORCH_TEST_AMQP_URL)
 //! unreachable: loud SKIP, unless PAYORCH_REQUIRE_SERVICES=1 (then panic).
@@ -39,7 +43,7 @@ use payorch_rabbitmq::lapin::options::{
 };
 use payorch_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
 use payorch_rabbitmq::lapin::{Channel, Connection, ConnectionProperties};
-use payorch_sandbox::{FaultConfig, SandboxConfig, SandboxMerchant};
+use payorch_sandbox::{DeliveryOutcome, FaultConfig, SandboxConfig, SandboxMerchant};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, Executor, PgConnection};
@@ -407,7 +411,7 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     std::fs::write(
         &cfg,
         format!(
-            "store_url = \"{store_url}\"\namqp_url = \"{}\"\naddr = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\n\
+            "store_url = \"{store_url}\"\namqp_url = \"{}\"\naddr = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\nreconcile_threshold_secs = 2\n\
              [paykka]\nbase_url = \"{}\"\nresponse_signature = \"enforce\"\n\
              [[merchants]]\nmerchant_id = \"{MERCHANT}\"\nprivate_key_path = \"{}\"\npaykka_public_key_path = \"{}\"\napi_key_sha256 = \"{}\"\n",
             amqp_url(),
@@ -429,6 +433,47 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
         url,
     };
     let mut payments: Vec<String> = Vec::new();
+
+    // ---- checkout session paid, notification dropped (part 1 of 2)
+    // Paid now and checked after the other flows, so that the reconciler
+    // threshold (`reconcile_threshold_secs = 2` in the config) passes
+    // meanwhile instead of adding to the run time.
+    const LOST_AMOUNT: i64 = 3700;
+    let (_, s) = api
+        .post("/v1/checkout-sessions", json!({"amount": eur(LOST_AMOUNT)}))
+        .await;
+    let lost_session = id_of(&s);
+    let lost_gateway_session = s["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session_id: {s:#}"))
+        .to_owned();
+    let page = s["session_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session_url: {s:#}"))
+        .to_owned();
+    sandbox.drop_session_notifications(&lost_gateway_session);
+    let r = http
+        .post(format!("{page}?card=4111111111111111"))
+        .send()
+        .await
+        .expect("checkout page");
+    assert!(r.status().is_success(), "checkout page: {}", r.status());
+    // The only notification PayKKa produced for it never left the sandbox.
+    let of_session = |n: &payorch_sandbox::NotificationRecord| {
+        serde_json::from_str::<Value>(&n.body)
+            .is_ok_and(|b| b["session_id"] == lost_gateway_session.as_str())
+    };
+    let notified: Vec<_> = sandbox
+        .notifications_sent()
+        .into_iter()
+        .filter(of_session)
+        .collect();
+    assert_eq!(notified.len(), 1, "{notified:#?}");
+    assert_eq!(
+        (notified[0].outcome, notified[0].attempts),
+        (DeliveryOutcome::Dropped, 0),
+        "{notified:#?}"
+    );
 
     // ---- purchase (automatic capture) + two partial refunds
     let (_, p) = api
@@ -597,6 +642,43 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     api.wait_payment(&checkout_payment, |p| p["status"] == "captured")
         .await;
     payments.push(checkout_payment);
+
+    // ---- checkout session paid, notification dropped (part 2 of 2): only
+    // the reconciler's Checkout Session Query can tell the service
+    let s = until("the reconciler completed the unnotified session", || {
+        let api = &api;
+        let session = &lost_session;
+        async move {
+            let s = api.get(&format!("/v1/checkout-sessions/{session}")).await;
+            (s["status"] == "completed" && s["payment_id"].is_string()).then_some(s)
+        }
+    })
+    .await;
+    let lost_payment = s["payment_id"].as_str().expect("payment id").to_owned();
+    let p = api
+        .wait_payment(&lost_payment, |p| {
+            p["status"] == "captured" && p["captured"]["minor"] == LOST_AMOUNT
+        })
+        .await;
+    assert_eq!(p["amount"], eur(LOST_AMOUNT), "{p:#}");
+    let ledger = sandbox.ledger();
+    let paid = ledger
+        .merchant(MERCHANT)
+        .and_then(|m| m.sessions.get(&lost_gateway_session))
+        .and_then(|s| s.order_id.clone())
+        .unwrap_or_else(|| panic!("the sandbox has no order for {lost_gateway_session}"));
+    assert_eq!(p["gateway_order_id"].as_str(), Some(paid.as_str()), "{p:#}");
+    // Still dropped: nothing reached the service after all.
+    assert!(
+        sandbox
+            .notifications_sent()
+            .iter()
+            .filter(|n| of_session(n))
+            .all(|n| n.outcome == DeliveryOutcome::Dropped),
+        "{:#?}",
+        sandbox.notifications_sent()
+    );
+    payments.push(lost_payment);
 
     // ---- crash: SIGKILL while a slow initiate is in flight
     const CRASH_AMOUNT: i64 = 10_991;

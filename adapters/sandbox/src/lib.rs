@@ -276,6 +276,14 @@ impl RunningSandbox {
         })
     }
 
+    /// Drops every later payment notification of this checkout session
+    /// (`session_id`, as Checkout Session Create answered it): recorded as
+    /// [`DeliveryOutcome::Dropped`], never sent. A targeted `notify_drop`
+    /// for tests where only Checkout Session Query can tell the merchant.
+    pub fn drop_session_notifications(&self, session_id: &str) {
+        self.shared.notifier.drop_session(session_id);
+    }
+
     /// Every notification queued so far, in queue order, with its delivery
     /// state.
     pub fn notifications_sent(&self) -> Vec<NotificationRecord> {

@@ -9,6 +9,7 @@
 //! one at a time in queue order (so "reordered" means exactly what the
 //! fault decided); retries run in the background.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,6 +100,9 @@ pub(crate) struct Notifier {
     records: Arc<Mutex<Vec<NotificationRecord>>>,
     rng: Mutex<Rng>,
     faults: FaultConfig,
+    /// Checkout sessions whose payment notifications are dropped (see
+    /// [`Notifier::drop_session`]).
+    dropped_sessions: Mutex<HashSet<String>>,
     key: PlatformKey,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -127,6 +131,7 @@ impl Notifier {
             records,
             rng: Mutex::new(Rng::new(faults.seed)),
             faults,
+            dropped_sessions: Mutex::new(HashSet::new()),
             key,
             task: Mutex::new(Some(task)),
         })
@@ -134,6 +139,12 @@ impl Notifier {
 
     pub(crate) fn records(&self) -> Vec<NotificationRecord> {
         lock(&self.records).clone()
+    }
+
+    /// Every later payment notification carrying this `session_id` is
+    /// dropped (recorded as [`DeliveryOutcome::Dropped`], never sent).
+    pub(crate) fn drop_session(&self, session_id: &str) {
+        lock(&self.dropped_sessions).insert(session_id.to_owned());
     }
 
     pub(crate) fn stop(&self) {
@@ -144,6 +155,13 @@ impl Notifier {
 
     /// Serializes, signs and queues one notification, applying faults.
     pub(crate) fn send(&self, outgoing: Outgoing) {
+        let targeted = match &outgoing {
+            Outgoing::Payment { body, .. } => body
+                .session_id
+                .as_ref()
+                .is_some_and(|s| lock(&self.dropped_sessions).contains(s)),
+            Outgoing::Refund { .. } => false,
+        };
         let (url, body, merchant_id, timestamp, notify_type, subject_id) = match outgoing {
             Outgoing::Payment { url, body } => (
                 url,
@@ -185,6 +203,8 @@ impl Notifier {
                 rng.chance(f.notify_reorder),
             )
         };
+        // Rolled above either way: a targeted drop does not shift the dice.
+        let dropped = dropped || targeted;
         let body = Bytes::from(body);
         let text = String::from_utf8_lossy(&body).into_owned();
         let mut records = lock(&self.records);

@@ -408,3 +408,59 @@ async fn session_query_reports_a_payment_whose_notification_was_dropped() {
     assert_eq!(t.data()["order_id"], q.data()["order_id"]);
     h.sandbox.shutdown().await;
 }
+
+/// `drop_session_notifications` drops the payment notification of that one
+/// checkout session and no other: the other session's arrives and is
+/// acknowledged.
+#[tokio::test]
+async fn targeted_drop_eats_only_that_sessions_notifications() {
+    let rx = Receiver::start(0).await;
+    let h = start().await;
+    let mut sessions = Vec::new();
+    for trans_id in ["s-target", "s-other"] {
+        let s = h
+            .call(
+                "/session",
+                json!({"payment_type": "PURCHASE", "trans_id": trans_id, "amount": 2500,
+                       "currency": "EUR", "session_mode": "HOSTED", "notify_url": rx.url,
+                       "return_url": "https://m.example/r"}),
+            )
+            .await;
+        sessions.push((
+            s.data()["session_id"].as_str().unwrap().to_owned(),
+            s.data()["session_url"].as_str().unwrap().to_owned(),
+        ));
+    }
+    h.sandbox.drop_session_notifications(&sessions[0].0);
+    for (_, url) in &sessions {
+        let paid = h
+            .http
+            .post(format!("{url}?card={}", cards::VISA_SUCCESS))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(paid.status(), 200);
+    }
+    assert!(
+        h.sandbox
+            .wait_until(WAIT, |s| s
+                .notifications_sent()
+                .iter()
+                .any(|n| n.outcome == DeliveryOutcome::Acknowledged))
+            .await
+    );
+    let sent = h.sandbox.notifications_sent();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let of = |sid: &str| {
+        sent.iter()
+            .find(|n| n.body.contains(sid))
+            .unwrap_or_else(|| panic!("no notification of {sid}: {sent:#?}"))
+    };
+    assert_eq!(of(&sessions[0].0).outcome, DeliveryOutcome::Dropped);
+    assert_eq!(of(&sessions[0].0).attempts, 0);
+    assert_eq!(of(&sessions[1].0).outcome, DeliveryOutcome::Acknowledged);
+    let got = rx.all();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["trans_id"], "s-other");
+    h.sandbox.shutdown().await;
+}
