@@ -267,6 +267,16 @@ impl Api {
     }
 
     /// Polls the payment until `cond` holds.
+    /// Waits until checkout session `session` is completed; its payment id.
+    async fn wait_checkout_completed(&self, what: &str, session: &str) -> String {
+        let s = until(what, || async move {
+            let s = self.get(&format!("/v1/checkout-sessions/{session}")).await;
+            (s["status"] == "completed" && s["payment_id"].is_string()).then_some(s)
+        })
+        .await;
+        s["payment_id"].as_str().expect("payment id").to_owned()
+    }
+
     async fn wait_payment(&self, id: &str, cond: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -281,6 +291,16 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// The shopper pays checkout page `page` with a test card (one HTTP call).
+async fn pay_on_hosted_page(http: &reqwest::Client, page: &str) {
+    let r = http
+        .post(format!("{page}?card=4111111111111111"))
+        .send()
+        .await
+        .expect("checkout page");
+    assert!(r.status().is_success(), "checkout page: {}", r.status());
 }
 
 fn card(pan: &str) -> Value {
@@ -452,12 +472,7 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
         .unwrap_or_else(|| panic!("no session_url: {s:#}"))
         .to_owned();
     sandbox.drop_session_notifications(&lost_gateway_session);
-    let r = http
-        .post(format!("{page}?card=4111111111111111"))
-        .send()
-        .await
-        .expect("checkout page");
-    assert!(r.status().is_success(), "checkout page: {}", r.status());
+    pay_on_hosted_page(&http, &page).await;
     // The only notification PayKKa produced for it never left the sandbox.
     let of_session = |n: &payorch_sandbox::NotificationRecord| {
         serde_json::from_str::<Value>(&n.body)
@@ -623,38 +638,22 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
         .as_str()
         .unwrap_or_else(|| panic!("no session_url: {s:#}"))
         .to_owned();
-    let r = http
-        .post(format!("{page}?card=4111111111111111"))
-        .send()
-        .await
-        .expect("checkout page");
-    assert!(r.status().is_success(), "checkout page: {}", r.status());
-    let s = until("checkout completed", || {
-        let api = &api;
-        let session = &session;
-        async move {
-            let s = api.get(&format!("/v1/checkout-sessions/{session}")).await;
-            (s["status"] == "completed" && s["payment_id"].is_string()).then_some(s)
-        }
-    })
-    .await;
-    let checkout_payment = s["payment_id"].as_str().expect("payment id").to_owned();
+    pay_on_hosted_page(&http, &page).await;
+    let checkout_payment = api
+        .wait_checkout_completed("checkout completed", &session)
+        .await;
     api.wait_payment(&checkout_payment, |p| p["status"] == "captured")
         .await;
     payments.push(checkout_payment);
 
     // ---- checkout session paid, notification dropped (part 2 of 2): only
     // the reconciler's Checkout Session Query can tell the service
-    let s = until("the reconciler completed the unnotified session", || {
-        let api = &api;
-        let session = &lost_session;
-        async move {
-            let s = api.get(&format!("/v1/checkout-sessions/{session}")).await;
-            (s["status"] == "completed" && s["payment_id"].is_string()).then_some(s)
-        }
-    })
-    .await;
-    let lost_payment = s["payment_id"].as_str().expect("payment id").to_owned();
+    let lost_payment = api
+        .wait_checkout_completed(
+            "the reconciler completed the unnotified session",
+            &lost_session,
+        )
+        .await;
     let p = api
         .wait_payment(&lost_payment, |p| {
             p["status"] == "captured" && p["captured"]["minor"] == LOST_AMOUNT
