@@ -17,6 +17,18 @@ use crate::store::{
     AppendRequest, EventMetadata, ExpectedVersion, IdempotencyRecord, StoreError, StreamId,
 };
 
+/// The metadata of a stream's new events: the caller's, with the merchant
+/// the aggregate belongs to when the caller named none (a notification, a
+/// query result, a follow-up). Every event names its merchant, so a
+/// subscriber bound to `*.*.<merchant>` sees all of its orders' events.
+fn with_merchant<A: Aggregate>(meta: &EventMetadata, state: &A::State) -> EventMetadata {
+    let mut meta = meta.clone();
+    if meta.merchant_id.as_deref().is_none_or(str::is_empty) {
+        meta.merchant_id = A::merchant_id(state).map(|m| m.as_str().to_owned());
+    }
+    meta
+}
+
 impl Engine {
     /// load -> decide -> append with conflict retries. Returns the state
     /// after the append and the events appended (empty: nothing to do).
@@ -44,6 +56,8 @@ impl Engine {
                 }
                 return Ok((state, events));
             }
+            let next = events.iter().fold(state, A::evolve);
+            let meta = with_merchant::<A>(meta, &next);
             let now = self.clock.now();
             let new_events = events
                 .iter()
@@ -57,10 +71,7 @@ impl Engine {
                 idempotency: idempotency.clone(),
             };
             match self.store.append(request).await {
-                Ok(_) => {
-                    let state = events.iter().fold(state, A::evolve);
-                    return Ok((state, events));
-                }
+                Ok(_) => return Ok((next, events)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
