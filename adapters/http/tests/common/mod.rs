@@ -15,8 +15,8 @@ use payorch_engine::gateway::fake::FakeGateway;
 use payorch_engine::orchestrator::{Engine, EngineConfig};
 use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::store::{
-    AppendOutcome, AppendRequest, Clock, EventStore, IdempotencyRecord, IdempotencyStore, Position,
-    RecordedEvent, StoreError, StreamId, SystemClock, Version,
+    AppendOutcome, AppendRequest, Clock, EventStore, IdempotencyCompletion, IdempotencyRecord,
+    IdempotencyStore, Position, RecordedEvent, StoreError, StreamId, SystemClock, Version,
 };
 use payorch_http::{
     ApiKeys, AppState, HealthCheck, Metrics, WebhookRejection, WebhookVerifier, hash_api_key,
@@ -104,6 +104,13 @@ impl IdempotencyStore for SwitchableStore {
     async fn put_idempotency(&self, record: IdempotencyRecord) -> Result<(), StoreError> {
         self.check()?;
         self.inner.put_idempotency(record).await
+    }
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.complete_idempotency(completion).await
     }
 }
 
@@ -206,8 +213,7 @@ pub fn harness() -> Harness {
     let state = AppState::new(engine.clone(), keys, Arc::new(TestVerifier))
         .with_metrics(metrics.clone())
         .with_health_check(store_check)
-        .with_health_check(broker.clone())
-        .with_idempotency_store(store.clone());
+        .with_health_check(broker.clone());
     Harness {
         router: payorch_http::router(state.clone()),
         state,
