@@ -1,5 +1,5 @@
-//! Test harness: the engine on an in-memory store (switchable to
-//! "unavailable") and the scriptable FakeGateway, two merchants with API
+//! Test harness: the engine on an in-memory store, or any store given to
+//! [`harness_over`] (switchable to "unavailable") and the scriptable FakeGateway, two merchants with API
 //! keys, and a test webhook verifier (SHA-256 over secret + body, plus the
 //! timestamp window).
 
@@ -33,14 +33,30 @@ pub const MERCHANT_B: &str = "29999999999999";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 const TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
-/// An in-memory store that can be switched off (every call `Unavailable`).
-#[derive(Default)]
+/// A store the engine can use: events and idempotency records.
+pub trait Backend: EventStore + IdempotencyStore {}
+impl<T: EventStore + IdempotencyStore> Backend for T {}
+
+/// A store (in memory unless given one) that can be switched off (every
+/// call `Unavailable`).
 pub struct SwitchableStore {
-    inner: InMemoryStore,
+    inner: Arc<dyn Backend>,
     down: AtomicBool,
 }
 
+impl Default for SwitchableStore {
+    fn default() -> Self {
+        Self::over(Arc::new(InMemoryStore::new()))
+    }
+}
+
 impl SwitchableStore {
+    pub fn over(inner: Arc<dyn Backend>) -> Self {
+        SwitchableStore {
+            inner,
+            down: AtomicBool::new(false),
+        }
+    }
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
@@ -184,7 +200,12 @@ pub struct Harness {
 }
 
 pub fn harness() -> Harness {
-    let store = Arc::new(SwitchableStore::default());
+    harness_over(Arc::new(InMemoryStore::new()))
+}
+
+/// The harness on a given store (SQLite, Postgres...).
+pub fn harness_over(backend: Arc<dyn Backend>) -> Harness {
+    let store = Arc::new(SwitchableStore::over(backend));
     let gateway = Arc::new(FakeGateway::new());
     let metrics = Metrics::new();
     let metered =
