@@ -262,7 +262,7 @@ impl Config {
                 "store_url",
                 format!(
                     "{:?} must start with sqlite: or postgres://",
-                    self.store_url
+                    redact_url(&self.store_url)
                 ),
             ));
         }
@@ -344,25 +344,25 @@ impl Config {
     }
 }
 
-/// `url` with any password replaced by `***` (for printing).
+/// `url` with any password replaced by `***` (for printing). Works on
+/// any text shaped like `[scheme://]user:password@host...`, so a URL with
+/// a misspelt scheme (or none) never prints its password either.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let (authority, path) = match rest.find('/') {
+    let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
+    let prefix = scheme.map(|s| format!("{s}://")).unwrap_or_default();
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                url.to_owned()
-            }
+            format!("{prefix}{user}:***@{host}{path}")
         }
-        None => url.to_owned(),
+        _ => url.to_owned(),
     }
 }
 
@@ -468,6 +468,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("merchants[0].api_key_sha256"), "{e}");
+        // A store URL with a misspelt scheme names the key, not the password.
+        let e = Config::load(
+            Some(&write(&dir, "")),
+            &env_of(&[("PAYORCH_STORE_URL", "postgress://app:hunter2@db/pay")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("store_url"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]
@@ -481,6 +491,15 @@ mod tests {
             "postgres://postgres@h/db"
         );
         assert_eq!(redact_url("sqlite://payorch.db"), "sqlite://payorch.db");
+        assert_eq!(
+            redact_url("postgress://u:secret@h:5432/db"),
+            "postgress://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("u:secret@h:5432/db"), "u:***@h:5432/db");
+        assert_eq!(
+            redact_url("amqp://guest:p%40ss@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
     }
 
     #[test]
