@@ -119,6 +119,10 @@ pub struct Args {
     /// (e.g. `postgres`, `beam.smp`), repeatable.
     #[arg(long = "cpu-process", value_name = "NAME")]
     cpu_processes: Vec<String>,
+    /// Also report the CPU seconds of this process id (e.g. a standalone
+    /// `payorch sandbox`), repeatable.
+    #[arg(long = "cpu-pid", value_name = "PID")]
+    cpu_pids: Vec<u32>,
     /// RSA-2048 signs/s and verifies/s measured on this machine (e.g. from
     /// `openssl speed rsa2048`), as `SIGNS/VERIFIES`: adds the
     /// cryptographic floor of the mix and the ratio to it.
@@ -973,17 +977,19 @@ struct CpuProbe {
     tck: f64,
     serve_pid: Option<u32>,
     names: Vec<String>,
+    pids: Vec<(u32, Option<u64>)>,
     serve: Option<u64>,
     own: Option<u64>,
     by_name: BTreeMap<String, u64>,
 }
 
 impl CpuProbe {
-    fn start(serve_pid: Option<u32>, names: &[String]) -> CpuProbe {
+    fn start(serve_pid: Option<u32>, names: &[String], pids: &[u32]) -> CpuProbe {
         CpuProbe {
             tck: clock_ticks(),
             serve_pid,
             names: names.to_vec(),
+            pids: pids.iter().map(|&p| (p, pid_ticks(p))).collect(),
             serve: serve_pid.and_then(pid_ticks),
             own: pid_ticks(std::process::id()),
             by_name: ticks_by_name(names),
@@ -1006,6 +1012,13 @@ impl CpuProbe {
                 .map(|a| a.saturating_sub(*before) as f64 / self.tck);
             named.insert(
                 name.clone(),
+                json!({"cpu_secs": s.map(round3), "cores": share(s)}),
+            );
+        }
+        for (pid, before) in &self.pids {
+            let s = secs(*before, pid_ticks(*pid));
+            named.insert(
+                format!("pid {pid}"),
                 json!({"cpu_secs": s.map(round3), "cores": share(s)}),
             );
         }
@@ -1394,7 +1407,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             Some(p) => Some(p.sample().await?),
             None => None,
         };
-        let cpu = CpuProbe::start(serve_pid, &args.cpu_processes);
+        let cpu = CpuProbe::start(serve_pid, &args.cpu_processes, &args.cpu_pids);
         let bar_len = match (args.count, duration) {
             (Some(c), _) => Some(c),
             (None, d) => Some(d.unwrap_or(Duration::from_secs(30)).as_secs().max(1)),
