@@ -209,6 +209,7 @@ fn amount_positive() {
         order_id: "GW1".into(),
         amount: None,
         currency: None,
+        final_capture: None,
     };
     assert_ok(&c);
     c.amount = Some(0);
@@ -552,6 +553,7 @@ fn capture_void_cancel_need_their_ids() {
         order_id: " ".into(),
         amount: Some(1),
         currency: Some(Currency::EUR),
+        final_capture: None,
     };
     assert_rejects(&c, "order_id");
     let mut rc = RecurringCancelRequest {

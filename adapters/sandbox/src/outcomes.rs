@@ -132,6 +132,10 @@ pub enum MagicAmount {
     ErrorAfterCommit,
     /// `...993`: (initiate) 3DS challenge whatever the card.
     Challenge,
+    /// `...994`: (initiate, capture, refund) committed, answered
+    /// `FaultConfig::late_answer` later, and hidden from queries (and its
+    /// notifications held back) until then.
+    LateHidden,
     /// `...995`: (refund) the refund settles to `FAILURE`.
     RefundFailure,
 }
@@ -141,6 +145,7 @@ pub fn magic_amount(amount: i64) -> MagicAmount {
         991 => MagicAmount::SlowResponse,
         992 => MagicAmount::ErrorAfterCommit,
         993 => MagicAmount::Challenge,
+        994 => MagicAmount::LateHidden,
         995 => MagicAmount::RefundFailure,
         _ => MagicAmount::None,
     }

@@ -75,6 +75,17 @@ impl Shared {
     /// notifications it produced (still under the lock, so queue order is
     /// commit order).
     pub(crate) fn with_ledger<R>(&self, merchant_id: &str, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+        self.with_ledger_late(merchant_id, false, f)
+    }
+
+    /// [`Self::with_ledger`] with the late-answer fault rolled (or not) for
+    /// this request.
+    pub(crate) fn with_ledger_late<R>(
+        &self,
+        merchant_id: &str,
+        late_forced: bool,
+        f: impl FnOnce(&mut Ctx<'_>) -> R,
+    ) -> R {
         let mut out = Vec::new();
         let mut books = lock(&self.ledger);
         let ledger = books.entry(merchant_id.to_owned()).or_default();
@@ -87,10 +98,14 @@ impl Shared {
             behaviour: &self.behaviour,
             default_notify_url: self.default_notify_url.as_deref(),
             out: &mut out,
+            late_forced,
+            late_answer: self.faults.late_answer,
+            notify_hold: std::time::Duration::ZERO,
         };
         let r = f(&mut ctx);
+        let hold = ctx.notify_hold;
         for o in out {
-            self.notifier.send(o);
+            self.notifier.send(o, hold);
         }
         r
     }
@@ -165,6 +180,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Result<Router, SandboxError> {
             "/sandbox/checkout/{session_id}",
             get(checkout_page).post(checkout_submit),
         )
+        .route("/sandbox/orders/{order_id}/expire", post(expire_submit))
         .fallback(|| async {
             envelope_response(
                 StatusCode::NOT_FOUND,
@@ -213,6 +229,9 @@ async fn api(shared: Arc<Shared>, op: Op, headers: HeaderMap, body: Body) -> Res
     if answer.committed {
         if answer.magic == MagicAmount::SlowResponse {
             tokio::time::sleep(shared.faults.slow_response).await;
+        }
+        if answer.late {
+            tokio::time::sleep(shared.faults.late_answer).await;
         }
         let random_error = lock(&shared.error_rng).chance(shared.faults.error_after_commit);
         if answer.magic == MagicAmount::ErrorAfterCommit || random_error {
@@ -308,27 +327,23 @@ fn process(
         return (ids, unauthorized("206004", "Signature expired"));
     }
 
+    // The late-answer fault applies to initiate, capture and refund.
+    let late = matches!(op, Op::Initiate | Op::Capture | Op::Refund)
+        && lock(&shared.error_rng).chance(shared.faults.late_answer_probability);
+    let m = merchant_id.as_str();
     let answer = match op {
-        Op::Initiate => run(shared, &merchant_id, bytes, ops::initiate),
-        Op::Query => run(shared, &merchant_id, bytes, ops::query),
-        Op::Capture => {
-            let final_capture = json
-                .get("final_capture")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            run(shared, &merchant_id, bytes, |ctx, req| {
-                ops::capture(ctx, req, final_capture)
-            })
-        }
-        Op::Void => run(shared, &merchant_id, bytes, ops::void),
-        Op::TokenQuery => run(shared, &merchant_id, bytes, ops::token_query),
-        Op::TokenRemove => run(shared, &merchant_id, bytes, ops::token_remove),
-        Op::RecurringCancel => run(shared, &merchant_id, bytes, ops::recurring_cancel),
-        Op::ApplePaySession => run(shared, &merchant_id, bytes, ops::apple_pay_session),
-        Op::SessionCreate => run(shared, &merchant_id, bytes, ops::session_create),
-        Op::SessionQuery => run(shared, &merchant_id, bytes, ops::session_query),
-        Op::Refund => run(shared, &merchant_id, bytes, ops::refund),
-        Op::RefundQuery => run(shared, &merchant_id, bytes, ops::refund_query),
+        Op::Initiate => run(shared, m, bytes, late, ops::initiate),
+        Op::Query => run(shared, m, bytes, false, ops::query),
+        Op::Capture => run(shared, m, bytes, late, ops::capture),
+        Op::Void => run(shared, m, bytes, false, ops::void),
+        Op::TokenQuery => run(shared, m, bytes, false, ops::token_query),
+        Op::TokenRemove => run(shared, m, bytes, false, ops::token_remove),
+        Op::RecurringCancel => run(shared, m, bytes, false, ops::recurring_cancel),
+        Op::ApplePaySession => run(shared, m, bytes, false, ops::apple_pay_session),
+        Op::SessionCreate => run(shared, m, bytes, false, ops::session_create),
+        Op::SessionQuery => run(shared, m, bytes, false, ops::session_query),
+        Op::Refund => run(shared, m, bytes, late, ops::refund),
+        Op::RefundQuery => run(shared, m, bytes, false, ops::refund_query),
     };
     (ids, answer)
 }
@@ -338,6 +353,7 @@ fn run<T: DeserializeOwned + Validate>(
     shared: &Shared,
     merchant_id: &str,
     bytes: &[u8],
+    late: bool,
     f: impl FnOnce(&mut Ctx<'_>, &T) -> Answer,
 ) -> Answer {
     let req: T = match serde_json::from_slice(bytes) {
@@ -357,7 +373,7 @@ fn run<T: DeserializeOwned + Validate>(
             format!("invalid request: {e}"),
         );
     }
-    shared.with_ledger(merchant_id, |ctx| f(ctx, &req))
+    shared.with_ledger_late(merchant_id, late, |ctx| f(ctx, &req))
 }
 
 /// Serializes the envelope once, signs those bytes, sends those bytes.
@@ -482,6 +498,26 @@ async fn checkout_submit(
             "<!doctype html><p>Paid: order {}</p>",
             html_escape(&order_id)
         ))
+        .into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /sandbox/orders/{order_id}/expire`: the authorisation expires
+/// (release mode `on_expiry`; works in every mode). Answers
+/// `{"order_id", "released"}` or 404 / 409 with the reason.
+async fn expire_submit(
+    State(shared): State<Arc<Shared>>,
+    Path(order_id): Path<String>,
+) -> Response {
+    let Some(merchant) = shared.merchant_of_order(&order_id) else {
+        return (StatusCode::NOT_FOUND, "unknown order").into_response();
+    };
+    match shared.with_ledger(&merchant, |ctx| ops::expire_authorisation(ctx, &order_id)) {
+        Ok(released) => axum::Json(serde_json::json!({
+            "order_id": order_id,
+            "released": released,
+        }))
         .into_response(),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }

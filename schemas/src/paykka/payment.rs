@@ -402,6 +402,13 @@ pub struct CaptureRequest {
     pub amount: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<Currency>,
+    /// `true`: this capture is the last one, release the uncaptured rest of
+    /// the authorisation. How PayKKa releases a remainder is \[INFERRED\]
+    /// (a flag on the capture, a void after a partial capture, or only when
+    /// the authorisation expires); send it only in the flag mode. Omitted
+    /// when `None`, so a capture without it is byte for byte unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_capture: Option<bool>,
 }
 
 /// Void / cancel authorisation (交易撤销), `POST /payments/void`
