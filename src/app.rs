@@ -74,6 +74,38 @@ fn signature_mode(s: Option<&str>) -> SignatureMode {
     }
 }
 
+/// The start-up warning for a real PayKKa host (`*.paykka.com`) whose
+/// response signatures are not enforced: a forged or altered answer would
+/// be trusted. `None` when enforced or when the host is not PayKKa's.
+pub fn unverified_responses_warning(base_url: &str, mode: SignatureMode) -> Option<String> {
+    let host = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let real = host == "paykka.com" || host.ends_with(".paykka.com");
+    let how = match mode {
+        SignatureMode::Enforce => return None,
+        SignatureMode::Warn => "only warned about (report-only)",
+        SignatureMode::Off => "NOT checked at all",
+    };
+    real.then(|| {
+        format!(
+            "WARNING: PayKKa base URL {host} is a real PayKKa host, but its response signatures are {how}: \
+             a forged or altered answer would be trusted. Set paykka.response_signature = \"enforce\" \
+             (or PAYORCH_PAYKKA_RESPONSE_SIGNATURE=enforce) once the signature scheme is confirmed \
+             (authentication.md §5)."
+        )
+    })
+}
+
 /// A random API key (128 bits from the OS RNG through uuid v4).
 pub fn random_api_key() -> String {
     format!(
@@ -97,6 +129,13 @@ impl App {
         let (client, platform_key, tolerance) = match config.paykka_base_url() {
             Some(base_url) => {
                 let section = config.paykka.clone().unwrap_or_default();
+                let response_mode = signature_mode(section.response_signature.as_deref());
+                if let Some(w) = unverified_responses_warning(base_url, response_mode) {
+                    // Loud on purpose: on stderr whatever the log filter,
+                    // and in the logs.
+                    eprintln!("\n{}\n{w}\n{}\n", "!".repeat(78), "!".repeat(78));
+                    tracing::warn!(setting = "paykka.response_signature", "{w}");
+                }
                 let mut builder = PaykkaClient::builder();
                 let mut platform: Option<PaykkaPublicKey> = None;
                 for (i, m) in config.merchants.iter().enumerate() {
@@ -310,5 +349,35 @@ impl HealthCheck for StoreHealth {
         .map_err(|_| "timeout".to_owned())?
         .map(|_| ())
         .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn a_real_paykka_host_without_enforced_signatures_is_warned_about() {
+        for url in [
+            "https://sandbox.aq.paykka.com/apis",
+            "https://API.PayKKa.com:443/apis",
+            "https://user:pw@sandbox.aq.paykka.com/apis",
+        ] {
+            let w = unverified_responses_warning(url, SignatureMode::Warn).expect(url);
+            assert!(w.contains("paykka.response_signature"), "{w}");
+            assert!(!w.contains("pw@"), "{w}");
+            assert!(unverified_responses_warning(url, SignatureMode::Off).is_some());
+            assert!(unverified_responses_warning(url, SignatureMode::Enforce).is_none());
+        }
+        for url in [
+            "http://127.0.0.1:8089/apis",
+            "http://localhost/apis",
+            "https://paykka.com.evil.example/apis",
+        ] {
+            assert!(
+                unverified_responses_warning(url, SignatureMode::Warn).is_none(),
+                "{url}"
+            );
+        }
     }
 }

@@ -499,7 +499,10 @@ fn expire_time_must_parse() {
     let mut r = card_purchase();
     r.expire_time = Some(PaykkaDateTime::new("2024-01-01T08:05:00+08:00"));
     assert_ok(&r);
+    // Without an offset it is PayKKa local time (+08:00): accepted.
     r.expire_time = Some(PaykkaDateTime::new("2024-01-01 08:05:00"));
+    assert_ok(&r);
+    r.expire_time = Some(PaykkaDateTime::new("2024-01-01 08:05"));
     assert_rejects(&r, "expire_time");
 }
 

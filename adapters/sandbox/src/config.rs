@@ -279,6 +279,10 @@ pub struct BehaviourConfig {
     pub tick: Duration,
     /// How an uncaptured remainder is released (\[INFERRED\]).
     pub release_mode: ReleaseMode,
+    /// The offset of a date-time sent without one (`expire_time:
+    /// "2026-12-06 12:02:35"`, as a real PHP client sends it): PayKKa local
+    /// time, +08:00 by default (\[INFERRED\]).
+    pub local_offset: time::UtcOffset,
 }
 
 impl Default for BehaviourConfig {
@@ -291,6 +295,7 @@ impl Default for BehaviourConfig {
             challenge_expiry: Duration::from_secs(15 * 60),
             tick: Duration::from_millis(50),
             release_mode: ReleaseMode::default(),
+            local_offset: payorch_schemas::paykka::PAYKKA_LOCAL_OFFSET,
         }
     }
 }

@@ -153,6 +153,8 @@ pub enum Pending {
     Challenge { expires_at: OffsetDateTime },
     /// An asynchronous issuer answer due at `due`.
     Async { due: OffsetDateTime, approve: bool },
+    /// Authorised with automatic capture; the capture happens at `due`.
+    AutoCapture { due: OffsetDateTime },
 }
 
 /// One payment (one `trans_id`).
@@ -183,6 +185,8 @@ pub struct OrderRecord {
     pub shopper_reference: Option<String>,
     pub recurring_agreement_id: Option<String>,
     pub notify_url: Option<String>,
+    /// Where the 3DS page sends the shopper's browser when done.
+    pub return_url: Option<String>,
     pub pending: Option<Pending>,
     pub authentication_url: Option<String>,
     pub pay_finish_time: Option<PaykkaDateTime>,
@@ -273,6 +277,7 @@ impl OrderRecord {
             recurring_agreement_id: self.recurring_agreement_id.clone(),
             pay_finish_time: self.pay_finish_time.clone(),
             expire_time: self.expire_time.clone(),
+            extra: Default::default(),
         }
     }
 
@@ -310,6 +315,7 @@ impl OrderRecord {
                 ..PaymentInfo::default()
             }),
             card_info: self.card_info.clone(),
+            extra: Default::default(),
         })
     }
 
@@ -359,6 +365,7 @@ impl RefundRecord {
             status: Some(self.status.clone()),
             amount: Some(self.amount),
             currency: Some(self.currency.clone()),
+            extra: Default::default(),
         }
     }
 
@@ -387,6 +394,7 @@ impl RefundRecord {
             currency: Some(self.currency.clone()),
             pay_finish_time: self.finish_time.clone(),
             expire_time: None,
+            extra: Default::default(),
         })
     }
 }
@@ -440,6 +448,8 @@ pub struct SessionRecord {
     pub currency: String,
     pub amount: i64,
     pub notify_url: Option<String>,
+    /// Where the hosted page sends the shopper's browser after paying.
+    pub return_url: Option<String>,
     pub expire_time: Option<PaykkaDateTime>,
     pub(crate) payment: Option<PaymentInfo>,
     /// The order created when the shopper paid.
@@ -448,13 +458,14 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     /// `ACTIVE`, `PAID` or `EXPIRED` [sandbox values; PayKKa's are unknown].
-    pub fn status_text(&self, now: OffsetDateTime) -> &'static str {
+    /// `local` is the offset of an `expire_time` sent without one.
+    pub fn status_text(&self, now: OffsetDateTime, local: time::UtcOffset) -> &'static str {
         if self.order_id.is_some() {
             "PAID"
         } else if self
             .expire_time
             .as_ref()
-            .and_then(|t| t.parse().ok())
+            .and_then(|t| t.parse_with_local_offset(local).ok())
             .is_some_and(|t| t < now)
         {
             "EXPIRED"
@@ -542,6 +553,7 @@ pub(crate) fn decline_of(behaviour: CardBehaviour) -> Option<(&'static str, &'st
             "This card is not supported, please use another card",
         )),
         CardBehaviour::AsyncDecline => Some(INVALID_CARD),
+        CardBehaviour::Refuse(code, text) => Some((code, text)),
         _ => None,
     }
 }

@@ -226,6 +226,7 @@ struct NewOrder {
     currency: String,
     amount: i64,
     notify_url: Option<String>,
+    return_url: Option<String>,
     expire_time: Option<PaykkaDateTime>,
     shopper_reference: Option<String>,
     token: Option<String>,
@@ -267,6 +268,7 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
         shopper_reference: new.shopper_reference,
         recurring_agreement_id: new.recurring_agreement_id,
         notify_url: new.notify_url,
+        return_url: new.return_url,
         pending: None,
         authentication_url: None,
         pay_finish_time: None,
@@ -280,15 +282,20 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
     let now = ctx.now;
     let mut not_supported = false;
     let mut approve_now = false;
+    let mut two_step = false;
     match instrument {
         Instrument::Fail(code, text) => decline(&mut order, code, text, now),
         Instrument::Profile(p) => match p.behaviour {
             CardBehaviour::Approve => approve_now = true,
+            CardBehaviour::AuthorizeThenCapture => {
+                approve_now = true;
+                two_step = true;
+            }
             CardBehaviour::Challenge => {
                 let expires_at = order
                     .expire_time
                     .as_ref()
-                    .and_then(|t| t.parse().ok())
+                    .and_then(|t| t.parse_with_local_offset(ctx.behaviour.local_offset).ok())
                     .unwrap_or_else(|| after(now, ctx.behaviour.challenge_expiry));
                 order.pending = Some(Pending::Challenge { expires_at });
                 order.authentication_url = Some(ctx.challenge_url(&order_id));
@@ -314,6 +321,23 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
     ctx.ledger.orders.insert(order_id.clone(), order);
     if approve_now {
         approve(ctx.ledger, &order_id, ctx.ids, now);
+    }
+    if two_step
+        && let Some(o) = ctx.ledger.orders.get_mut(&order_id)
+        && o.capture_method == CaptureMethod::Automatic
+        && o.status == GatewayOrderStatus::Success
+    {
+        // Show the interim AUTHORIZED state; the automatic capture follows
+        // at the next settlement (`async_settle_after`).
+        o.captured = 0;
+        o.captures.clear();
+        o.status = GatewayOrderStatus::Authorized;
+        let due = ctx
+            .behaviour
+            .async_settle_after
+            .map(|d| after(now, d))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH.replace_year(9999).unwrap_or(now));
+        o.pending = Some(Pending::AutoCapture { due });
     }
     ctx.notify_order(&order_id);
     (order_id, not_supported)
@@ -404,6 +428,13 @@ pub(crate) fn initiate(ctx: &mut Ctx<'_>, req: &InitiateRequest) -> Answer {
     } else {
         instrument
     };
+    if let Instrument::Profile(CardProfile {
+        behaviour: CardBehaviour::Refuse(code, text),
+        ..
+    }) = &instrument
+    {
+        return Answer::error(StatusCode::BAD_REQUEST, code, *text);
+    }
     let instrument = match instrument {
         Instrument::Profile(mut profile)
             if magic == MagicAmount::Challenge && profile.behaviour == CardBehaviour::Approve =>
@@ -429,6 +460,7 @@ pub(crate) fn initiate(ctx: &mut Ctx<'_>, req: &InitiateRequest) -> Answer {
         currency,
         amount: req.amount,
         notify_url: req.notify_url.clone(),
+        return_url: req.return_url.clone(),
         expire_time: req.expire_time.clone(),
         shopper_reference: p.shopper_reference.clone(),
         token: p.token.clone(),
@@ -685,8 +717,10 @@ pub(crate) fn settle_refund(ctx: &mut Ctx<'_>, refund_order_id: &str) -> bool {
         refund.status = RefundStatus::Success;
     } else {
         refund.status = RefundStatus::Failure;
-        refund.error_code = "9999".into();
-        refund.error_description = "Refund failed (sandbox magic amount)".into();
+        // codes.md has no refund-specific failure code; 1006 is the one
+        // that can fail a refund (FINAL_CONFIG).
+        refund.error_code = "1006".into();
+        refund.error_description = "This merchant is not allowed to refund".into();
     }
     let (ori, amount, ok) = (
         refund.ori_order_id.clone(),
@@ -819,6 +853,7 @@ pub(crate) fn session_create(ctx: &mut Ctx<'_>, req: &CheckoutSessionRequest) ->
         currency,
         amount: req.amount,
         notify_url: req.notify_url.clone(),
+        return_url: req.return_url.clone(),
         expire_time: req.expire_time.clone(),
         payment: req.payment.clone(),
         order_id: None,
@@ -865,7 +900,10 @@ pub(crate) fn session_query(ctx: &mut Ctx<'_>, req: &CheckoutSessionQueryRequest
     let resp = CheckoutSessionQueryResponse {
         session_url: s.session_url.clone(),
         session_mode: Some(s.session_mode.clone()),
-        session_status: Some(s.status_text(ctx.now).to_owned()),
+        session_status: Some(
+            s.status_text(ctx.now, ctx.behaviour.local_offset)
+                .to_owned(),
+        ),
         order,
     };
     Answer::ok(to_value(&resp))
@@ -904,6 +942,7 @@ pub(crate) fn pay_session(
         currency: s.currency.clone(),
         amount: s.amount,
         notify_url: s.notify_url.clone(),
+        return_url: s.return_url.clone(),
         expire_time: s.expire_time.clone(),
         shopper_reference: info.shopper_reference.clone(),
         token: None,
@@ -981,6 +1020,19 @@ pub(crate) fn tick(ctx: &mut Ctx<'_>, scope: TickScope) -> usize {
                     approve(ctx.ledger, &order_id, ctx.ids, now);
                 } else if let Some(o) = ctx.ledger.orders.get_mut(&order_id) {
                     decline(o, INVALID_CARD.0, INVALID_CARD.1, now);
+                }
+                ctx.notify_order(&order_id);
+                changed += 1;
+            }
+            Pending::AutoCapture { due } if scope.force_payments || due <= now => {
+                if let Some(o) = ctx.ledger.orders.get_mut(&order_id) {
+                    o.pending = None;
+                    let rest = o.able_to_capture();
+                    if o.status == GatewayOrderStatus::Authorized && rest > 0 {
+                        o.captured += rest;
+                        o.captures.push(rest);
+                        o.status = o.settled_status();
+                    }
                 }
                 ctx.notify_order(&order_id);
                 changed += 1;

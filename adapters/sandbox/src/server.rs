@@ -17,7 +17,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use payorch_schemas::paykka::Validate;
 use serde::de::DeserializeOwned;
@@ -265,16 +265,18 @@ fn process(
         }
         Err(e) => return (None, bad(format!("invalid request: malformed JSON: {e}"))),
     };
-    let merchant_id = json
-        .get("merchant_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    // Read liberally: a PHP client sends `merchant_id` as a JSON integer.
+    let merchant_id = json.get("merchant_id").and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        _ => None,
+    });
     let timestamp = json.get("timestamp").and_then(Value::as_i64);
     let (Some(merchant_id), Some(timestamp)) = (merchant_id, timestamp) else {
         return (
             None,
             bad(
-                "invalid request: merchant_id (string) and timestamp (integer) are required".into(),
+                "invalid request: merchant_id (string or integer) and timestamp (integer) are required".into(),
             ),
         );
     };
@@ -431,6 +433,7 @@ async fn challenge_page(Path(order_id): Path<String>) -> Html<String> {
 
 async fn challenge_submit(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Path(order_id): Path<String>,
     Query(q): Query<ResultParam>,
 ) -> Response {
@@ -445,9 +448,17 @@ async fn challenge_submit(
         return (StatusCode::NOT_FOUND, "unknown order").into_response();
     };
     match shared.with_ledger(&merchant, |ctx| {
-        ops::complete_challenge(ctx, &order_id, success)
+        ops::complete_challenge(ctx, &order_id, success).map(|()| {
+            ctx.ledger
+                .orders
+                .get(&order_id)
+                .and_then(|o| o.return_url.clone())
+        })
     }) {
-        Ok(()) => Html(format!(
+        // flows.md §2: PayKKa ends the challenge with a redirect to
+        // `return_url` (a UX event: the merchant must still query).
+        Ok(Some(return_url)) => back_to(&headers, &return_url, "3DS done"),
+        Ok(None) => Html(format!(
             "<!doctype html><p>3DS {} for order {}</p>",
             if success { "completed" } else { "failed" },
             html_escape(&order_id)
@@ -475,6 +486,7 @@ async fn checkout_page(Path(session_id): Path<String>) -> Html<String> {
 
 async fn checkout_submit(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Path(session_id): Path<String>,
     Query(q): Query<CardParam>,
     body: axum::body::Bytes,
@@ -492,9 +504,18 @@ async fn checkout_submit(
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     };
     match shared.with_ledger(&merchant, |ctx| {
-        ops::pay_session(ctx, &session_id, card.trim())
+        ops::pay_session(ctx, &session_id, card.trim()).map(|order_id| {
+            let back = ctx
+                .ledger
+                .sessions
+                .get(&session_id)
+                .and_then(|s| s.return_url.clone());
+            (order_id, back)
+        })
     }) {
-        Ok(order_id) => Html(format!(
+        // flows.md §4: the hosted page ends with a redirect to `return_url`.
+        Ok((_, Some(return_url))) => back_to(&headers, &return_url, "Paid"),
+        Ok((order_id, None)) => Html(format!(
             "<!doctype html><p>Paid: order {}</p>",
             html_escape(&order_id)
         ))
@@ -521,6 +542,31 @@ async fn expire_submit(
         .into_response(),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }
+}
+
+/// The end of a shopper page: back to the merchant's `return_url`. A
+/// browser (`Accept: text/html`) gets `303 See Other`; any other caller (a
+/// test, a script) gets a 200 page that redirects with `<meta refresh>` and
+/// names the URL in a `Refresh` header, so it need not resolve the
+/// merchant's host.
+fn back_to(headers: &HeaderMap, return_url: &str, what: &str) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser {
+        return Redirect::to(return_url).into_response();
+    }
+    let url = html_escape(return_url);
+    let mut resp = Html(format!(
+        "<!doctype html><html><head><meta http-equiv=\"refresh\" content=\"0;url={url}\"></head>\
+         <body><p>{what}; returning to <a href=\"{url}\">{url}</a></p></body></html>"
+    ))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("0;url={return_url}")) {
+        resp.headers_mut().insert(header::REFRESH, v);
+    }
+    resp
 }
 
 fn html_escape(s: &str) -> String {

@@ -368,6 +368,29 @@ mod tests {
         }
     }
 
+    /// PayKKa's own v1.0 example answers with `merchant_id` as a JSON
+    /// number: a success, not an unreadable (Unknown) answer.
+    #[test]
+    fn an_answer_with_integer_ids_and_nulls_is_a_success() {
+        let body = br#"{"ret_code":"000000","ret_msg":"Success","data":{
+            "merchant_id":18356675194960,"timestamp":1733455355000,"trans_id":37,
+            "order_id":"GW1","status":"SUCCESS","amount":"1299","currency":"EUR",
+            "session_id":null,"balances":{"captured_amount":1299,"voided_amount":null},
+            "something_new":true}}"#;
+        match done(classify_answer::<PaymentResponse>(
+            Operation::Capture,
+            200,
+            body,
+        )) {
+            GatewayOutcome::Success(r) => {
+                assert_eq!(r.merchant_id.as_deref(), Some("18356675194960"));
+                assert_eq!(r.trans_id.as_deref(), Some("37"));
+                assert_eq!(r.extra["something_new"], serde_json::json!(true));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn status_rows() {
         let o: GatewayOutcome<PaymentResponse> =
