@@ -139,6 +139,12 @@ pub struct FaultConfig {
     /// Probability that a mutating operation (initiate, capture, void,
     /// refund) answers HTTP 500 / `999999` **after** committing.
     pub error_after_commit: f64,
+    /// Probability that a mutating operation answers HTTP 500 / `999999`
+    /// **without** doing anything (the ledger is untouched).
+    pub error_before_commit: f64,
+    /// Probability that an initiate with an approving instrument is
+    /// declined instead (`FAILURE`, `2099` Invalid Card).
+    pub decline_probability: f64,
     /// Extra latency added to every API answer.
     pub extra_latency: Duration,
     /// Delay of the "slow response" magic amounts (see README): the
@@ -167,6 +173,8 @@ impl Default for FaultConfig {
             notify_drop: 0.0,
             reorder_hold: Duration::from_millis(500),
             error_after_commit: 0.0,
+            error_before_commit: 0.0,
+            decline_probability: 0.0,
             extra_latency: Duration::ZERO,
             slow_response: Duration::from_secs(5),
             late_answer_probability: 0.0,

@@ -118,6 +118,8 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut Vec<Outgoing>,
     /// The late-answer fault was rolled for this request.
     pub late_forced: bool,
+    /// The random-decline fault was rolled for this request.
+    pub decline_forced: bool,
     /// `FaultConfig::late_answer`.
     pub late_answer: std::time::Duration,
     /// Extra wait for the notifications this operation queues (set by the
@@ -436,6 +438,16 @@ pub(crate) fn initiate(ctx: &mut Ctx<'_>, req: &InitiateRequest) -> Answer {
         return Answer::error(StatusCode::BAD_REQUEST, code, *text);
     }
     let instrument = match instrument {
+        Instrument::Profile(mut profile)
+            if ctx.decline_forced
+                && matches!(
+                    profile.behaviour,
+                    CardBehaviour::Approve | CardBehaviour::AuthorizeThenCapture
+                ) =>
+        {
+            profile.behaviour = CardBehaviour::Decline(INVALID_CARD.0, INVALID_CARD.1);
+            Instrument::Profile(profile)
+        }
         Instrument::Profile(mut profile)
             if magic == MagicAmount::Challenge && profile.behaviour == CardBehaviour::Approve =>
         {

@@ -75,7 +75,7 @@ impl Shared {
     /// notifications it produced (still under the lock, so queue order is
     /// commit order).
     pub(crate) fn with_ledger<R>(&self, merchant_id: &str, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
-        self.with_ledger_late(merchant_id, false, f)
+        self.with_ledger_late(merchant_id, Rolled::default(), f)
     }
 
     /// [`Self::with_ledger`] with the late-answer fault rolled (or not) for
@@ -83,7 +83,7 @@ impl Shared {
     pub(crate) fn with_ledger_late<R>(
         &self,
         merchant_id: &str,
-        late_forced: bool,
+        rolled: Rolled,
         f: impl FnOnce(&mut Ctx<'_>) -> R,
     ) -> R {
         let mut out = Vec::new();
@@ -98,7 +98,8 @@ impl Shared {
             behaviour: &self.behaviour,
             default_notify_url: self.default_notify_url.as_deref(),
             out: &mut out,
-            late_forced,
+            late_forced: rolled.late,
+            decline_forced: rolled.decline,
             late_answer: self.faults.late_answer,
             notify_hold: std::time::Duration::ZERO,
         };
@@ -133,6 +134,15 @@ impl Shared {
             .find(|(_, l)| l.sessions.contains_key(session_id))
             .map(|(m, _)| m.clone())
     }
+}
+
+/// Faults rolled for one request before it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rolled {
+    /// Late-answer fault (initiate, capture, refund).
+    pub late: bool,
+    /// Random decline (initiate).
+    pub decline: bool,
 }
 
 /// Builds the router; fails when two operations share a path.
@@ -329,23 +339,62 @@ fn process(
         return (ids, unauthorized("206004", "Signature expired"));
     }
 
-    // The late-answer fault applies to initiate, capture and refund.
-    let late = matches!(op, Op::Initiate | Op::Capture | Op::Refund)
-        && lock(&shared.error_rng).chance(shared.faults.late_answer_probability);
+    let mutating = matches!(
+        op,
+        Op::Initiate
+            | Op::Capture
+            | Op::Void
+            | Op::Refund
+            | Op::TokenRemove
+            | Op::RecurringCancel
+            | Op::SessionCreate
+    );
+    let (error_before, late, decline) = {
+        let mut rng = lock(&shared.error_rng);
+        let f = &shared.faults;
+        // Rolled only for mutating calls, always all three (one fault does
+        // not shift the others' sequence).
+        if mutating {
+            (
+                rng.chance(f.error_before_commit),
+                rng.chance(f.late_answer_probability),
+                rng.chance(f.decline_probability),
+            )
+        } else {
+            (false, false, false)
+        }
+    };
+    if error_before {
+        return (
+            ids,
+            Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "999999",
+                "System exception",
+            ),
+        );
+    }
+    // The late-answer fault applies to initiate, capture and refund; the
+    // random decline to initiate.
+    let rolled = Rolled {
+        late: late && matches!(op, Op::Initiate | Op::Capture | Op::Refund),
+        decline: decline && op == Op::Initiate,
+    };
+    let no = Rolled::default();
     let m = merchant_id.as_str();
     let answer = match op {
-        Op::Initiate => run(shared, m, bytes, late, ops::initiate),
-        Op::Query => run(shared, m, bytes, false, ops::query),
-        Op::Capture => run(shared, m, bytes, late, ops::capture),
-        Op::Void => run(shared, m, bytes, false, ops::void),
-        Op::TokenQuery => run(shared, m, bytes, false, ops::token_query),
-        Op::TokenRemove => run(shared, m, bytes, false, ops::token_remove),
-        Op::RecurringCancel => run(shared, m, bytes, false, ops::recurring_cancel),
-        Op::ApplePaySession => run(shared, m, bytes, false, ops::apple_pay_session),
-        Op::SessionCreate => run(shared, m, bytes, false, ops::session_create),
-        Op::SessionQuery => run(shared, m, bytes, false, ops::session_query),
-        Op::Refund => run(shared, m, bytes, late, ops::refund),
-        Op::RefundQuery => run(shared, m, bytes, false, ops::refund_query),
+        Op::Initiate => run(shared, m, bytes, rolled, ops::initiate),
+        Op::Query => run(shared, m, bytes, no, ops::query),
+        Op::Capture => run(shared, m, bytes, rolled, ops::capture),
+        Op::Void => run(shared, m, bytes, no, ops::void),
+        Op::TokenQuery => run(shared, m, bytes, no, ops::token_query),
+        Op::TokenRemove => run(shared, m, bytes, no, ops::token_remove),
+        Op::RecurringCancel => run(shared, m, bytes, no, ops::recurring_cancel),
+        Op::ApplePaySession => run(shared, m, bytes, no, ops::apple_pay_session),
+        Op::SessionCreate => run(shared, m, bytes, no, ops::session_create),
+        Op::SessionQuery => run(shared, m, bytes, no, ops::session_query),
+        Op::Refund => run(shared, m, bytes, rolled, ops::refund),
+        Op::RefundQuery => run(shared, m, bytes, no, ops::refund_query),
     };
     (ids, answer)
 }
@@ -355,7 +404,7 @@ fn run<T: DeserializeOwned + Validate>(
     shared: &Shared,
     merchant_id: &str,
     bytes: &[u8],
-    late: bool,
+    rolled: Rolled,
     f: impl FnOnce(&mut Ctx<'_>, &T) -> Answer,
 ) -> Answer {
     let req: T = match serde_json::from_slice(bytes) {
@@ -375,7 +424,7 @@ fn run<T: DeserializeOwned + Validate>(
             format!("invalid request: {e}"),
         );
     }
-    shared.with_ledger_late(merchant_id, late, |ctx| f(ctx, &req))
+    shared.with_ledger_late(merchant_id, rolled, |ctx| f(ctx, &req))
 }
 
 /// Serializes the envelope once, signs those bytes, sends those bytes.
