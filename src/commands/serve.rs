@@ -104,9 +104,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             app.api_keys.clone(),
             app.verifier.clone(),
         )
-        .with_metrics(app.metrics.clone())
-        // Replays answer the stored response (payorch_http::idempotency).
-        .with_idempotency_store(app.store.idempotency());
+        .with_metrics(app.metrics.clone());
         for check in app.health_checks() {
             state = state.with_health_check(check);
         }
