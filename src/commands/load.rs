@@ -225,6 +225,7 @@ enum Op {
     ShopperCheckout,
     GetPayment,
     GetCheckout,
+    GetAgreement,
 }
 
 impl Op {
@@ -239,6 +240,7 @@ impl Op {
             Op::ShopperCheckout => "shopper_checkout_page",
             Op::GetPayment => "get_payment",
             Op::GetCheckout => "get_checkout_session",
+            Op::GetAgreement => "get_agreement",
         }
     }
 }
@@ -589,6 +591,33 @@ impl<'a> FlowRun<'a> {
         }
     }
 
+    /// Polls the agreement until it exists and is `active` (404 while
+    /// it does not exist yet).
+    async fn until_agreement_active(&mut self, agreement: &str) -> Result<(), FlowError> {
+        let deadline = Instant::now() + self.t.timeout;
+        loop {
+            let what = match self
+                .get(
+                    Op::GetAgreement,
+                    &format!("/v1/recurring-agreements/{agreement}"),
+                )
+                .await
+            {
+                Ok(a) if status_of(&a) == "active" => return Ok(()),
+                Ok(a) => format!("agreement {}", status_of(&a)),
+                Err(FlowError::Http { status: 404, .. }) => "agreement not found".to_owned(),
+                Err(e) => return Err(e),
+            };
+            if Instant::now() >= deadline {
+                return Err(FlowError::Unexpected {
+                    op: Op::GetAgreement,
+                    what: format!("{what} after the timeout, expected active"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn run(&mut self, flow: Flow) -> Result<(), FlowError> {
         match flow {
             Flow::Purchase => {
@@ -675,6 +704,10 @@ impl<'a> FlowRun<'a> {
                     Some(a) => a.to_owned(),
                     None => str_field(Op::CreatePayment, &p, "id")?,
                 };
+                // The agreement is created from the stored token, which may
+                // come with the notification after the payment answered
+                // `captured`: wait until it can be charged.
+                self.until_agreement_active(&agreement).await?;
                 let c = self
                     .post(
                         Op::ChargeAgreement,
