@@ -44,7 +44,10 @@ impl Store {
                 .context("cannot connect to the Postgres store")?;
             Ok(Store::Postgres(Arc::new(s)))
         } else {
-            anyhow::bail!("store_url {url:?} must start with sqlite: or postgres://")
+            anyhow::bail!(
+                "store_url {:?} must start with sqlite: or postgres://",
+                crate::config::redact_url(url)
+            )
         }
     }
 

@@ -60,8 +60,9 @@ fn positive(field: &str, m: &Money) -> Result<(), ApiError> {
 // ------------------------------------------------------------ requests
 
 /// How the shopper pays (`"type"` selects the variant).
+/// Unknown fields are refused (a `cvc` typo must not silently drop the CVV).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaymentMethodInput {
     /// Plain card data (PCI-certified merchants only).
     Card {
@@ -118,13 +119,16 @@ impl PaymentMethodInput {
                         "must be 12 to 19 digits",
                     ));
                 }
-                if !matches!(exp_month.parse::<u8>(), Ok(1..=12)) {
+                let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
+                    n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+                };
+                if !digits(&exp_month, 1..=2) || !matches!(exp_month.parse::<u8>(), Ok(1..=12)) {
                     return Err(ApiError::invalid_field(
                         "payment_method.exp_month",
                         "must be 01 to 12",
                     ));
                 }
-                if exp_year.len() != 4 || exp_year.parse::<u16>().is_err() {
+                if !digits(&exp_year, 4..=4) {
                     return Err(ApiError::invalid_field(
                         "payment_method.exp_year",
                         "must be a four-digit year",

@@ -1,5 +1,6 @@
 //! The one error shape of the merchant API:
-//! `{"error":{"code":"<stable_snake_case_code>","message":"..."}}`, and the
+//! `{"error":{"code":"<stable_snake_case_code>","message":"...","param":"field.path"}}`
+//! (`param` only when one request field is at fault), and the
 //! mapping of [`EngineError`] onto HTTP statuses.
 //!
 //! Codes are part of the API contract (clients match on them); messages are
@@ -23,6 +24,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation naming the field or state at fault.
     pub message: String,
+    /// The request field at fault (`amount.minor`,
+    /// `payment_method.exp_month`), when one is.
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -32,16 +36,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            param: None,
         }
     }
 
     /// 400 `invalid_request` about one field.
     pub fn invalid_field(field: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_field",
             format!("field `{field}`: {problem}"),
-        )
+        );
+        e.param = Some(field.to_owned());
+        e
     }
 
     /// 404 `not_found`.
@@ -60,7 +67,12 @@ impl ApiError {
 
     /// The JSON body of this error.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+        match &self.param {
+            Some(p) => serde_json::json!({
+                "error": {"code": self.code, "message": self.message, "param": p}
+            }),
+            None => serde_json::json!({"error": {"code": self.code, "message": self.message}}),
+        }
     }
 }
 
@@ -152,6 +164,10 @@ impl From<EngineError> for ApiError {
                 _ => (StatusCode::BAD_GATEWAY, "gateway_unavailable"),
             },
             EngineError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            // Only notifications meet it; the webhook handler answers those.
+            EngineError::NotificationContradicts { .. } => {
+                (StatusCode::CONFLICT, "notification_contradicts_order")
+            }
         };
         ApiError::new(status, code, e.to_string())
     }
