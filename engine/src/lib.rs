@@ -15,6 +15,7 @@ pub mod bus;
 pub mod checkout;
 pub mod codec;
 pub mod gateway;
+pub mod open_work;
 pub mod orchestrator;
 pub mod order;
 pub mod reconciler;
