@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
+use payorch_engine::open_work::OpenWorkIndex;
 use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
 use payorch_postgres::AdvisoryLock;
 use payorch_postgres::PostgresStore;
@@ -86,6 +87,14 @@ impl Store {
     }
 
     pub fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The reconciler's open-work index (the `open_work` table).
+    pub fn open_work(&self) -> Arc<dyn OpenWorkIndex> {
         match self {
             Store::Sqlite(s) => s.clone(),
             Store::Postgres(s) => s.clone(),

@@ -66,6 +66,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod lock;
+mod open_work;
 
 pub use lock::AdvisoryLock;
 
