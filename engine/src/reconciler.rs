@@ -67,6 +67,7 @@ use time::OffsetDateTime;
 use payorch_schemas::events::{OrderEvent, OrderId};
 
 use crate::agreement::AgreementPhase;
+use crate::bus::LeaseGuard;
 use crate::checkout::CheckoutPhase;
 use crate::codec;
 use crate::open_work::{InMemoryOpenWorkIndex, OpenWorkIndex, OpenWorkProjector, WorkKind};
@@ -143,6 +144,9 @@ pub struct ReconcileReport {
     /// counted in `resolved`.
     pub checkout_paid: usize,
     pub errors: usize,
+    /// The pass stopped early because its lease was lost
+    /// ([`Reconciler::run_once_leased`]).
+    pub lease_lost: bool,
 }
 
 /// Why a stream is looked at: an open PayKKa call, or an open checkout
@@ -203,7 +207,30 @@ impl Reconciler {
     /// One pass: bring the open-work index up to date, then look at every
     /// stream it lists as open (orders, agreements, checkout sessions).
     pub async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
+        self.pass(None).await
+    }
+
+    /// [`Reconciler::run_once`] for the holder of a leader lease: checks
+    /// the lease before the pass and again right before each stream it
+    /// would query or re-send for, and stops at once (`lease_lost`) when it
+    /// is gone. So a node that lost its lease makes at most the one call it
+    /// had already started (queries are reads; a re-sent cancel is
+    /// idempotent in effect; appends check the stream version).
+    pub async fn run_once_leased(
+        &self,
+        lease: &dyn LeaseGuard,
+    ) -> Result<ReconcileReport, EngineError> {
+        self.pass(Some(lease)).await
+    }
+
+    async fn pass(&self, lease: Option<&dyn LeaseGuard>) -> Result<ReconcileReport, EngineError> {
         let mut report = ReconcileReport::default();
+        if let Some(l) = lease
+            && l.is_lost().await
+        {
+            report.lease_lost = true;
+            return Ok(report);
+        }
         let caught_up = self.open_work.catch_up().await?;
         report.projected_events = caught_up.events;
         report.errors += caught_up.errors;
@@ -214,12 +241,20 @@ impl Reconciler {
             }
         }
         for kind in WorkKind::ALL {
-            self.scan(kind, &mut report).await?;
+            self.scan(kind, lease, &mut report).await?;
+            if report.lease_lost {
+                break;
+            }
         }
         Ok(report)
     }
 
-    async fn scan(&self, kind: WorkKind, report: &mut ReconcileReport) -> Result<(), EngineError> {
+    async fn scan(
+        &self,
+        kind: WorkKind,
+        lease: Option<&dyn LeaseGuard>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), EngineError> {
         let index = self.open_work.index().clone();
         let mut after: Option<StreamId> = None;
         loop {
@@ -236,6 +271,12 @@ impl Reconciler {
                 // a stale row only costs one read.
                 if now - item.touched_at < self.config.threshold {
                     continue;
+                }
+                if let Some(l) = lease
+                    && l.is_lost().await
+                {
+                    report.lease_lost = true;
+                    return Ok(());
                 }
                 let stream = &item.stream_id;
                 let done = match kind {

@@ -253,3 +253,57 @@ async fn fresh_open_work_is_listed_but_not_read_until_the_threshold() {
     assert_eq!(item.stream_id, order_stream(o.order_id));
     assert_eq!(item.touched_at, w.clock.now());
 }
+
+/// A lease that reports lost from its `lost_at`-th check on.
+struct FlakyLease {
+    checks: AtomicUsize,
+    lost_at: usize,
+}
+
+#[async_trait]
+impl payorch_engine::bus::LeaseGuard for FlakyLease {
+    async fn is_lost(&self) -> bool {
+        self.checks.fetch_add(1, Ordering::SeqCst) + 1 >= self.lost_at
+    }
+}
+
+#[tokio::test]
+async fn a_leased_pass_stops_at_the_first_check_after_the_lease_is_lost() {
+    let w = world();
+    for _ in 0..3 {
+        w.gateway.script(Op::Initiate, Step::ProcessThenTimeout);
+        w.engine.place_payment(&ctx(), payment()).await.unwrap();
+    }
+    w.clock.advance(Duration::from_secs(10));
+    let rec = Reconciler::new(w.engine.clone(), ReconcilerConfig::default());
+
+    // Lost before the pass: nothing at all.
+    let gone = FlakyLease {
+        checks: AtomicUsize::new(0),
+        lost_at: 1,
+    };
+    let r = rec.run_once_leased(&gone).await.unwrap();
+    assert!(r.lease_lost);
+    assert_eq!((r.projected_events, r.queried), (0, 0), "{r:?}");
+
+    // Lost after the first query: the second stream is not touched.
+    let flaky = FlakyLease {
+        checks: AtomicUsize::new(0),
+        lost_at: 3,
+    };
+    let r = rec.run_once_leased(&flaky).await.unwrap();
+    assert!(r.lease_lost, "{r:?}");
+    assert_eq!(
+        r.queried, 1,
+        "one call made under the lease, none after: {r:?}"
+    );
+
+    // Held throughout: the rest is done.
+    let held = FlakyLease {
+        checks: AtomicUsize::new(0),
+        lost_at: usize::MAX,
+    };
+    let r = rec.run_once_leased(&held).await.unwrap();
+    assert!(!r.lease_lost);
+    assert_eq!(r.queried, 2, "{r:?}");
+}

@@ -1,27 +1,45 @@
 //! `payorch serve [--addr HOST:PORT]`: the service.
 //!
 //! Builds the parts from the configuration ([`crate::app::App`]), then runs
-//! the merchant API and PayKKa webhook endpoints (payorch-http), the
-//! reconciler loop, and events out: the RabbitMQ relay when `amqp_url` is
-//! set (leader lock: Postgres advisory lock on Postgres, in-memory on
-//! SQLite), else the in-process bus. Ctrl-C or SIGTERM: stop accepting,
-//! finish in-flight requests, stop the reconciler and the relay (its
-//! checkpoint covers every confirmed event), close the store.
+//! the merchant API and PayKKa webhook endpoints (payorch-http) on every
+//! node, and two leader roles, each under its own lease (`LeaderLock`:
+//! a Postgres session advisory lock on Postgres, in-process on SQLite):
 //!
-//! `/metrics` gauges: the reconciler backlog is set from each pass
-//! (`candidates`), the relay lag every second (see [`crate::gauges`]; 0
-//! without a broker). `/healthz` checks the store, and the broker when
-//! `amqp_url` is set.
+//! * the reconciler ([`RECONCILER_LEASE`]): a standby retries the lease
+//!   every [`STANDBY_POLL`]; the holder checks the lease before each pass
+//!   and before each PayKKa call of a pass
+//!   ([`Reconciler::run_once_leased`]) and stands by again once it is
+//!   lost. Its open-work index is the store's `open_work` table.
+//! * events out: the RabbitMQ relay when `amqp_url` is set (same lease
+//!   scheme, see payorch-rabbitmq), else the in-process bus.
+//!
+//! Fencing: the advisory lock belongs to one Postgres session; the server
+//! frees it only when that session ends (connection closed, process
+//! killed, backend terminated), and the holder's lease check runs on that
+//! same session, so once another node can take the lease the old holder's
+//! next check fails and it stops. What it may still do is the one call it
+//! had started after its last check: queries are reads, a re-sent cancel
+//! is idempotent in effect, and appends check the stream version.
+//!
+//! Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, stop the
+//! reconciler and the relay (its checkpoint covers every confirmed event),
+//! close the store (which frees the leases).
+//!
+//! `/metrics` gauges: the reconciler backlog per kind is set from each
+//! pass, the relay lag every second (see [`crate::gauges`]; 0 without a
+//! broker), and `payorch_role{role}` says which leases this node holds.
+//! `/healthz` checks the store, and the broker when `amqp_url` is set.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use payorch_engine::bus::InProcessBus;
+use payorch_engine::bus::{InProcessBus, LeaderLock};
 use payorch_engine::reconciler::Reconciler;
 use payorch_http::AppState;
-use payorch_rabbitmq::{Relay, RelayConfig};
+use payorch_http::Metrics;
+use payorch_rabbitmq::{Relay, RelayConfig, RelayState};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -42,6 +60,13 @@ pub struct Args {
 
 /// How often the relay-lag gauge is refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The reconciler's leader lease.
+pub const RECONCILER_LEASE: &str = "payorch.reconciler";
+
+/// How often a standby reconciler retries the lease: a standby takes over
+/// within this (plus one pass interval) of the leader's session ending.
+pub const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// A count as a gauge value (saturating).
 fn gauge(n: u64) -> i64 {
@@ -67,6 +92,58 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// The reconciler loop: stand by until the lease is ours, then run a pass
+/// every `interval` while it stays ours; back to standby when it is lost.
+async fn reconcile_under_lease(
+    reconciler: Reconciler,
+    lock: Arc<dyn LeaderLock>,
+    interval: Duration,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    metrics.set_role("reconciler", false);
+    loop {
+        match lock.try_acquire(RECONCILER_LEASE).await {
+            Ok(Some(lease)) => {
+                tracing::info!("reconciler lease taken: this node reconciles");
+                metrics.set_role("reconciler", true);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => {
+                            metrics.set_role("reconciler", false);
+                            return;
+                        }
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    match reconciler.run_once_leased(lease.as_ref()).await {
+                        Ok(r) if r.lease_lost => break,
+                        Ok(r) => {
+                            metrics.set_reconciler_backlog(gauge(r.candidates as u64));
+                            metrics.set_reconciler_open(
+                                gauge(r.due_orders as u64),
+                                gauge(r.due_agreements as u64),
+                                gauge(r.due_checkout_sessions as u64),
+                            );
+                            if r.queried > 0 || r.errors > 0 {
+                                tracing::info!(?r, "reconciler pass");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
+                    }
+                }
+                metrics.set_role("reconciler", false);
+                tracing::warn!("reconciler lease lost: standing by");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciler lease unavailable; standing by"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
     }
 }
 
@@ -139,36 +216,34 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             ))
         });
 
-        // Reconciler loop; each pass sets the backlog gauge.
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let reconciler = Reconciler::new(app.engine.clone(), config.reconciler());
+        // Reconciler: one active node per store, under its lease.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reconciler = Reconciler::with_open_work(
+            app.engine.clone(),
+            config.reconciler(),
+            app.store.open_work(),
+            app.store.checkpoints(),
+        );
         let interval = Duration::from_secs(config.reconcile_interval_secs.max(1));
-        let metrics = app.metrics.clone();
-        let reconcile_task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop_rx.changed() => break,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                match reconciler.run_once().await {
-                    Ok(r) => {
-                        metrics.set_reconciler_backlog(gauge(r.candidates as u64));
-                        if r.queried > 0 {
-                            tracing::info!(?r, "reconciler pass");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
-                }
-            }
-        });
+        let reconcile_task = tokio::spawn(reconcile_under_lease(
+            reconciler,
+            app.store.leader_lock(),
+            interval,
+            app.metrics.clone(),
+            stop_rx,
+        ));
 
         // Relay lag gauge (see crate::gauges), refreshed every second.
         let lag_task = relay_name.map(|name| {
             let (events, checkpoints) = (app.store.events(), app.store.checkpoints());
             let metrics = app.metrics.clone();
             let mut stop_rx = stop_tx.subscribe();
+            let relay_status = relay.as_ref().map(|r| r.watch());
             tokio::spawn(async move {
                 loop {
+                    if let Some(s) = &relay_status {
+                        metrics.set_role("relay", s.borrow().state == RelayState::Active);
+                    }
                     match crate::gauges::lag(events.as_ref(), checkpoints.as_ref(), &name).await {
                         Ok(lag) => metrics.set_relay_lag(gauge(lag)),
                         Err(e) => tracing::warn!(error = %e, "relay lag not measured"),
