@@ -307,3 +307,82 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payorch_engine::bus::InMemoryLeaderLock;
+    use payorch_engine::gateway::fake::FakeGateway;
+    use payorch_engine::orchestrator::{Engine, EngineConfig};
+    use payorch_engine::reconciler::ReconcilerConfig;
+    use payorch_engine::store::SystemClock;
+    use payorch_engine::store::memory::InMemoryStore;
+
+    fn holds(m: &Metrics) -> bool {
+        m.render().contains("payorch_role{role=\"reconciler\"} 1")
+    }
+
+    fn node(store: &Arc<InMemoryStore>) -> Reconciler {
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            store.clone(),
+            Arc::new(FakeGateway::new()),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+        ));
+        Reconciler::new(engine, ReconcilerConfig::default())
+    }
+
+    /// Two nodes on one lock: exactly one reconciles; when its lease is
+    /// lost the other takes over, and the first stands by.
+    #[tokio::test]
+    async fn one_reconciler_at_a_time_and_a_standby_takes_over() {
+        let store = Arc::new(InMemoryStore::new());
+        let lock = InMemoryLeaderLock::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ma, mb) = (Metrics::new(), Metrics::new());
+        let tick = Duration::from_millis(20);
+        let a = tokio::spawn(reconcile_under_lease(
+            node(&store),
+            Arc::new(lock.clone()),
+            tick,
+            ma.clone(),
+            stop_rx.clone(),
+        ));
+        let b = tokio::spawn(reconcile_under_lease(
+            node(&store),
+            Arc::new(lock.clone()),
+            tick,
+            mb.clone(),
+            stop_rx,
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let wait = |what: &'static str, cond: &dyn Fn() -> bool| {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            cond()
+        };
+        while !wait("nobody took the lease", &|| holds(&ma) || holds(&mb)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // While the lease is held, the other node keeps standing by.
+        for _ in 0..20 {
+            assert!(!(holds(&ma) && holds(&mb)), "two reconcilers at once");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first_was_a = holds(&ma);
+        // The holder's session dies (the lease is free for the standby).
+        lock.revoke(RECONCILER_LEASE);
+        let other_holds = || if first_was_a { holds(&mb) } else { holds(&ma) };
+        while !wait("the standby never took over", &other_holds) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let first = if first_was_a { &ma } else { &mb };
+        while !wait("the old holder never stood down", &|| !holds(first)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        a.await.unwrap();
+        b.await.unwrap();
+        assert!(!holds(&ma) && !holds(&mb), "roles cleared on stop");
+    }
+}
