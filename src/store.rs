@@ -101,6 +101,16 @@ impl Store {
         }
     }
 
+    /// A wake-up source that announces appends from any process: Postgres
+    /// `LISTEN payorch_events` (a task holding one connection). `None` on
+    /// SQLite (tailers poll the local file).
+    pub fn wakeup(&self) -> Option<payorch_postgres::wakeup::PgWakeup> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(payorch_postgres::wakeup::PgWakeup::start(s.pool())),
+        }
+    }
+
     /// The relay's lock: a Postgres advisory lock (one relay per database),
     /// or a process-local lock for SQLite (one process per file).
     pub fn leader_lock(&self) -> Arc<dyn LeaderLock> {

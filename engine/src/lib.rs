@@ -22,3 +22,4 @@ pub mod reconciler;
 pub mod replay;
 pub mod store;
 pub mod testing;
+pub mod wakeup;

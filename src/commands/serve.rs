@@ -37,6 +37,7 @@ use std::time::Duration;
 use anyhow::Context;
 use payorch_engine::bus::{InProcessBus, LeaderLock};
 use payorch_engine::reconciler::Reconciler;
+use payorch_engine::wakeup::EventWakeup;
 use payorch_http::AppState;
 use payorch_http::Metrics;
 use payorch_rabbitmq::{Relay, RelayConfig, RelayState};
@@ -58,8 +59,13 @@ pub struct Args {
     amqp_url: Option<String>,
 }
 
-/// How often the relay-lag gauge is refreshed.
+/// How often the relay-lag gauge is refreshed while the relay lags (or
+/// without a wake-up source).
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// With a wake-up source and no lag: refreshed on the next append, or
+/// after this long.
+const LAG_IDLE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The reconciler's leader lease.
 pub const RECONCILER_LEASE: &str = "payorch.reconciler";
@@ -189,21 +195,24 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         }
         let router = payorch_http::router(state);
 
-        // Events out.
+        // Events out. On Postgres the relay sleeps on LISTEN/NOTIFY while
+        // idle instead of polling.
+        let wakeup = app.store.wakeup();
         let mut relay_name = None;
         let relay = match &config.amqp_url {
             Some(amqp) => {
                 let relay_config = RelayConfig::new(amqp.clone());
                 relay_name = Some(relay_config.name.clone());
-                Some(
-                    Relay::new(
-                        app.store.events(),
-                        app.store.checkpoints(),
-                        app.store.leader_lock(),
-                        relay_config,
-                    )
-                    .spawn(),
-                )
+                let mut relay = Relay::new(
+                    app.store.events(),
+                    app.store.checkpoints(),
+                    app.store.leader_lock(),
+                    relay_config,
+                );
+                if let Some(w) = &wakeup {
+                    relay = relay.with_wakeup(Arc::new(w.signal().subscribe()));
+                }
+                Some(relay.spawn())
             }
             None => None,
         };
@@ -239,18 +248,33 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             let metrics = app.metrics.clone();
             let mut stop_rx = stop_tx.subscribe();
             let relay_status = relay.as_ref().map(|r| r.watch());
+            let wake = wakeup.as_ref().map(|w| w.signal().subscribe());
             tokio::spawn(async move {
+                let mut lag = 0;
                 loop {
                     if let Some(s) = &relay_status {
                         metrics.set_role("relay", s.borrow().state == RelayState::Active);
                     }
                     match crate::gauges::lag(events.as_ref(), checkpoints.as_ref(), &name).await {
-                        Ok(lag) => metrics.set_relay_lag(gauge(lag)),
+                        Ok(n) => {
+                            lag = n;
+                            metrics.set_relay_lag(gauge(n));
+                        }
                         Err(e) => tracing::warn!(error = %e, "relay lag not measured"),
                     }
+                    // Caught up and told of appends: sleep until the next
+                    // one (or LAG_IDLE_INTERVAL); otherwise every second.
+                    let pause = async {
+                        match &wake {
+                            Some(w) if lag == 0 => {
+                                w.wait(LAG_IDLE_INTERVAL).await;
+                            }
+                            _ => tokio::time::sleep(LAG_INTERVAL).await,
+                        }
+                    };
                     tokio::select! {
                         _ = stop_rx.changed() => break,
-                        _ = tokio::time::sleep(LAG_INTERVAL) => {}
+                        _ = pause => {}
                     }
                 }
             })

@@ -67,6 +67,7 @@ use uuid::Uuid;
 
 mod lock;
 mod open_work;
+pub mod wakeup;
 
 pub use lock::AdvisoryLock;
 

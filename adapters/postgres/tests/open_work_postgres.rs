@@ -205,3 +205,39 @@ async fn the_reconciler_keeps_the_postgres_index_current() {
     }
     fx.teardown().await;
 }
+
+/// LISTEN/NOTIFY wake-ups: an append (any writer) wakes a waiting
+/// listener through the `events` trigger of migration 0004; a listener not
+/// waiting at that moment sees it on its next `wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_wakes_a_listener_through_notify() {
+    use payorch_engine::store::testkit::{new_events, request, stream};
+    use payorch_engine::store::{EventStore, ExpectedVersion};
+    use payorch_engine::wakeup::EventWakeup;
+
+    let Some(fx) = fixture().await else { return };
+    let store = fx.store.clone();
+    let wakeup = payorch_postgres::wakeup::PgWakeup::start(store.pool());
+    let listener = wakeup.signal().subscribe();
+    // The task signals once when its LISTEN is in place.
+    assert!(
+        listener.wait(Duration::from_secs(60)).await,
+        "LISTEN never started"
+    );
+    let waiter = {
+        let l = wakeup.signal().subscribe();
+        tokio::spawn(async move { l.wait(Duration::from_secs(60)).await })
+    };
+    let s = stream("wake");
+    store
+        .append(request(&s, ExpectedVersion::NoStream, new_events(1, 3)))
+        .await
+        .expect("append");
+    assert!(waiter.await.expect("join"), "woken by the append's NOTIFY");
+    assert!(
+        listener.wait(Duration::from_secs(60)).await,
+        "a listener that was not waiting still sees it"
+    );
+    drop(wakeup);
+    fx.teardown().await;
+}
