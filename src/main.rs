@@ -9,6 +9,7 @@ mod app;
 mod commands;
 mod config;
 mod gauges;
+mod logging;
 mod output;
 mod store;
 

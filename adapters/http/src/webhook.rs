@@ -188,7 +188,7 @@ async fn receive(
             };
         }
     };
-    let correlation_id = Some(uuid::Uuid::now_v7());
+    let correlation_id = Some(crate::request_id::correlation_id());
     let engine = state.engine();
     // Route by content, not endpoint: PayKKa may post both kinds to one URL.
     let (kind, result) = match &notification {
