@@ -8,6 +8,8 @@
 mod app;
 mod commands;
 mod config;
+#[cfg(test)]
+mod config_reference;
 mod gauges;
 mod logging;
 mod output;

@@ -17,7 +17,8 @@
 //! than silently ignored; a configuration that cannot be loaded is an
 //! error too. Everything else of the configuration (reconciler settings)
 //! applies; the store is `--store` or a new temp file, never the
-//! configured one.
+//! configured one. A `--store` that already holds events is refused (the
+//! demo's idempotency keys and timeline assume an empty store).
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -57,7 +58,8 @@ use crate::output::Output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Store to record into (default: a new SQLite file in the temp dir,
-    /// kept so that `payorch replay` can read it afterwards).
+    /// kept so that `payorch replay` can read it afterwards). It must be
+    /// empty: a store that already holds events is refused.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// How long to wait for each asynchronous outcome (notification).
@@ -445,6 +447,22 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = App::build(&config, &url).await?;
+        // Its idempotency keys and timeline assume an empty store: a second
+        // run into the same store would replay the first run's answers.
+        if !app
+            .store
+            .events()
+            .read_all(Position(0), 1)
+            .await?
+            .is_empty()
+        {
+            app.store.close().await;
+            bail!(
+                "store {} already holds events (an earlier demo run?); the demo records into \
+                 an empty store: omit --store for a new temp file, or give a new one",
+                crate::config::redact_url(&store_url)
+            );
+        }
         let state = AppState::new(
             app.engine.clone(),
             app.api_keys.clone(),

@@ -65,7 +65,7 @@ pub struct Args {
 pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitCode> {
     let config = globals.config()?;
     crate::block_on(async {
-        let store = Store::open_migrated(&config.store_url).await?;
+        let store = Store::open_existing_migrated(&config.store_url).await?;
         let result = if args.all {
             rebuild(&store, out).await
         } else if args.verify {

@@ -31,6 +31,11 @@ use crate::config::FlagOverrides;
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Configuration: payorch.toml (or --config FILE / $PAYORCH_CONFIG), \
+    PAYORCH_* environment variables, then flags. Every key, its variable, flag and default: \
+    docs/CONFIG.md in the payorch repository."
+)]
 pub struct Args {
     /// Listen address (default 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, value_name = "HOST:PORT")]
