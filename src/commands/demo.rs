@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use payorch_engine::agreement::AgreementPhase;
 use payorch_engine::checkout::CheckoutPhase;
 use payorch_engine::orchestrator::{
     CheckoutSessionCreate, CommandContext, Engine, OrderView, PlacePaymentRequest,
@@ -141,8 +142,8 @@ fn result(
 ) -> FlowResult {
     FlowResult {
         flow,
-        expected: format!("{expected:?}"),
-        actual: format!("{:?}", o.status),
+        expected: expected.to_string(),
+        actual: o.status.to_string(),
         ok: o.status == expected && extra_ok,
         stream: stream_of(o),
         detail,
@@ -341,12 +342,12 @@ async fn recurring(d: &Demo<'_>) -> anyhow::Result<FlowResult> {
         && a.charges.len() == 2;
     Ok(FlowResult {
         flow: "recurring_charges_cancel",
-        expected: "Cancelled".into(),
-        actual: format!("{:?}", a.status),
-        ok: ok && format!("{:?}", a.status) == "Cancelled",
+        expected: AgreementPhase::Cancelled.to_string(),
+        actual: a.status.to_string(),
+        ok: ok && a.status == AgreementPhase::Cancelled,
         stream: Some(format!("agreement-{}", agreement.0)),
         detail: format!(
-            "first payment {:?}, charges {:?}/{:?}, {} charge(s) on the agreement",
+            "first payment {}, charges {}/{}, {} charge(s) on the agreement",
             o.status,
             c1.status,
             c2.status,
@@ -393,16 +394,13 @@ async fn checkout(
     };
     Ok(FlowResult {
         flow: "checkout_session",
-        expected: "Completed".into(),
-        actual: format!("{:?}", view.status),
+        expected: CheckoutPhase::Completed.to_string(),
+        actual: view.status.to_string(),
         ok: view.status == CheckoutPhase::Completed
             && order.as_ref().is_some_and(|o| o.status == Phase::Captured),
         stream: Some(format!("checkout-{}", s.checkout_id.0)),
         detail: match &order {
-            Some(o) => format!(
-                "paid on the hosted page: order {:?} {}",
-                o.status, o.captured
-            ),
+            Some(o) => format!("paid on the hosted page: order {} {}", o.status, o.captured),
             None => "no order yet".into(),
         },
     })

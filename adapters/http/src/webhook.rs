@@ -207,7 +207,7 @@ async fn receive(
     match result {
         Ok(Some(view)) => {
             metrics.record_webhook(kind, "applied");
-            tracing::info!(kind, order_id = %view.order_id, status = ?view.status, "notification applied");
+            tracing::info!(kind, order_id = %view.order_id, status = %view.status, "notification applied");
             answer(StatusCode::OK, ACK_BODY.to_owned())
         }
         Ok(None) => {
