@@ -75,6 +75,38 @@ fn signature_mode(s: Option<&str>) -> SignatureMode {
     }
 }
 
+/// The start-up warning for a real PayKKa host (`*.paykka.com`) whose
+/// response signatures are not enforced: a forged or altered answer would
+/// be trusted. `None` when enforced or when the host is not PayKKa's.
+pub fn unverified_responses_warning(base_url: &str, mode: SignatureMode) -> Option<String> {
+    let host = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let real = host == "paykka.com" || host.ends_with(".paykka.com");
+    let how = match mode {
+        SignatureMode::Enforce => return None,
+        SignatureMode::Warn => "only warned about (report-only)",
+        SignatureMode::Off => "NOT checked at all",
+    };
+    real.then(|| {
+        format!(
+            "WARNING: PayKKa base URL {host} is a real PayKKa host, but its response signatures are {how}: \
+             a forged or altered answer would be trusted. Set paykka.response_signature = \"enforce\" \
+             (or PAYORCH_PAYKKA_RESPONSE_SIGNATURE=enforce) once the signature scheme is confirmed \
+             (authentication.md §5)."
+        )
+    })
+}
+
 /// A random API key (128 bits from the OS RNG through uuid v4).
 pub fn random_api_key() -> String {
     format!(
@@ -122,6 +154,17 @@ impl App {
                             )
                         },
                     )?;
+                    let response_mode = signature_mode(section.response_signature.as_deref());
+                    if let Some(w) = unverified_responses_warning(base_url, response_mode) {
+                        // Loud on purpose: on stderr whatever the log
+                        // filter, and in the logs.
+                        eprintln!("\n{}\n{w}\n{}\n", "!".repeat(78), "!".repeat(78));
+                        tracing::warn!(
+                            setting = "paykka.response_signature",
+                            merchant = m.merchant_id.as_str(),
+                            "{w}"
+                        );
+                    }
                     let signing = SigningConfig {
                         percent_encode_signature: section.percent_encode_signature.unwrap_or(true),
                         body_version_field: section.body_version_field.unwrap_or(false),
@@ -129,9 +172,7 @@ impl App {
                     let mut merchant = MerchantConfig::new(m.merchant_id.clone(), key, pk.clone())
                         .with_base_url(base_url)
                         .with_signing(signing)
-                        .with_response_signature(signature_mode(
-                            section.response_signature.as_deref(),
-                        ));
+                        .with_response_signature(response_mode);
                     if let Some(paths) = &section.paths {
                         merchant = merchant.with_paths(paths.clone());
                     }
@@ -532,5 +573,35 @@ mod tests {
         // Off: no signature needed.
         let v = verifier(SignatureMode::Off, &pa, &pb);
         assert!(v.verify(&HeaderMap::new(), &forged).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn a_real_paykka_host_without_enforced_signatures_is_warned_about() {
+        for url in [
+            "https://sandbox.aq.paykka.com/apis",
+            "https://API.PayKKa.com:443/apis",
+            "https://user:pw@sandbox.aq.paykka.com/apis",
+        ] {
+            let w = unverified_responses_warning(url, SignatureMode::Warn).expect(url);
+            assert!(w.contains("paykka.response_signature"), "{w}");
+            assert!(!w.contains("pw@"), "{w}");
+            assert!(unverified_responses_warning(url, SignatureMode::Off).is_some());
+            assert!(unverified_responses_warning(url, SignatureMode::Enforce).is_none());
+        }
+        for url in [
+            "http://127.0.0.1:8089/apis",
+            "http://localhost/apis",
+            "https://paykka.com.evil.example/apis",
+        ] {
+            assert!(
+                unverified_responses_warning(url, SignatureMode::Warn).is_none(),
+                "{url}"
+            );
+        }
     }
 }

@@ -13,6 +13,11 @@ impl Output {
         Self { json }
     }
 
+    /// Whether `--json` was given.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Prints a result: `value` as one JSON document with `--json`, otherwise
     /// the text produced by `text`.
     pub fn emit(&self, value: &Value, text: impl FnOnce() -> String) {

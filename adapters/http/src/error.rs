@@ -164,6 +164,10 @@ impl From<EngineError> for ApiError {
                 _ => (StatusCode::BAD_GATEWAY, "gateway_unavailable"),
             },
             EngineError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            // Only notifications meet it; the webhook handler answers those.
+            EngineError::NotificationContradicts { .. } => {
+                (StatusCode::CONFLICT, "notification_contradicts_order")
+            }
         };
         ApiError::new(status, code, e.to_string())
     }

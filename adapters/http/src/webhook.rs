@@ -229,6 +229,13 @@ async fn receive(
                 ret("503", "temporarily unavailable"),
             )
         }
+        Err(e @ EngineError::NotificationContradicts { .. }) => {
+            // Another merchant, currency or amount than the order: nothing
+            // recorded. Redelivery would say the same: acknowledge, alert.
+            metrics.record_webhook(kind, "contradicts_order");
+            tracing::error!(kind, error = %e, "notification contradicts its order; nothing recorded");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
+        }
         Err(e @ (EngineError::Domain(_) | EngineError::NotFound { .. })) => {
             // Redelivery cannot change a refusal of the order itself:
             // acknowledge and alert instead of looping.

@@ -96,3 +96,72 @@ async fn an_unverified_notification_only_makes_payorch_ask_paykka() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(queries(&h), 2);
 }
+
+#[tokio::test]
+async fn a_notification_contradicting_its_order_is_refused_and_counted() {
+    let h = harness();
+    // A pending payment, so a genuine notification would change it.
+    h.gateway.script(
+        payorch_engine::gateway::fake::Op::Initiate,
+        payorch_engine::gateway::fake::Step::Return(
+            payorch_engine::gateway::GatewayOutcome::Unknown {
+                reason: "timeout".into(),
+            },
+        ),
+    );
+    let r = h
+        .post_a("/v1/payments", "contra-1", &card_payment("MANUAL"))
+        .await;
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let trans_id = r.body["trans_id"].as_str().expect("trans_id").to_owned();
+    let events = |h: &Harness| {
+        let id = id.clone();
+        let router = h.router.clone();
+        async move {
+            let r = send(
+                &router,
+                get(&format!("/v1/payments/{id}/events"), Some(KEY_A)),
+            )
+            .await;
+            r.body["events"].as_array().map(Vec::len).unwrap_or(0)
+        }
+    };
+    let before = events(&h).await;
+    let notification = |merchant: &str, currency: &str, amount: i64| {
+        json!({
+            "notify_type": "PAYMENT.AUTHORIZATION", "timestamp": now_ms(),
+            "merchant_id": merchant, "trans_id": trans_id, "order_id": "GW00000000000000042",
+            "status": "AUTHORIZED", "amount": amount, "currency": currency,
+            "error_code": "0000"
+        })
+        .to_string()
+    };
+    for (case, body) in [
+        ("another merchant", notification(MERCHANT_B, "EUR", 1000)),
+        ("another currency", notification(MERCHANT_A, "USD", 1000)),
+        ("another amount", notification(MERCHANT_A, "EUR", 100_000)),
+    ] {
+        let r = send(
+            &h.router,
+            webhook("/webhooks/paykka/payments", &body, &sign(body.as_bytes())),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{case}: {}", r.text);
+        assert_eq!(events(&h).await, before, "{case}: recorded");
+    }
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("result=\"contradicts_order\"} 3"),
+        "{metrics}"
+    );
+    // The genuine one still applies.
+    let body = notification(MERCHANT_A, "EUR", 1000);
+    let r = send(
+        &h.router,
+        webhook("/webhooks/paykka/payments", &body, &sign(body.as_bytes())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = h.get_a(&format!("/v1/payments/{id}")).await;
+    assert_eq!(v.body["status"], "authorised", "{}", v.text);
+}

@@ -100,6 +100,18 @@ pub enum EngineError {
     /// The request is incomplete for this operation (fix the request).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A PayKKa notification names another merchant, currency or amount
+    /// than the order it is about. Nothing was recorded; alert someone (a
+    /// mix-up of merchants or keys, or a forgery signed with a real key).
+    #[error(
+        "notification for order {order_id} contradicts it: {field} is {observed}, the order has {expected}"
+    )]
+    NotificationContradicts {
+        order_id: payorch_schemas::events::OrderId,
+        field: &'static str,
+        expected: String,
+        observed: String,
+    },
 }
 
 /// Settings of the engine ([INFERRED] spec facts are settings).

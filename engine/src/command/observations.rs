@@ -16,6 +16,44 @@ use crate::read::{load, order_of_trans_id, order_stream};
 use crate::store::{EventMetadata, Version};
 use crate::view::OrderView;
 
+/// Refuses a notification whose merchant, currency or amount contradicts
+/// the order (or, for a refund notification, the refund): a mix-up or a
+/// forgery must not move money in our books. Absent fields are not
+/// contradictions (PayKKa's bodies vary).
+fn contradiction(
+    order_id: OrderId,
+    merchant: &str,
+    expected: payorch_schemas::Money,
+    named_merchant: Option<&str>,
+    currency: Option<&str>,
+    amount: Option<i64>,
+) -> Result<(), EngineError> {
+    let refuse = |field: &'static str, expected: String, observed: &str| {
+        Err(EngineError::NotificationContradicts {
+            order_id,
+            field,
+            expected,
+            observed: observed.to_owned(),
+        })
+    };
+    if let Some(m) = named_merchant
+        && m != merchant
+    {
+        return refuse("merchant_id", merchant.to_owned(), m);
+    }
+    if let Some(c) = currency
+        && !c.eq_ignore_ascii_case(expected.currency.code())
+    {
+        return refuse("currency", expected.currency.code().to_owned(), c);
+    }
+    if let Some(a) = amount
+        && a != expected.minor
+    {
+        return refuse("amount", expected.minor.to_string(), &a.to_string());
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Applies a webhook or query result to an order. Duplicates and late
     /// arrivals emit nothing; the current view is returned.
@@ -57,7 +95,8 @@ impl Engine {
         let Some(order_id) = n.trans_id.as_deref().and_then(order_of_trans_id) else {
             return Ok(None);
         };
-        let version = self.store.stream_version(&order_stream(order_id)).await?;
+        let (mut state, version) =
+            load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         if version == Version::NONE {
             // Paid on a checkout session: the order starts now.
             if !self
@@ -71,6 +110,19 @@ impl Engine {
             {
                 return Ok(None);
             }
+            state = load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id))
+                .await?
+                .0;
+        }
+        if let Some(placed) = state.placed.as_deref() {
+            contradiction(
+                order_id,
+                placed.merchant_id.as_str(),
+                placed.amount,
+                n.merchant_id.as_deref(),
+                n.currency.as_deref(),
+                n.amount,
+            )?;
         }
         let obs = gateway::notification_observation(n);
         self.apply_observation(order_id, Observation::Payment(obs), correlation_id)
@@ -98,6 +150,16 @@ impl Engine {
         else {
             return Ok(None);
         };
+        if let Some(placed) = state.placed.as_deref() {
+            contradiction(
+                order_id,
+                placed.merchant_id.as_str(),
+                refund.amount,
+                n.merchant_id.as_deref(),
+                n.currency.as_deref(),
+                n.amount,
+            )?;
+        }
         let obs = gateway::refund_notification_observation(n, refund.refund_id);
         self.apply_observation(order_id, Observation::Refund(obs), correlation_id)
             .await

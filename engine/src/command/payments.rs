@@ -237,6 +237,7 @@ impl Engine {
                 order_id: gateway_order_id(&state),
                 amount: Some(entry.amount.minor),
                 currency: Some(entry.amount.currency),
+                final_capture: None,
             };
             let gw = self.gateway.clone();
             let outcome = payment_outcome(
