@@ -364,7 +364,7 @@ async fn recurring_first_payment_creates_an_agreement_that_charges_and_cancels()
         .cancel_agreement(&ctx(), agreement_id, None)
         .await
         .unwrap();
-    assert_eq!(format!("{:?}", a.status), "Cancelled");
+    assert_eq!(a.status.to_string(), "cancelled");
     assert_eq!(a.charges, vec![charge.order_id]);
     assert!(
         w.engine

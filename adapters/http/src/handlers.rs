@@ -18,7 +18,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use payorch_engine::orchestrator::{CommandContext, OrderView};
 use payorch_schemas::events::{AgreementId, CheckoutId, OrderId};
-use uuid::Uuid;
 
 use crate::auth::Merchant;
 use crate::dto::{
@@ -33,7 +32,9 @@ use crate::state::AppState;
 type ApiResult = Result<Response, ApiError>;
 
 fn ctx(m: &Merchant, key: Option<IdempotencyKey>) -> CommandContext {
-    let c = m.context().with_correlation_id(Uuid::now_v7());
+    let c = m
+        .context()
+        .with_correlation_id(crate::request_id::correlation_id());
     match key {
         Some(k) => c.with_idempotency_key(k.0),
         None => c,

@@ -27,10 +27,13 @@ fn schemas() -> Value {
             "required": ["error"],
             "properties": {"error": {
                 "type": "object",
-                "required": ["code", "message"],
+                "required": ["type", "code", "message", "request_id"],
                 "properties": {
+                    "type": {"type": "string", "enum": ["invalid_request_error", "authentication_error", "idempotency_error", "card_error", "rate_limit_error", "api_error"], "description": "Broad class of the error"},
                     "code": {"type": "string", "description": "Stable snake_case code"},
-                    "message": {"type": "string"}
+                    "message": {"type": "string"},
+                    "param": {"type": "string", "description": "The request field at fault (e.g. amount.minor), when one is"},
+                    "request_id": {"type": "string", "description": "The request's X-Request-Id (given or generated)"}
                 }
             }}
         },
@@ -235,6 +238,11 @@ pub fn document() -> Value {
                 op.insert("security".into(), json!([]));
             }
         }
+        params.push(json!({
+            "name": "X-Request-Id", "in": "header", "required": false,
+            "description": "Your id for this request (1-128 visible ASCII characters; a UUID also becomes the events' correlation id); generated when absent, echoed in the response header and error bodies.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128}
+        }));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
@@ -309,7 +317,7 @@ pub fn document() -> Value {
         "info": {
             "title": "payorch merchant API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Payments on PayKKa v1.2 through payorch. Every POST needs an Idempotency-Key header. Errors are {\"error\":{\"code\",\"message\"}}."
+            "description": "Payments on PayKKa v1.2 through payorch. Every POST needs an Idempotency-Key header. Errors are {\"error\":{\"type\",\"code\",\"message\",\"param\",\"request_id\"}}; every response carries X-Request-Id."
         },
         "paths": paths,
         "components": {

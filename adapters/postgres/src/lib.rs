@@ -67,6 +67,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod lock;
+mod open_work;
+pub mod wakeup;
 
 pub use lock::AdvisoryLock;
 

@@ -23,6 +23,8 @@
 //!
 //! Payloads are stored as JSON text verbatim; timestamps as RFC 3339 text.
 
+mod open_work;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;

@@ -28,6 +28,7 @@ pub use table::{TRANSITIONS, explore, mermaid};
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// No events yet.
     New,
@@ -87,11 +88,31 @@ impl Phase {
             Phase::Voided => "Voided",
         }
     }
+
+    /// The one spelling of the phase on every surface (API `status`,
+    /// error messages, CLI output, serialization): snake_case, e.g.
+    /// `partially_refunded`. [`Phase::name`] is the diagram's node name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::New => "new",
+            Phase::AuthorisationPending => "authorisation_pending",
+            Phase::AuthorisationUnknown => "authorisation_unknown",
+            Phase::ChallengeRequired => "challenge_required",
+            Phase::Authorised => "authorised",
+            Phase::PartiallyCaptured => "partially_captured",
+            Phase::Captured => "captured",
+            Phase::PartiallyRefunded => "partially_refunded",
+            Phase::Refunded => "refunded",
+            Phase::Declined => "declined",
+            Phase::Voided => "voided",
+        }
+    }
 }
 
+/// snake_case ([`Phase::as_str`]).
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 
