@@ -7,7 +7,10 @@
 //! Aggregates (pure `decide` / `evolve`):
 //!
 //! * [`aggregate`]: the `Aggregate` trait and its three implementations.
-//! * [`order`]: the Order aggregate (decide / evolve, transition table).
+//! * [`order`]: the Order aggregate: the `decide` match and state types in
+//!   `order/mod.rs`, its transition helpers (`order/rules.rs`), gateway
+//!   observations (`order/observe.rs`), `evolve` (`order/evolve.rs`), the
+//!   transition table.
 //! * [`agreement`]: the RecurringAgreement aggregate.
 //! * [`checkout`]: the CheckoutSession aggregate.
 //! * [`codec`]: event payloads to and from stored JSON, upcasters.
