@@ -13,7 +13,8 @@
 //!   transition table.
 //! * [`agreement`]: the RecurringAgreement aggregate.
 //! * [`checkout`]: the CheckoutSession aggregate.
-//! * [`codec`]: event payloads to and from stored JSON, upcasters.
+//! * [`codec`]: event payloads to and from stored JSON, upcasters, and
+//!   (`codec/fast.rs`) the strict reader of payorch's own compact JSON.
 //!
 //! Write side:
 //!
