@@ -89,6 +89,10 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: in a log file the escape codes are
+        // about a sixth of every line (measured in docs/BENCHMARKS.md,
+        // End to end).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     crate::block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.addr)
