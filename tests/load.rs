@@ -145,6 +145,7 @@ fn spawned_full_mix_on_sqlite_reports_every_flow_without_errors() {
             .is_some_and(|k| k > 0),
         "{r:#}"
     );
+    assert_eq!(r["serve_stop"]["stopped"], true, "{r:#}");
     let floor = &r["crypto"]["floor"];
     assert!(
         floor["floor_flows_per_s"].as_f64().is_some_and(|f| f > 0.0),

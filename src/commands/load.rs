@@ -1630,9 +1630,14 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
     });
     let serve_exit = spawned.as_mut().map(|s| s.stop());
     let measured = measured?;
-    if let Some(Err(e)) = &serve_exit {
-        bail!("{e:#}");
-    }
+    // A serve that does not stop in time is reported, not a reason to
+    // lose the measurements.
+    let serve_stop = match &serve_exit {
+        None => Value::Null,
+        Some(Ok(code)) => json!({"stopped": true, "exit_code": code}),
+        Some(Err(e)) => json!({"stopped": false, "error": format!("{e:#}")}),
+    };
+    let stop_failed = matches!(serve_exit, Some(Err(_)));
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get() as f64)
@@ -1649,10 +1654,12 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         rsa,
         cores,
     );
+    let mut report = report;
+    report["serve_stop"] = serve_stop;
     let failed = report["flows"]["failed"].as_u64().unwrap_or(0)
         + report["flows"]["not_started"].as_u64().unwrap_or(0);
     out.emit(&report, || render(&report));
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && !stop_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -1936,6 +1943,12 @@ fn render(r: &Value) -> String {
         s.push_str(&format!(
             "serve RSS: {} KiB at the start, {} KiB at the end, {} KiB max\n",
             mem["rss_kib_start"], mem["rss_kib_end"], mem["rss_kib_max"]
+        ));
+    }
+    if r["serve_stop"]["stopped"] == false {
+        s.push_str(&format!(
+            "serve: {}\n",
+            r["serve_stop"]["error"].as_str().unwrap_or("did not stop")
         ));
     }
     let q = &r["cpu_until_quiet"];
