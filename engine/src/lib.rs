@@ -11,6 +11,7 @@
 //!   the conformance suite every store adapter runs.
 
 pub mod agreement;
+pub mod bulk;
 pub mod bus;
 pub mod checkout;
 pub mod codec;
