@@ -3,6 +3,7 @@
 //! verifier, health checks: store, and broker when `amqp_url` is set). Used
 //! by `serve` and `demo`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,38 @@ fn signature_mode(s: Option<&str>) -> SignatureMode {
     }
 }
 
+/// The start-up warning for a real PayKKa host (`*.paykka.com`) whose
+/// response signatures are not enforced: a forged or altered answer would
+/// be trusted. `None` when enforced or when the host is not PayKKa's.
+pub fn unverified_responses_warning(base_url: &str, mode: SignatureMode) -> Option<String> {
+    let host = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let real = host == "paykka.com" || host.ends_with(".paykka.com");
+    let how = match mode {
+        SignatureMode::Enforce => return None,
+        SignatureMode::Warn => "only warned about (report-only)",
+        SignatureMode::Off => "NOT checked at all",
+    };
+    real.then(|| {
+        format!(
+            "WARNING: PayKKa base URL {host} is a real PayKKa host, but its response signatures are {how}: \
+             a forged or altered answer would be trusted. Set paykka.response_signature = \"enforce\" \
+             (or PAYORCH_PAYKKA_RESPONSE_SIGNATURE=enforce) once the signature scheme is confirmed \
+             (authentication.md §5)."
+        )
+    })
+}
+
 /// A random API key (128 bits from the OS RNG through uuid v4).
 pub fn random_api_key() -> String {
     format!(
@@ -94,12 +127,18 @@ impl App {
         let mut sandbox = None;
         let mut demo = None;
 
-        let (client, platform_key, tolerance) = match config.paykka_base_url() {
-            Some(base_url) => {
-                let section = config.paykka.clone().unwrap_or_default();
+        let (client, verifier) = match config.paykka_base_url() {
+            Some(_) => {
                 let mut builder = PaykkaClient::builder();
-                let mut platform: Option<PaykkaPublicKey> = None;
+                let mut verifier = PaykkaVerifier::default();
                 for (i, m) in config.merchants.iter().enumerate() {
+                    // `[paykka]` overlaid with `[merchants.paykka]`; validation
+                    // made sure every merchant has a base URL.
+                    let section = config.merchant_paykka(i);
+                    let base_url = section
+                        .base_url
+                        .as_deref()
+                        .with_context(|| format!("merchants[{i}]: no PayKKa base URL"))?;
                     let key =
                         MerchantPrivateKey::from_file(&m.private_key_path).with_context(|| {
                             format!(
@@ -115,17 +154,25 @@ impl App {
                             )
                         },
                     )?;
-                    platform.get_or_insert_with(|| pk.clone());
+                    let response_mode = signature_mode(section.response_signature.as_deref());
+                    if let Some(w) = unverified_responses_warning(base_url, response_mode) {
+                        // Loud on purpose: on stderr whatever the log
+                        // filter, and in the logs.
+                        eprintln!("\n{}\n{w}\n{}\n", "!".repeat(78), "!".repeat(78));
+                        tracing::warn!(
+                            setting = "paykka.response_signature",
+                            merchant = m.merchant_id.as_str(),
+                            "{w}"
+                        );
+                    }
                     let signing = SigningConfig {
                         percent_encode_signature: section.percent_encode_signature.unwrap_or(true),
                         body_version_field: section.body_version_field.unwrap_or(false),
                     };
-                    let mut merchant = MerchantConfig::new(m.merchant_id.clone(), key, pk)
+                    let mut merchant = MerchantConfig::new(m.merchant_id.clone(), key, pk.clone())
                         .with_base_url(base_url)
                         .with_signing(signing)
-                        .with_response_signature(signature_mode(
-                            section.response_signature.as_deref(),
-                        ));
+                        .with_response_signature(response_mode);
                     if let Some(paths) = &section.paths {
                         merchant = merchant.with_paths(paths.clone());
                     }
@@ -135,13 +182,19 @@ impl App {
                         ));
                     }
                     builder = builder.merchant(merchant);
+                    verifier = verifier.merchant(
+                        &m.merchant_id,
+                        pk,
+                        signature_mode(section.webhook_signature.as_deref()),
+                        section.webhook_tolerance_ms,
+                    );
                     api_keys = api_keys
                         .with_hashed_key(m.merchant_id.clone(), &m.api_key_sha256)
                         .with_context(|| format!("merchants[{i}].api_key_sha256"))?;
                 }
-                let platform = platform.context("merchants: none configured")?;
+                anyhow::ensure!(!config.merchants.is_empty(), "merchants: none configured");
                 let client = builder.build().context("cannot build the PayKKa client")?;
-                (client, platform, section.webhook_tolerance_ms)
+                (client, verifier)
             }
             None => {
                 let keys = generate_merchant_key_pair().context("cannot generate demo keys")?;
@@ -174,7 +227,14 @@ impl App {
                     api_key: key,
                 });
                 sandbox = Some(running);
-                (client, platform, None)
+                // The sandbox signs with the scheme we implement: enforce.
+                let verifier = PaykkaVerifier::default().merchant(
+                    DEMO_MERCHANT,
+                    platform,
+                    SignatureMode::Enforce,
+                    None,
+                );
+                (client, verifier)
             }
         };
 
@@ -192,13 +252,7 @@ impl App {
                 ..EngineConfig::default()
             },
         ));
-        let mut webhook = WebhookConfig::default();
-        if let Some(t) = tolerance {
-            webhook.timestamp_tolerance_ms = t;
-        }
-        let verifier: Arc<dyn WebhookVerifier> = Arc::new(PaykkaVerifier {
-            receiver: WebhookReceiver::new(platform_key, webhook),
-        });
+        let verifier: Arc<dyn WebhookVerifier> = Arc::new(verifier);
         // Connects lazily (first /healthz), so a down broker does not stop
         // the service from starting: the relay retries, /healthz says 503.
         let broker = config
@@ -241,9 +295,72 @@ impl App {
     }
 }
 
-/// [`WebhookVerifier`] delegating to payorch-paykka's [`WebhookReceiver`].
+/// [`WebhookVerifier`] delegating to payorch-paykka's [`WebhookReceiver`],
+/// with the PayKKa key and settings of the merchant the body names
+/// (`merchant_id`, a string or a number). A notification naming a merchant
+/// this instance does not serve is refused (401) and nothing is recorded.
+///
+/// Per merchant, `webhook_signature` decides what a notification whose
+/// signature or timestamp does not check out becomes: `enforce` refuses it
+/// (401); `warn` (report-only) hands it on as
+/// [`WebhookRejection::Unverified`], a hint that makes payorch query PayKKa
+/// and never records the body's claims; `off` skips the signature check.
+#[derive(Default)]
 pub struct PaykkaVerifier {
-    pub receiver: WebhookReceiver,
+    merchants: HashMap<String, MerchantWebhook>,
+}
+
+struct MerchantWebhook {
+    receiver: WebhookReceiver,
+    mode: SignatureMode,
+}
+
+impl PaykkaVerifier {
+    /// Adds a merchant: its PayKKa public key, signature mode and
+    /// timestamp tolerance in ms (`None`: the default ±5 min; `0`: off).
+    pub fn merchant(
+        mut self,
+        merchant_id: &str,
+        key: PaykkaPublicKey,
+        mode: SignatureMode,
+        tolerance_ms: Option<u64>,
+    ) -> Self {
+        let mut config = WebhookConfig {
+            // Report-only is decided here, not by the receiver, so that a
+            // failed check is known and the body is only a hint.
+            signature: match mode {
+                SignatureMode::Off => SignatureMode::Off,
+                _ => SignatureMode::Enforce,
+            },
+            ..WebhookConfig::default()
+        };
+        if let Some(t) = tolerance_ms {
+            config.timestamp_tolerance_ms = t;
+        }
+        self.merchants.insert(
+            merchant_id.to_owned(),
+            MerchantWebhook {
+                receiver: WebhookReceiver::new(key, config),
+                mode,
+            },
+        );
+        self
+    }
+}
+
+/// The `merchant_id` a notification body names (string or number), read
+/// before the signature can be checked (the key depends on it).
+fn named_merchant(raw_body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        merchant_id: Option<serde_json::Value>,
+    }
+    let peek: Peek = serde_json::from_slice(raw_body).ok()?;
+    match peek.merchant_id? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 impl WebhookVerifier for PaykkaVerifier {
@@ -252,20 +369,34 @@ impl WebhookVerifier for PaykkaVerifier {
         headers: &HeaderMap,
         raw_body: &[u8],
     ) -> Result<Notification, WebhookRejection> {
+        let Some(merchant_id) = named_merchant(raw_body) else {
+            return Err(WebhookRejection::Unauthenticated(
+                "notification names no merchant_id".into(),
+            ));
+        };
+        let Some(m) = self.merchants.get(&merchant_id) else {
+            return Err(WebhookRejection::Unauthenticated(format!(
+                "notification names merchant {merchant_id}, which this instance does not serve"
+            )));
+        };
         let signature = headers
             .get("signature")
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        match self
+        match m
             .receiver
             .handle_parts(signature, raw_body, time::OffsetDateTime::now_utc())
         {
             Ok(VerifiedNotification::Payment(p)) => Ok(Notification::Payment(p)),
             Ok(VerifiedNotification::Refund(r)) => Ok(Notification::Refund(r)),
-            Err(e @ WebhookError::BodyTooLarge { .. }) => {
-                let _ = e;
-                Err(WebhookRejection::TooLarge)
-            }
+            Err(WebhookError::BodyTooLarge { .. }) => Err(WebhookRejection::TooLarge),
             Err(e) if e.http_status() == 400 => Err(WebhookRejection::Malformed(e.to_string())),
+            Err(e) if m.mode == SignatureMode::Warn => match Notification::from_slice(raw_body) {
+                Ok(n) => Err(WebhookRejection::Unverified {
+                    notification: Box::new(n),
+                    reason: e.to_string(),
+                }),
+                Err(parse) => Err(WebhookRejection::Malformed(parse.to_string())),
+            },
             Err(e) => Err(WebhookRejection::Unauthenticated(e.to_string())),
         }
     }
@@ -310,5 +441,177 @@ impl HealthCheck for StoreHealth {
         .map_err(|_| "timeout".to_owned())?
         .map(|_| ())
         .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payorch_paykka::RequestSigner;
+
+    const A: &str = "18356675194960";
+    const B: &str = "29999999999999";
+
+    struct Platform {
+        signer: RequestSigner,
+        public: PaykkaPublicKey,
+    }
+
+    fn platform() -> Platform {
+        let pair = generate_merchant_key_pair().expect("key pair");
+        Platform {
+            signer: RequestSigner::new(
+                pair.private_key().expect("private key"),
+                SigningConfig::default(),
+            ),
+            public: pair.public.clone(),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .expect("after 1970")
+    }
+
+    fn body(merchant: serde_json::Value, timestamp: u64) -> Vec<u8> {
+        serde_json::json!({
+            "notify_type": "PAYMENT.SUCCESS", "timestamp": timestamp, "merchant_id": merchant,
+            "trans_id": "T1", "order_id": "GW1", "status": "SUCCESS", "amount": 1000,
+            "currency": "EUR"
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn signed(p: &Platform, merchant: &str, body: &[u8]) -> HeaderMap {
+        let timestamp =
+            serde_json::from_slice::<serde_json::Value>(body).expect("json")["timestamp"]
+                .as_u64()
+                .expect("timestamp");
+        let s = p
+            .signer
+            .sign_raw_body(merchant, timestamp, body.to_vec())
+            .expect("sign");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "signature",
+            s.signature_header().parse().expect("header value"),
+        );
+        h
+    }
+
+    fn verifier(mode: SignatureMode, a: &Platform, b: &Platform) -> PaykkaVerifier {
+        PaykkaVerifier::default()
+            .merchant(A, a.public.clone(), mode, None)
+            .merchant(B, b.public.clone(), mode, None)
+    }
+
+    #[test]
+    fn each_notification_is_verified_with_the_key_of_the_merchant_it_names() {
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        let for_a = body(A.into(), now_ms());
+        let for_b = body(B.into(), now_ms());
+        assert!(v.verify(&signed(&pa, A, &for_a), &for_a).is_ok());
+        assert!(v.verify(&signed(&pb, B, &for_b), &for_b).is_ok());
+        // B's body signed with A's key: refused.
+        assert!(matches!(
+            v.verify(&signed(&pa, B, &for_b), &for_b),
+            Err(WebhookRejection::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_numeric_merchant_id_names_the_merchant_too() {
+        // PayKKa's v1.0 example sends merchant_id as a JSON number.
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        let numeric = body(serde_json::json!(18_356_675_194_960_u64), now_ms());
+        let r = v.verify(&signed(&pa, A, &numeric), &numeric);
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn an_unknown_or_missing_merchant_is_refused_in_every_mode() {
+        let (pa, pb) = (platform(), platform());
+        for mode in [
+            SignatureMode::Enforce,
+            SignatureMode::Warn,
+            SignatureMode::Off,
+        ] {
+            let v = verifier(mode, &pa, &pb);
+            let other = body("77777777777777".into(), now_ms());
+            assert!(
+                matches!(
+                    v.verify(&signed(&pa, "77777777777777", &other), &other),
+                    Err(WebhookRejection::Unauthenticated(_))
+                ),
+                "{mode:?}"
+            );
+            let none = body(serde_json::Value::Null, now_ms());
+            assert!(
+                matches!(
+                    v.verify(&HeaderMap::new(), &none),
+                    Err(WebhookRejection::Unauthenticated(_))
+                ),
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn report_only_turns_a_failed_check_into_a_hint_never_a_fact() {
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Warn, &pa, &pb);
+        let forged = body(A.into(), now_ms());
+        assert!(matches!(
+            v.verify(&signed(&pb, A, &forged), &forged),
+            Err(WebhookRejection::Unverified { .. })
+        ));
+        // Stale but correctly signed: a hint in report-only mode...
+        let stale = body(A.into(), now_ms() - 3_600_000);
+        assert!(matches!(
+            v.verify(&signed(&pa, A, &stale), &stale),
+            Err(WebhookRejection::Unverified { .. })
+        ));
+        // ...refused when enforcing.
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        assert!(matches!(
+            v.verify(&signed(&pa, A, &stale), &stale),
+            Err(WebhookRejection::Unauthenticated(_))
+        ));
+        // Off: no signature needed.
+        let v = verifier(SignatureMode::Off, &pa, &pb);
+        assert!(v.verify(&HeaderMap::new(), &forged).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn a_real_paykka_host_without_enforced_signatures_is_warned_about() {
+        for url in [
+            "https://sandbox.aq.paykka.com/apis",
+            "https://API.PayKKa.com:443/apis",
+            "https://user:pw@sandbox.aq.paykka.com/apis",
+        ] {
+            let w = unverified_responses_warning(url, SignatureMode::Warn).expect(url);
+            assert!(w.contains("paykka.response_signature"), "{w}");
+            assert!(!w.contains("pw@"), "{w}");
+            assert!(unverified_responses_warning(url, SignatureMode::Off).is_some());
+            assert!(unverified_responses_warning(url, SignatureMode::Enforce).is_none());
+        }
+        for url in [
+            "http://127.0.0.1:8089/apis",
+            "http://localhost/apis",
+            "https://paykka.com.evil.example/apis",
+        ] {
+            assert!(
+                unverified_responses_warning(url, SignatureMode::Warn).is_none(),
+                "{url}"
+            );
+        }
     }
 }

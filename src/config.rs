@@ -42,6 +42,18 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// Format of `serve`'s log lines (on stderr).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, with the request span's fields
+    /// (`request_id`...), for log collectors.
+    Json,
+}
+
 /// The PayKKa connection (absent: in-process sandbox).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -57,9 +69,18 @@ pub struct PaykkaSection {
     /// Send the `version` field in the body (spec default false) [INFERRED].
     #[serde(default)]
     pub body_version_field: Option<bool>,
-    /// Notification timestamp tolerance in ms (default 300 000).
+    /// Notification timestamp tolerance in ms (default 300 000; 0 turns
+    /// the freshness check off).
     #[serde(default)]
     pub webhook_tolerance_ms: Option<u64>,
+    /// Notification signature check [INFERRED scheme, authentication.md
+    /// §5]: `warn` (default: report-only, as the spec asks until the scheme
+    /// is confirmed; a notification that fails the signature or freshness
+    /// check is never recorded as a fact, it only makes payorch ask PayKKa
+    /// about the order with Transaction Query), `enforce` (401, nothing
+    /// done) or `off` (no signature check; freshness still checked).
+    #[serde(default)]
+    pub webhook_signature: Option<String>,
     /// Total timeout of every PayKKa call, in seconds (default: the
     /// client's per-operation defaults).
     #[serde(default)]
@@ -81,6 +102,36 @@ pub struct MerchantSection {
     pub paykka_public_key_path: PathBuf,
     /// Hex SHA-256 of the merchant's payorch API key.
     pub api_key_sha256: String,
+    /// This merchant's own PayKKa settings (`[merchants.paykka]`): any key
+    /// of `[paykka]`, overriding it for this merchant only (base URL,
+    /// paths, signing dialect, signature modes, timeouts).
+    #[serde(default)]
+    pub paykka: Option<PaykkaSection>,
+}
+
+impl PaykkaSection {
+    /// These settings with every key `over` sets taking precedence.
+    pub fn overlaid(&self, over: Option<&PaykkaSection>) -> PaykkaSection {
+        let Some(o) = over else {
+            return self.clone();
+        };
+        PaykkaSection {
+            base_url: o.base_url.clone().or_else(|| self.base_url.clone()),
+            response_signature: o
+                .response_signature
+                .clone()
+                .or_else(|| self.response_signature.clone()),
+            percent_encode_signature: o.percent_encode_signature.or(self.percent_encode_signature),
+            body_version_field: o.body_version_field.or(self.body_version_field),
+            webhook_tolerance_ms: o.webhook_tolerance_ms.or(self.webhook_tolerance_ms),
+            webhook_signature: o
+                .webhook_signature
+                .clone()
+                .or_else(|| self.webhook_signature.clone()),
+            timeout_secs: o.timeout_secs.or(self.timeout_secs),
+            paths: o.paths.clone().or_else(|| self.paths.clone()),
+        }
+    }
 }
 
 /// The whole configuration. See the module docs for precedence.
@@ -110,6 +161,8 @@ pub struct Config {
     /// Longest backoff in seconds between two queries of one order
     /// (default 3 600; at least `reconcile_backoff_base_secs`).
     pub reconcile_backoff_max_secs: u64,
+    /// `serve`'s log format: `text` (default) or `json`.
+    pub log_format: LogFormat,
     pub paykka: Option<PaykkaSection>,
     pub merchants: Vec<MerchantSection>,
 }
@@ -126,6 +179,7 @@ impl Default for Config {
             reconcile_grace_secs: 24 * 3600,
             reconcile_backoff_base_secs: 5,
             reconcile_backoff_max_secs: 3600,
+            log_format: LogFormat::Text,
             paykka: None,
             merchants: Vec::new(),
         }
@@ -138,6 +192,7 @@ pub struct FlagOverrides {
     pub store_url: Option<String>,
     pub amqp_url: Option<String>,
     pub addr: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -193,6 +248,18 @@ impl Config {
         if let Some(v) = get("PAYORCH_ADDR") {
             self.addr = v;
         }
+        if let Some(v) = get("PAYORCH_LOG_FORMAT") {
+            self.log_format = match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "PAYORCH_LOG_FORMAT".into(),
+                        message: format!("{other:?} is not one of text, json"),
+                    });
+                }
+            };
+        }
         if let Some(v) = get("PAYORCH_PUBLIC_URL") {
             self.public_url = Some(v);
         }
@@ -233,6 +300,11 @@ impl Config {
                 .get_or_insert_with(Default::default)
                 .response_signature = Some(v);
         }
+        if let Some(v) = get("PAYORCH_PAYKKA_WEBHOOK_SIGNATURE") {
+            self.paykka
+                .get_or_insert_with(Default::default)
+                .webhook_signature = Some(v);
+        }
         Ok(())
     }
 
@@ -245,6 +317,9 @@ impl Config {
         }
         if let Some(v) = &flags.addr {
             self.addr = v.clone();
+        }
+        if let Some(v) = flags.log_format {
+            self.log_format = v;
         }
     }
 
@@ -262,7 +337,7 @@ impl Config {
                 "store_url",
                 format!(
                     "{:?} must start with sqlite: or postgres://",
-                    self.store_url
+                    redact_url(&self.store_url)
                 ),
             ));
         }
@@ -292,20 +367,35 @@ impl Config {
                 ),
             ));
         }
-        if let Some(p) = &self.paykka {
-            if let Some(mode) = &p.response_signature
-                && !matches!(mode.as_str(), "enforce" | "warn" | "off")
-            {
-                return Err(invalid(
-                    "paykka.response_signature",
-                    format!("{mode:?} is not one of enforce, warn, off"),
-                ));
+        let check_modes = |key: &str, p: &PaykkaSection| -> Result<(), ConfigError> {
+            for (name, mode) in [
+                ("response_signature", &p.response_signature),
+                ("webhook_signature", &p.webhook_signature),
+            ] {
+                if let Some(mode) = mode
+                    && !matches!(mode.as_str(), "enforce" | "warn" | "off")
+                {
+                    return Err(invalid(
+                        &format!("{key}.{name}"),
+                        format!("{mode:?} is not one of enforce, warn, off"),
+                    ));
+                }
             }
+            Ok(())
+        };
+        if let Some(p) = &self.paykka {
+            check_modes("paykka", p)?;
             if p.base_url.is_some() && self.merchants.is_empty() {
                 return Err(invalid(
                     "merchants",
                     "paykka.base_url is set but no [[merchants]] are configured".into(),
                 ));
+            }
+        }
+        let global = self.paykka.clone().unwrap_or_default();
+        for (i, m) in self.merchants.iter().enumerate() {
+            if let Some(p) = &m.paykka {
+                check_modes(&format!("merchants[{i}].paykka"), p)?;
             }
         }
         for (i, m) in self.merchants.iter().enumerate() {
@@ -323,13 +413,38 @@ impl Config {
                     "must be 64 hex digits (SHA-256 of the API key)".into(),
                 ));
             }
+            if global.overlaid(m.paykka.as_ref()).base_url.is_none() {
+                return Err(invalid(
+                    &format!("merchants[{i}]"),
+                    "no PayKKa base URL: set paykka.base_url (or merchants[i].paykka.base_url); \
+                     without [[merchants]] payorch runs against its in-process sandbox"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
 
-    /// The configured PayKKa base URL, if any (`None`: in-process sandbox).
+    /// The configured PayKKa base URL, if any (`None`: in-process sandbox):
+    /// `[paykka] base_url`, else the first merchant's own.
     pub fn paykka_base_url(&self) -> Option<&str> {
-        self.paykka.as_ref().and_then(|p| p.base_url.as_deref())
+        self.paykka
+            .as_ref()
+            .and_then(|p| p.base_url.as_deref())
+            .or_else(|| {
+                self.merchants
+                    .iter()
+                    .find_map(|m| m.paykka.as_ref().and_then(|p| p.base_url.as_deref()))
+            })
+    }
+
+    /// The PayKKa settings of merchant `i`: `[paykka]` overlaid with its
+    /// own `[merchants.paykka]`.
+    pub fn merchant_paykka(&self, i: usize) -> PaykkaSection {
+        self.paykka
+            .clone()
+            .unwrap_or_default()
+            .overlaid(self.merchants.get(i).and_then(|m| m.paykka.as_ref()))
     }
 
     /// The reconciler settings of `serve` (page size: the engine default).
@@ -344,25 +459,25 @@ impl Config {
     }
 }
 
-/// `url` with any password replaced by `***` (for printing).
+/// `url` with any password replaced by `***` (for printing). Works on
+/// any text shaped like `[scheme://]user:password@host...`, so a URL with
+/// a misspelt scheme (or none) never prints its password either.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let (authority, path) = match rest.find('/') {
+    let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
+    let prefix = scheme.map(|s| format!("{s}://")).unwrap_or_default();
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                url.to_owned()
-            }
+            format!("{prefix}{user}:***@{host}{path}")
         }
-        None => url.to_owned(),
+        _ => url.to_owned(),
     }
 }
 
@@ -383,6 +498,43 @@ mod tests {
         let p = dir.path().join("payorch.toml");
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn log_format_from_file_env_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "log_format = \"json\"\n");
+        let c = Config::load(Some(&p), &env_of(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let flags = FlagOverrides {
+            log_format: Some(LogFormat::Text),
+            ..FlagOverrides::default()
+        };
+        let c = Config::load(Some(&p), &env_of(&[]), &flags).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::load(
+            Some(&write(&dir, "")),
+            &env_of(&[("PAYORCH_LOG_FORMAT", "json")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let e = Config::load(
+            Some(&p),
+            &env_of(&[("PAYORCH_LOG_FORMAT", "xml")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("PAYORCH_LOG_FORMAT"), "{e}");
+        let e = Config::load(
+            Some(&write(&dir, "log_format = \"xml\"\n")),
+            &env_of(&[]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("log_format"), "{e}");
     }
 
     #[test]
@@ -428,6 +580,7 @@ mod tests {
             store_url: Some("sqlite://flag.db".into()),
             amqp_url: None,
             addr: Some("127.0.0.1:3333".into()),
+            log_format: None,
         };
         let c = Config::load(Some(&p), &env, &flags).unwrap();
         assert_eq!(
@@ -468,6 +621,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("merchants[0].api_key_sha256"), "{e}");
+        // A store URL with a misspelt scheme names the key, not the password.
+        let e = Config::load(
+            Some(&write(&dir, "")),
+            &env_of(&[("PAYORCH_STORE_URL", "postgress://app:hunter2@db/pay")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("store_url"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]
@@ -481,6 +644,15 @@ mod tests {
             "postgres://postgres@h/db"
         );
         assert_eq!(redact_url("sqlite://payorch.db"), "sqlite://payorch.db");
+        assert_eq!(
+            redact_url("postgress://u:secret@h:5432/db"),
+            "postgress://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("u:secret@h:5432/db"), "u:***@h:5432/db");
+        assert_eq!(
+            redact_url("amqp://guest:p%40ss@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
     }
 
     #[test]
@@ -503,6 +675,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("voidd"), "{e}");
+    }
+
+    const MERCHANT: &str = "[[merchants]]\nmerchant_id = \"1\"\nprivate_key_path = \"k\"\npaykka_public_key_path = \"p\"\napi_key_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+    #[test]
+    fn merchants_without_a_paykka_base_url_are_an_error_naming_the_key() {
+        let c = Config::from_toml(MERCHANT, Path::new("t.toml")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("merchants[0]"), "{e}");
+        assert!(e.contains("base_url"), "{e}");
+    }
+
+    #[test]
+    fn a_merchant_overrides_the_paykka_section_for_itself() {
+        let text = format!(
+            "[paykka]\nbase_url = \"https://global/apis\"\nwebhook_signature = \"enforce\"\ntimeout_secs = 9\n{MERCHANT}[merchants.paykka]\nbase_url = \"https://own/apis\"\nwebhook_signature = \"warn\"\n{}",
+            MERCHANT.replace("\"1\"", "\"2\"")
+        );
+        let c = Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        c.validate().unwrap();
+        let first = c.merchant_paykka(0);
+        assert_eq!(first.base_url.as_deref(), Some("https://own/apis"));
+        assert_eq!(first.webhook_signature.as_deref(), Some("warn"));
+        assert_eq!(first.timeout_secs, Some(9), "inherited");
+        let second = c.merchant_paykka(1);
+        assert_eq!(second.base_url.as_deref(), Some("https://global/apis"));
+        assert_eq!(second.webhook_signature.as_deref(), Some("enforce"));
+        // A merchant's own base URL is enough without a [paykka] section.
+        let own_only = format!("{MERCHANT}[merchants.paykka]\nbase_url = \"https://own/apis\"\n");
+        let c = Config::from_toml(&own_only, Path::new("t.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.paykka_base_url(), Some("https://own/apis"));
+        // Bad modes name their key.
+        let bad = format!(
+            "{MERCHANT}[merchants.paykka]\nbase_url = \"https://own/apis\"\nwebhook_signature = \"strict\"\n"
+        );
+        let e = Config::from_toml(&bad, Path::new("t.toml"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("merchants[0].paykka.webhook_signature"), "{e}");
     }
 
     #[test]

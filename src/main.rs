@@ -8,7 +8,10 @@
 mod app;
 mod commands;
 mod config;
+#[cfg(test)]
+mod config_reference;
 mod gauges;
+mod logging;
 mod output;
 mod store;
 
@@ -68,6 +71,10 @@ enum Command {
     Demo(commands::demo::Args),
     /// Run the HTTP service (merchant API, webhooks, relay, reconciler).
     Serve(commands::serve::Args),
+    /// Drive `payorch serve` with a mix of payment flows and report
+    /// throughput, latency percentiles, errors, Postgres transactions per
+    /// order, relay lag and CPU (`--spawn` starts the service itself).
+    Load(Box<commands::load::Args>),
 }
 
 /// Global settings shared by the subcommands that need a configuration.
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::export::run_import(args, &globals, &out),
         Command::Demo(args) => commands::demo::run(args, &globals, &out),
         Command::Serve(args) => commands::serve::run(args, &globals, &out),
+        Command::Load(args) => commands::load::run(args, &globals, &out),
     };
     match result {
         Ok(code) => code,

@@ -7,19 +7,21 @@ use time::OffsetDateTime;
 
 use payorch_schemas::events::OrderEvent;
 
+use crate::aggregate::{Aggregate, OrderAggregate};
 use crate::codec;
-use crate::orchestrator::{Aggregate, EngineError, OrderAggregate, OrderView, read_whole_stream};
 use crate::order::{self, OrderState, Phase};
+use crate::read::{ReadError, read_whole_stream};
 use crate::store::{
     CheckpointStore, EventStore, Position, RecordedEvent, StoreError, StreamId, Version,
 };
+use crate::view::OrderView;
 
 /// The state of `stream` after its first `version` events.
 pub async fn fold_to_version<A: Aggregate>(
     store: &dyn EventStore,
     stream: &StreamId,
     version: Version,
-) -> Result<A::State, EngineError> {
+) -> Result<A::State, ReadError> {
     let mut state = A::State::default();
     let mut next = Version(1);
     while next <= version {
@@ -43,7 +45,7 @@ pub async fn fold_to_time<A: Aggregate>(
     store: &dyn EventStore,
     stream: &StreamId,
     at: OffsetDateTime,
-) -> Result<A::State, EngineError> {
+) -> Result<A::State, ReadError> {
     let mut state = A::State::default();
     for e in read_whole_stream(store, stream).await? {
         if e.recorded_at > at {
@@ -75,7 +77,7 @@ pub struct ExplainStep {
 pub async fn explain(
     store: &dyn EventStore,
     stream: &StreamId,
-) -> Result<Vec<ExplainStep>, EngineError> {
+) -> Result<Vec<ExplainStep>, ReadError> {
     let mut state = OrderState::default();
     let mut out = Vec::new();
     for e in read_whole_stream(store, stream).await? {
@@ -100,7 +102,7 @@ pub async fn order_at_version(
     store: &dyn EventStore,
     stream: &StreamId,
     version: Version,
-) -> Result<OrderState, EngineError> {
+) -> Result<OrderState, ReadError> {
     fold_to_version::<OrderAggregate>(store, stream, version).await
 }
 

@@ -209,6 +209,7 @@ fn amount_positive() {
         order_id: "GW1".into(),
         amount: None,
         currency: None,
+        final_capture: None,
     };
     assert_ok(&c);
     c.amount = Some(0);
@@ -498,7 +499,10 @@ fn expire_time_must_parse() {
     let mut r = card_purchase();
     r.expire_time = Some(PaykkaDateTime::new("2024-01-01T08:05:00+08:00"));
     assert_ok(&r);
+    // Without an offset it is PayKKa local time (+08:00): accepted.
     r.expire_time = Some(PaykkaDateTime::new("2024-01-01 08:05:00"));
+    assert_ok(&r);
+    r.expire_time = Some(PaykkaDateTime::new("2024-01-01 08:05"));
     assert_rejects(&r, "expire_time");
 }
 
@@ -552,6 +556,7 @@ fn capture_void_cancel_need_their_ids() {
         order_id: " ".into(),
         amount: Some(1),
         currency: Some(Currency::EUR),
+        final_capture: None,
     };
     assert_rejects(&c, "order_id");
     let mut rc = RecurringCancelRequest {

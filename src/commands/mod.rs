@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod export;
 pub mod keygen;
+pub mod load;
 pub mod migrate;
 pub mod replay;
 pub mod sandbox;

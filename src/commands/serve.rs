@@ -50,6 +50,11 @@ use crate::config::FlagOverrides;
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Configuration: payorch.toml (or --config FILE / $PAYORCH_CONFIG), \
+    PAYORCH_* environment variables, then flags. Every key, its variable, flag and default: \
+    docs/CONFIG.md in the payorch repository."
+)]
 pub struct Args {
     /// Listen address (default 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, value_name = "HOST:PORT")]
@@ -57,6 +62,10 @@ pub struct Args {
     /// RabbitMQ URL for events out (default: in-process bus).
     #[arg(long, value_name = "URL")]
     amqp_url: Option<String>,
+    /// Log format on stderr (default: config `log_format`, else text;
+    /// colours only on a terminal).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<crate::config::LogFormat>,
 }
 
 /// How often the relay-lag gauge is refreshed while the relay lags (or
@@ -134,7 +143,16 @@ async fn reconcile_under_lease(
                                 gauge(r.due_checkout_sessions as u64),
                             );
                             if r.queried > 0 || r.errors > 0 {
-                                tracing::info!(?r, "reconciler pass");
+                                tracing::info!(
+                                    candidates = r.candidates,
+                                    queried = r.queried,
+                                    resolved = r.resolved,
+                                    backed_off = r.backed_off,
+                                    expired = r.expired,
+                                    checkout_paid = r.checkout_paid,
+                                    errors = r.errors,
+                                    "reconciler pass"
+                                );
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
@@ -165,14 +183,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         store_url: None,
         amqp_url: args.amqp_url.clone(),
         addr: args.addr.clone(),
+        log_format: args.log_format,
     })?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::logging::init(config.log_format);
     crate::block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.addr)
             .await
@@ -187,9 +200,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             app.api_keys.clone(),
             app.verifier.clone(),
         )
-        .with_metrics(app.metrics.clone())
-        // Replays answer the stored response (payorch_http::idempotency).
-        .with_idempotency_store(app.store.idempotency());
+        .with_metrics(app.metrics.clone());
         for check in app.health_checks() {
             state = state.with_health_check(check);
         }

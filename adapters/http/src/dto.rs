@@ -60,8 +60,9 @@ fn positive(field: &str, m: &Money) -> Result<(), ApiError> {
 // ------------------------------------------------------------ requests
 
 /// How the shopper pays (`"type"` selects the variant).
+/// Unknown fields are refused (a `cvc` typo must not silently drop the CVV).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaymentMethodInput {
     /// Plain card data (PCI-certified merchants only).
     Card {
@@ -118,13 +119,16 @@ impl PaymentMethodInput {
                         "must be 12 to 19 digits",
                     ));
                 }
-                if !matches!(exp_month.parse::<u8>(), Ok(1..=12)) {
+                let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
+                    n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+                };
+                if !digits(&exp_month, 1..=2) || !matches!(exp_month.parse::<u8>(), Ok(1..=12)) {
                     return Err(ApiError::invalid_field(
                         "payment_method.exp_month",
                         "must be 01 to 12",
                     ));
                 }
-                if exp_year.len() != 4 || exp_year.parse::<u16>().is_err() {
+                if !digits(&exp_year, 4..=4) {
                     return Err(ApiError::invalid_field(
                         "payment_method.exp_year",
                         "must be a four-digit year",
@@ -323,18 +327,15 @@ pub struct CreateCheckoutBody {
     pub session_mode: Option<String>,
     #[serde(default)]
     pub return_url: Option<String>,
-    /// RFC 3339; default now + the configured session lifetime.
+    /// RFC 3339; default now + the engine's `checkout_ttl`, fixed by the
+    /// first execution of the request (a replay returns the same).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
 impl CreateCheckoutBody {
     /// Validates and maps to the engine's request.
-    pub fn into_engine(
-        self,
-        now: OffsetDateTime,
-        default_ttl: std::time::Duration,
-    ) -> Result<CheckoutSessionCreate, ApiError> {
+    pub fn into_engine(self, now: OffsetDateTime) -> Result<CheckoutSessionCreate, ApiError> {
         positive("amount.minor", &self.amount)?;
         let session_mode = match self.session_mode.as_deref() {
             None => SessionMode::Hosted,
@@ -355,8 +356,9 @@ impl CreateCheckoutBody {
                     "must be in the future",
                 ));
             }
-            Some(t) => t,
-            None => now + default_ttl,
+            // Absent stays absent: the engine resolves the default once,
+            // so an identical retry is the same request.
+            other => other,
         };
         Ok(CheckoutSessionCreate {
             amount: self.amount,
@@ -585,6 +587,9 @@ pub struct CheckoutSessionView {
     /// The payment, once the shopper paid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<OrderId>,
+    /// When the session expires (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
     pub version: u64,
 }
 
@@ -597,6 +602,7 @@ impl From<CheckoutView> for CheckoutSessionView {
             session_id: v.session_id,
             session_url: v.session_url,
             payment_id: v.order_id,
+            expires_at: v.expires_at,
             version: v.version,
         }
     }

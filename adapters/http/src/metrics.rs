@@ -281,11 +281,27 @@ pub(crate) async fn track_requests(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let start = Instant::now();
     let resp = next.run(req).await;
     metrics.record_request(&method, &route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// The `method` label: one of the standard methods, anything else `OTHER`
+/// (a client choosing methods must not choose our label set or its size).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// A [`PaymentGateway`] decorator recording latency and outcome class of

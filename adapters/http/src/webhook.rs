@@ -18,8 +18,9 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use payorch_engine::orchestrator::EngineError;
+use payorch_engine::orchestrator::{EngineError, order_of_trans_id};
 use payorch_engine::store::StoreError;
+use payorch_schemas::events::{OrderId, RefundTransId};
 use payorch_schemas::paykka::Notification;
 
 use crate::state::AppState;
@@ -29,8 +30,9 @@ pub const ACK_BODY: &str = r#"{"ret_code":"000000","ret_msg":"Success"}"#;
 /// The body answered to a notification that fails verification.
 pub const INVALID_SIGNATURE_BODY: &str = r#"{"ret_code":"401","ret_msg":"Invalid signature"}"#;
 
-/// Why a delivery was refused by the verifier. Nothing is recorded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a delivery was refused by the verifier. Nothing from its body is
+/// recorded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WebhookRejection {
     /// Missing or bad signature, or a timestamp outside the window
     /// (HTTP 401). A forgery, a replay or a wrong platform key.
@@ -42,6 +44,16 @@ pub enum WebhookRejection {
     /// Body over the verifier's own limit (HTTP 413).
     #[error("notification body too large")]
     TooLarge,
+    /// Readable, but its signature or freshness did not check out while the
+    /// verifier runs report-only (authentication.md §5: the signing scheme
+    /// is [INFERRED]). The body is never recorded as a fact: it is a hint,
+    /// and payorch asks PayKKa about the order it names (Transaction
+    /// Query) and records PayKKa's answer instead. HTTP 200 once asked.
+    #[error("notification not authenticated ({reason}); treated as a hint")]
+    Unverified {
+        notification: Box<Notification>,
+        reason: String,
+    },
 }
 
 /// Verifies a PayKKa delivery (signature over the exact raw body,
@@ -63,6 +75,42 @@ fn answer(status: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+/// An unverified notification: ask PayKKa about the order it names and
+/// record PayKKa's answer (never the notification's own claims).
+async fn confirm_by_query(state: &AppState, n: &Notification) -> Response {
+    let metrics = state.metrics();
+    let order_id = match n {
+        Notification::Payment(p) => p.trans_id.as_deref().and_then(order_of_trans_id),
+        Notification::Refund(r) => r.trans_id.as_deref().and_then(|t| {
+            OrderId::from_refund_trans_id(&RefundTransId::new(t)).map(|(order, _)| order)
+        }),
+    };
+    let Some(order_id) = order_id else {
+        metrics.record_webhook("unverified", "unknown_order");
+        return answer(StatusCode::OK, ACK_BODY.to_owned());
+    };
+    match state.engine().refresh_order(order_id, false).await {
+        Ok(view) => {
+            metrics.record_webhook("unverified", "queried");
+            tracing::info!(order_id = %view.order_id, "unverified notification confirmed by Transaction Query");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
+        }
+        Err(EngineError::NotFound { .. }) => {
+            // Not ours (or a checkout payment the reconciler will find).
+            metrics.record_webhook("unverified", "unknown_order");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
+        }
+        Err(e) => {
+            metrics.record_webhook("unverified", "unavailable");
+            tracing::warn!(order_id = %order_id, error = %e, "query after an unverified notification failed; PayKKa will redeliver");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ret("503", "temporarily unavailable"),
+            )
+        }
+    }
 }
 
 fn ret(code: &str, msg: &str) -> String {
@@ -112,6 +160,13 @@ async fn receive(
     }
     let notification = match state.verifier().verify(&headers, &body) {
         Ok(n) => n,
+        Err(WebhookRejection::Unverified {
+            notification,
+            reason,
+        }) => {
+            tracing::warn!(endpoint, %reason, "PayKKa notification not authenticated (report-only): asking PayKKa instead");
+            return confirm_by_query(&state, &notification).await;
+        }
         Err(rejection) => {
             metrics.record_webhook(endpoint, "rejected");
             tracing::warn!(endpoint, %rejection, "PayKKa notification refused");
@@ -126,10 +181,14 @@ async fn receive(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     ret("413", "notification body too large"),
                 ),
+                // Handled above; answered like any unauthenticated body.
+                WebhookRejection::Unverified { .. } => {
+                    answer(StatusCode::UNAUTHORIZED, INVALID_SIGNATURE_BODY.to_owned())
+                }
             };
         }
     };
-    let correlation_id = Some(uuid::Uuid::now_v7());
+    let correlation_id = Some(crate::request_id::correlation_id());
     let engine = state.engine();
     // Route by content, not endpoint: PayKKa may post both kinds to one URL.
     let (kind, result) = match &notification {
@@ -148,7 +207,7 @@ async fn receive(
     match result {
         Ok(Some(view)) => {
             metrics.record_webhook(kind, "applied");
-            tracing::info!(kind, order_id = %view.order_id, status = ?view.status, "notification applied");
+            tracing::info!(kind, order_id = %view.order_id, status = %view.status, "notification applied");
             answer(StatusCode::OK, ACK_BODY.to_owned())
         }
         Ok(None) => {
@@ -169,6 +228,13 @@ async fn receive(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ret("503", "temporarily unavailable"),
             )
+        }
+        Err(e @ EngineError::NotificationContradicts { .. }) => {
+            // Another merchant, currency or amount than the order: nothing
+            // recorded. Redelivery would say the same: acknowledge, alert.
+            metrics.record_webhook(kind, "contradicts_order");
+            tracing::error!(kind, error = %e, "notification contradicts its order; nothing recorded");
+            answer(StatusCode::OK, ACK_BODY.to_owned())
         }
         Err(e @ (EngineError::Domain(_) | EngineError::NotFound { .. })) => {
             // Redelivery cannot change a refusal of the order itself:

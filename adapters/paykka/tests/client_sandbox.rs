@@ -63,6 +63,7 @@ async fn every_operation_round_trips() {
             order_id: order_id.clone(),
             amount: Some(5_000),
             currency: Some(eur(0).currency),
+            final_capture: None,
         })
         .await,
     );
@@ -294,6 +295,7 @@ async fn decline_classes() {
             order_id: auth.order_id.clone().expect("order id"),
             amount: Some(5_000),
             currency: None,
+            final_capture: None,
         })
         .await
     {
@@ -433,6 +435,7 @@ async fn error_after_commit_is_unknown_and_query_shows_it_committed() {
         order_id: order_id.clone(),
         amount: Some(amounts::ERROR_AFTER_COMMIT),
         currency: None,
+        final_capture: None,
     };
     assert!(matches!(
         c.capture(&capture).await,
@@ -551,33 +554,45 @@ impl Clock for StaleOnce {
 }
 
 #[tokio::test]
-async fn stale_timestamp_is_resigned_and_retried_once() {
+async fn stale_timestamp_re_signs_a_read_once_but_never_resends_a_payment() {
     let env = env().await;
-    let client = PaykkaClient::builder()
-        .merchant(test_merchant_config(
-            &env.keys,
-            env.platform_key.clone(),
-            env.sandbox.base_url(),
-        ))
-        .clock(Arc::new(StaleOnce(AtomicBool::new(true))))
-        .build()
-        .expect("client");
-    let req = card_initiate(cards::VISA_SUCCESS, 100, CaptureMethod::Automatic);
-    let r = success(client.initiate(&req).await);
-    assert_eq!(status(&r), GatewayOrderStatus::Success);
-
-    // With the retry switched off the stale answer surfaces as retryable.
-    let client = PaykkaClient::builder()
-        .merchant(
-            test_merchant_config(&env.keys, env.platform_key.clone(), env.sandbox.base_url())
-                .with_retry(RetryPolicy::none()),
-        )
-        .clock(Arc::new(StaleOnce(AtomicBool::new(true))))
-        .build()
-        .expect("client");
+    let stale_client = |retry: RetryPolicy| {
+        PaykkaClient::builder()
+            .merchant(
+                test_merchant_config(&env.keys, env.platform_key.clone(), env.sandbox.base_url())
+                    .with_retry(retry),
+            )
+            .clock(Arc::new(StaleOnce(AtomicBool::new(true))))
+            .build()
+            .expect("client")
+    };
+    // A money-moving call answered 206004 comes back Retryable: the client
+    // does not send it again (the engine decides) and nothing landed.
+    let client = stale_client(RetryPolicy::default());
     let req = card_initiate(cards::VISA_SUCCESS, 100, CaptureMethod::Automatic);
     assert!(matches!(
         client.initiate(&req).await,
+        GatewayOutcome::Retryable { .. }
+    ));
+    assert!(
+        !env.sandbox.ledger().merchants[MERCHANT]
+            .orders
+            .values()
+            .any(|o| o.trans_id == req.trans_id)
+    );
+    let landed = success(env.client.initiate(&req).await);
+    assert_eq!(status(&landed), GatewayOrderStatus::Success);
+
+    // A read is re-signed with a fresh timestamp and sent once more.
+    let client = stale_client(RetryPolicy::default());
+    let q = QueryRequest::by_trans_id(MERCHANT, 0, &req.trans_id);
+    let r = success(client.query(&q).await);
+    assert_eq!(status(&r), GatewayOrderStatus::Success);
+
+    // With the retry switched off the stale answer surfaces as retryable.
+    let client = stale_client(RetryPolicy::none());
+    assert!(matches!(
+        client.query(&q).await,
         GatewayOutcome::Retryable { .. }
     ));
     env.sandbox.shutdown().await;

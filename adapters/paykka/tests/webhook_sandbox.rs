@@ -43,6 +43,7 @@ async fn pay_capture_refund(env: &Env, notify_url: &str) -> String {
             order_id: order_id.clone(),
             amount: None,
             currency: None,
+            final_capture: None,
         })
         .await;
     assert!(matches!(cap, GatewayOutcome::Success(_)), "{cap:?}");

@@ -139,11 +139,27 @@ pub struct FaultConfig {
     /// Probability that a mutating operation (initiate, capture, void,
     /// refund) answers HTTP 500 / `999999` **after** committing.
     pub error_after_commit: f64,
+    /// Probability that a mutating operation answers HTTP 500 / `999999`
+    /// **without** doing anything (the ledger is untouched).
+    pub error_before_commit: f64,
+    /// Probability that an initiate with an approving instrument is
+    /// declined instead (`FAILURE`, `2099` Invalid Card).
+    pub decline_probability: f64,
     /// Extra latency added to every API answer.
     pub extra_latency: Duration,
     /// Delay of the "slow response" magic amounts (see README): the
     /// operation is committed, the answer comes this much later.
     pub slow_response: Duration,
+    /// Probability that an initiate, capture or refund is answered late
+    /// **and hidden**: it commits, the answer comes `late_answer` later
+    /// (after a client's timeout), and until then queries do not show it
+    /// (query / refund query answer as before the operation) and its
+    /// notifications are held back. Magic amount `...994` does the same
+    /// deterministically.
+    pub late_answer_probability: f64,
+    /// How late a "late and hidden" answer comes (and how long the
+    /// operation stays invisible to queries). Default 3 s.
+    pub late_answer: Duration,
 }
 
 impl Default for FaultConfig {
@@ -157,8 +173,12 @@ impl Default for FaultConfig {
             notify_drop: 0.0,
             reorder_hold: Duration::from_millis(500),
             error_after_commit: 0.0,
+            error_before_commit: 0.0,
+            decline_probability: 0.0,
             extra_latency: Duration::ZERO,
             slow_response: Duration::from_secs(5),
+            late_answer_probability: 0.0,
+            late_answer: Duration::from_secs(3),
         }
     }
 }
@@ -176,6 +196,10 @@ pub struct NotifyConfig {
     pub max_backoff: Duration,
     /// Timeout of one delivery attempt.
     pub attempt_timeout: Duration,
+    /// Every notification's first attempt waits this long after the status
+    /// change (PayKKa's real delay is unknown; default 0: the same
+    /// millisecond as the API answer). The `notify_delay` fault adds to it.
+    pub delay: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -186,6 +210,7 @@ impl Default for NotifyConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(5),
+            delay: Duration::ZERO,
         }
     }
 }
@@ -198,6 +223,53 @@ pub enum RefundMode {
     Async { settle_after: Option<Duration> },
     /// Answer `SUCCESS` (or `FAILURE` for the failure magic amount) at once.
     Immediate,
+}
+
+/// How PayKKa releases the uncaptured remainder of a partially captured
+/// authorisation. The spec does not say (\[INFERRED\]), so the sandbox
+/// models each candidate; see the README "Releasing a remainder".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReleaseMode {
+    /// A Void after a partial capture releases the remainder
+    /// (`voided_amount` = remainder, `able_to_capture_amount` 0, status
+    /// stays `SUCCESS`). A capture's `final_capture` flag is ignored.
+    VoidAfterCapture,
+    /// A capture with `"final_capture": true` releases the remainder; a
+    /// Void after any capture is refused (`010000`). The default (the
+    /// sandbox's behaviour before the setting existed).
+    #[default]
+    CaptureFlag,
+    /// Neither: the remainder is released only when the authorisation
+    /// expires ([`crate::RunningSandbox::expire_authorisation`] or
+    /// `POST /sandbox/orders/{order_id}/expire`). Void after a capture is
+    /// refused and the flag ignored.
+    OnExpiry,
+}
+
+impl ReleaseMode {
+    /// The setting's name: `void_after_capture`, `capture_flag`, `on_expiry`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseMode::VoidAfterCapture => "void_after_capture",
+            ReleaseMode::CaptureFlag => "capture_flag",
+            ReleaseMode::OnExpiry => "on_expiry",
+        }
+    }
+}
+
+impl std::str::FromStr for ReleaseMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "void_after_capture" => Ok(ReleaseMode::VoidAfterCapture),
+            "capture_flag" => Ok(ReleaseMode::CaptureFlag),
+            "on_expiry" => Ok(ReleaseMode::OnExpiry),
+            _ => Err(format!(
+                "release mode {s:?}: expected void_after_capture, capture_flag or on_expiry"
+            )),
+        }
+    }
 }
 
 /// Simulated PayKKa behaviour that is not a fault.
@@ -213,6 +285,12 @@ pub struct BehaviourConfig {
     pub challenge_expiry: Duration,
     /// How often the background task looks for due settlements/expiries.
     pub tick: Duration,
+    /// How an uncaptured remainder is released (\[INFERRED\]).
+    pub release_mode: ReleaseMode,
+    /// The offset of a date-time sent without one (`expire_time:
+    /// "2026-12-06 12:02:35"`, as a real PHP client sends it): PayKKa local
+    /// time, +08:00 by default (\[INFERRED\]).
+    pub local_offset: time::UtcOffset,
 }
 
 impl Default for BehaviourConfig {
@@ -224,6 +302,8 @@ impl Default for BehaviourConfig {
             async_settle_after: Some(Duration::from_millis(200)),
             challenge_expiry: Duration::from_secs(15 * 60),
             tick: Duration::from_millis(50),
+            release_mode: ReleaseMode::default(),
+            local_offset: payorch_schemas::paykka::PAYKKA_LOCAL_OFFSET,
         }
     }
 }

@@ -12,9 +12,11 @@
 //!   captured`.
 //! * Several partial captures are allowed while `able_to_capture > 0`. The
 //!   first capture turns the order `SUCCESS`; the remainder stays capturable
-//!   until a capture with the sandbox extension `"final_capture": true`
-//!   releases it (`voided_amount` += rest, status stays `SUCCESS`).
-//! * Void only while `AUTHORIZED` with nothing captured → `CANCELED`.
+//!   until it is released per [`crate::ReleaseMode`]: a capture with
+//!   `"final_capture": true`, a Void after the partial capture, or the
+//!   authorisation's expiry (`voided_amount` += rest, status stays
+//!   `SUCCESS`).
+//! * Void while `AUTHORIZED` with nothing captured → `CANCELED`.
 //! * Refunds reserve their amount while `REVIEWING`; a successful refund
 //!   moves the order to `PARTIALLY_REFUNDED` / `REFUNDED`.
 
@@ -70,6 +72,12 @@ pub struct MerchantLedger {
     pub agreements: BTreeMap<String, AgreementRecord>,
     /// By `session_id` (`CS…`).
     pub sessions: BTreeMap<String, SessionRecord>,
+    /// Orders whose latest committed change queries must not show yet (the
+    /// late-answer fault), by `order_id`: until when, and what a query
+    /// answers meanwhile (`None`: the order does not exist yet).
+    pub(crate) hidden_orders: BTreeMap<String, (OffsetDateTime, Option<PaymentResponse>)>,
+    /// Refunds a refund query must not find yet, by `refund_order_id`.
+    pub(crate) hidden_refunds: BTreeMap<String, OffsetDateTime>,
 }
 
 impl MerchantLedger {
@@ -85,6 +93,46 @@ impl MerchantLedger {
 
     pub fn session_by_trans_id(&self, trans_id: &str) -> Option<&SessionRecord> {
         self.sessions.values().find(|s| s.trans_id == trans_id)
+    }
+
+    /// Hides the order's current change from queries until `until`;
+    /// `before` is what they answer meanwhile. A second hide keeps the
+    /// earliest view and the latest end.
+    pub(crate) fn hide_order(
+        &mut self,
+        order_id: &str,
+        until: OffsetDateTime,
+        before: Option<PaymentResponse>,
+    ) {
+        self.hidden_orders
+            .entry(order_id.to_owned())
+            .and_modify(|h| h.0 = h.0.max(until))
+            .or_insert((until, before));
+    }
+
+    /// What a query shows of `order` at `now` (`None`: not found yet).
+    pub(crate) fn order_view(
+        &self,
+        order: &OrderRecord,
+        now: OffsetDateTime,
+    ) -> Option<PaymentResponse> {
+        match self.hidden_orders.get(&order.order_id) {
+            Some((until, before)) if *until > now => before.clone(),
+            _ => Some(order.response()),
+        }
+    }
+
+    /// Whether a refund query may find the refund at `now`.
+    pub(crate) fn refund_visible(&self, refund_order_id: &str, now: OffsetDateTime) -> bool {
+        self.hidden_refunds
+            .get(refund_order_id)
+            .is_none_or(|until| *until <= now)
+    }
+
+    /// Forgets hidden views that ended.
+    pub(crate) fn forget_ended_hides(&mut self, now: OffsetDateTime) {
+        self.hidden_orders.retain(|_, (until, _)| *until > now);
+        self.hidden_refunds.retain(|_, until| *until > now);
     }
 
     /// Tokens stored for a shopper.
@@ -105,6 +153,8 @@ pub enum Pending {
     Challenge { expires_at: OffsetDateTime },
     /// An asynchronous issuer answer due at `due`.
     Async { due: OffsetDateTime, approve: bool },
+    /// Authorised with automatic capture; the capture happens at `due`.
+    AutoCapture { due: OffsetDateTime },
 }
 
 /// One payment (one `trans_id`).
@@ -135,6 +185,8 @@ pub struct OrderRecord {
     pub shopper_reference: Option<String>,
     pub recurring_agreement_id: Option<String>,
     pub notify_url: Option<String>,
+    /// Where the 3DS page sends the shopper's browser when done.
+    pub return_url: Option<String>,
     pub pending: Option<Pending>,
     pub authentication_url: Option<String>,
     pub pay_finish_time: Option<PaykkaDateTime>,
@@ -145,6 +197,9 @@ pub struct OrderRecord {
     pub(crate) store_payment_method: bool,
     pub(crate) token_usage: Option<TokenUsage>,
     pub(crate) first_recurring: bool,
+    /// Release mode `void_after_capture`: a Void after a partial capture
+    /// releases the remainder.
+    pub(crate) void_releases_remainder: bool,
 }
 
 impl OrderRecord {
@@ -152,9 +207,21 @@ impl OrderRecord {
         (self.authorised - self.captured - self.voided).max(0)
     }
 
+    /// Void before any capture: the whole authorisation. After a partial
+    /// capture: the remainder, in release mode `void_after_capture` only.
     pub fn able_to_void(&self) -> i64 {
         if self.status == GatewayOrderStatus::Authorized && self.captured == 0 {
             (self.authorised - self.voided).max(0)
+        } else if self.void_releases_remainder
+            && self.captured > 0
+            && matches!(
+                self.status,
+                GatewayOrderStatus::Success
+                    | GatewayOrderStatus::PartiallyRefunded
+                    | GatewayOrderStatus::Refunded
+            )
+        {
+            self.able_to_capture()
         } else {
             0
         }
@@ -210,6 +277,7 @@ impl OrderRecord {
             recurring_agreement_id: self.recurring_agreement_id.clone(),
             pay_finish_time: self.pay_finish_time.clone(),
             expire_time: self.expire_time.clone(),
+            extra: Default::default(),
         }
     }
 
@@ -247,6 +315,7 @@ impl OrderRecord {
                 ..PaymentInfo::default()
             }),
             card_info: self.card_info.clone(),
+            extra: Default::default(),
         })
     }
 
@@ -296,6 +365,7 @@ impl RefundRecord {
             status: Some(self.status.clone()),
             amount: Some(self.amount),
             currency: Some(self.currency.clone()),
+            extra: Default::default(),
         }
     }
 
@@ -324,6 +394,7 @@ impl RefundRecord {
             currency: Some(self.currency.clone()),
             pay_finish_time: self.finish_time.clone(),
             expire_time: None,
+            extra: Default::default(),
         })
     }
 }
@@ -377,6 +448,8 @@ pub struct SessionRecord {
     pub currency: String,
     pub amount: i64,
     pub notify_url: Option<String>,
+    /// Where the hosted page sends the shopper's browser after paying.
+    pub return_url: Option<String>,
     pub expire_time: Option<PaykkaDateTime>,
     pub(crate) payment: Option<PaymentInfo>,
     /// The order created when the shopper paid.
@@ -385,13 +458,14 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     /// `ACTIVE`, `PAID` or `EXPIRED` [sandbox values; PayKKa's are unknown].
-    pub fn status_text(&self, now: OffsetDateTime) -> &'static str {
+    /// `local` is the offset of an `expire_time` sent without one.
+    pub fn status_text(&self, now: OffsetDateTime, local: time::UtcOffset) -> &'static str {
         if self.order_id.is_some() {
             "PAID"
         } else if self
             .expire_time
             .as_ref()
-            .and_then(|t| t.parse().ok())
+            .and_then(|t| t.parse_with_local_offset(local).ok())
             .is_some_and(|t| t < now)
         {
             "EXPIRED"
@@ -479,6 +553,7 @@ pub(crate) fn decline_of(behaviour: CardBehaviour) -> Option<(&'static str, &'st
             "This card is not supported, please use another card",
         )),
         CardBehaviour::AsyncDecline => Some(INVALID_CARD),
+        CardBehaviour::Refuse(code, text) => Some((code, text)),
         _ => None,
     }
 }

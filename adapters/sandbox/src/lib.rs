@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     BehaviourConfig, FaultConfig, NotifyConfig, OperationPaths, PlatformKey, RefundMode,
-    SandboxConfig, SandboxDialect, SandboxMerchant,
+    ReleaseMode, SandboxConfig, SandboxDialect, SandboxMerchant,
 };
 pub use crypto::{percent_decode, percent_encode_base64, string_to_sign};
 pub use error::SandboxError;
@@ -88,6 +88,10 @@ pub mod amounts {
     pub const ERROR_AFTER_COMMIT: i64 = 992;
     /// `...993`: initiate answers with a 3DS challenge whatever the card.
     pub const CHALLENGE: i64 = 993;
+    /// `...994`: initiate / capture / refund commits, answers
+    /// `FaultConfig::late_answer` later, and queries do not show it (nor
+    /// notifications announce it) until then.
+    pub const LATE_HIDDEN: i64 = 994;
     /// `...995`: the refund settles to `FAILURE`.
     pub const REFUND_FAILURE: i64 = 995;
 }
@@ -245,6 +249,20 @@ impl RunningSandbox {
         self.known(merchant_id)?;
         self.shared
             .with_ledger(merchant_id, |ctx| ops::pay_session(ctx, session_id, pan))
+    }
+
+    /// The authorisation of `order_id` expires now: its uncaptured
+    /// remainder is released (release mode `on_expiry`, usable in every
+    /// mode); an order with nothing captured becomes `CANCELED`. Returns the
+    /// released amount.
+    pub fn expire_authorisation(
+        &self,
+        merchant_id: &str,
+        order_id: &str,
+    ) -> Result<i64, SandboxError> {
+        self.known(merchant_id)?;
+        self.shared
+            .with_ledger(merchant_id, |ctx| ops::expire_authorisation(ctx, order_id))
     }
 
     /// Settles every pending refund now (to `SUCCESS`, or `FAILURE` for the

@@ -105,6 +105,8 @@ pub(crate) struct Notifier {
     dropped_sessions: Mutex<HashSet<String>>,
     key: PlatformKey,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// `NotifyConfig::delay`.
+    base_delay: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,6 +121,7 @@ impl Notifier {
         client: reqwest::Client,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let base_delay = config.delay;
         let records = Arc::new(Mutex::new(Vec::new()));
         let delivery = Delivery {
             client,
@@ -134,6 +137,7 @@ impl Notifier {
             dropped_sessions: Mutex::new(HashSet::new()),
             key,
             task: Mutex::new(Some(task)),
+            base_delay,
         })
     }
 
@@ -153,8 +157,10 @@ impl Notifier {
         }
     }
 
-    /// Serializes, signs and queues one notification, applying faults.
-    pub(crate) fn send(&self, outgoing: Outgoing) {
+    /// Serializes, signs and queues one notification, applying faults;
+    /// its first attempt waits `NotifyConfig::delay` + `hold` (+ the delay
+    /// fault).
+    pub(crate) fn send(&self, outgoing: Outgoing, hold_for: Duration) {
         let targeted = match &outgoing {
             Outgoing::Payment { body, .. } => body
                 .session_id
@@ -233,7 +239,8 @@ impl Notifier {
             self.faults.notify_delay
         } else {
             Duration::ZERO
-        };
+        } + self.base_delay
+            + hold_for;
         let mut jobs = vec![Job {
             seq,
             url: url.clone(),
@@ -262,7 +269,7 @@ impl Notifier {
                 url,
                 body,
                 signature,
-                delay: Duration::ZERO,
+                delay: self.base_delay + hold_for,
                 hold: false,
             });
         }

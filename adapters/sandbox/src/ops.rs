@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::config::{BehaviourConfig, RefundMode};
+use crate::config::{BehaviourConfig, RefundMode, ReleaseMode};
 use crate::error::SandboxError;
 use crate::ids::IdGen;
 use crate::ledger::{
@@ -57,6 +57,8 @@ pub(crate) struct Answer {
     pub committed: bool,
     /// The magic amount of the committed operation.
     pub magic: MagicAmount,
+    /// Late-answer fault: answer `FaultConfig::late_answer` after committing.
+    pub late: bool,
 }
 
 impl Answer {
@@ -68,6 +70,7 @@ impl Answer {
             data,
             committed: false,
             magic: MagicAmount::None,
+            late: false,
         }
     }
 
@@ -79,6 +82,7 @@ impl Answer {
             data: None,
             committed: false,
             magic: MagicAmount::None,
+            late: false,
         }
     }
 
@@ -112,6 +116,15 @@ pub(crate) struct Ctx<'a> {
     pub behaviour: &'a BehaviourConfig,
     pub default_notify_url: Option<&'a str>,
     pub out: &'a mut Vec<Outgoing>,
+    /// The late-answer fault was rolled for this request.
+    pub late_forced: bool,
+    /// The random-decline fault was rolled for this request.
+    pub decline_forced: bool,
+    /// `FaultConfig::late_answer`.
+    pub late_answer: std::time::Duration,
+    /// Extra wait for the notifications this operation queues (set by the
+    /// late-answer fault so they cannot beat the late answer).
+    pub notify_hold: std::time::Duration,
 }
 
 pub(crate) fn now_ms(now: OffsetDateTime) -> i64 {
@@ -176,6 +189,25 @@ impl Ctx<'_> {
     fn challenge_url(&self, order_id: &str) -> String {
         format!("{}/sandbox/3ds/{order_id}", self.host_url)
     }
+
+    /// Whether this operation (with this magic amount) is answered late and
+    /// hidden; if so, holds its notifications back and returns until when
+    /// it stays hidden.
+    fn late_until(&mut self, magic: MagicAmount) -> Option<OffsetDateTime> {
+        if self.late_forced || magic == MagicAmount::LateHidden {
+            self.notify_hold = self.late_answer;
+            Some(after(self.now, self.late_answer))
+        } else {
+            None
+        }
+    }
+}
+
+impl Answer {
+    fn late(mut self, late: bool) -> Self {
+        self.late = late;
+        self
+    }
 }
 
 /// The instrument of a new order, or a request-level rejection.
@@ -196,6 +228,7 @@ struct NewOrder {
     currency: String,
     amount: i64,
     notify_url: Option<String>,
+    return_url: Option<String>,
     expire_time: Option<PaykkaDateTime>,
     shopper_reference: Option<String>,
     token: Option<String>,
@@ -237,6 +270,7 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
         shopper_reference: new.shopper_reference,
         recurring_agreement_id: new.recurring_agreement_id,
         notify_url: new.notify_url,
+        return_url: new.return_url,
         pending: None,
         authentication_url: None,
         pay_finish_time: None,
@@ -245,19 +279,25 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
         store_payment_method: new.store_payment_method,
         token_usage: new.token_usage,
         first_recurring: new.first_recurring,
+        void_releases_remainder: ctx.behaviour.release_mode == ReleaseMode::VoidAfterCapture,
     };
     let now = ctx.now;
     let mut not_supported = false;
     let mut approve_now = false;
+    let mut two_step = false;
     match instrument {
         Instrument::Fail(code, text) => decline(&mut order, code, text, now),
         Instrument::Profile(p) => match p.behaviour {
             CardBehaviour::Approve => approve_now = true,
+            CardBehaviour::AuthorizeThenCapture => {
+                approve_now = true;
+                two_step = true;
+            }
             CardBehaviour::Challenge => {
                 let expires_at = order
                     .expire_time
                     .as_ref()
-                    .and_then(|t| t.parse().ok())
+                    .and_then(|t| t.parse_with_local_offset(ctx.behaviour.local_offset).ok())
                     .unwrap_or_else(|| after(now, ctx.behaviour.challenge_expiry));
                 order.pending = Some(Pending::Challenge { expires_at });
                 order.authentication_url = Some(ctx.challenge_url(&order_id));
@@ -283,6 +323,23 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
     ctx.ledger.orders.insert(order_id.clone(), order);
     if approve_now {
         approve(ctx.ledger, &order_id, ctx.ids, now);
+    }
+    if two_step
+        && let Some(o) = ctx.ledger.orders.get_mut(&order_id)
+        && o.capture_method == CaptureMethod::Automatic
+        && o.status == GatewayOrderStatus::Success
+    {
+        // Show the interim AUTHORIZED state; the automatic capture follows
+        // at the next settlement (`async_settle_after`).
+        o.captured = 0;
+        o.captures.clear();
+        o.status = GatewayOrderStatus::Authorized;
+        let due = ctx
+            .behaviour
+            .async_settle_after
+            .map(|d| after(now, d))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH.replace_year(9999).unwrap_or(now));
+        o.pending = Some(Pending::AutoCapture { due });
     }
     ctx.notify_order(&order_id);
     (order_id, not_supported)
@@ -373,7 +430,24 @@ pub(crate) fn initiate(ctx: &mut Ctx<'_>, req: &InitiateRequest) -> Answer {
     } else {
         instrument
     };
+    if let Instrument::Profile(CardProfile {
+        behaviour: CardBehaviour::Refuse(code, text),
+        ..
+    }) = &instrument
+    {
+        return Answer::error(StatusCode::BAD_REQUEST, code, *text);
+    }
     let instrument = match instrument {
+        Instrument::Profile(mut profile)
+            if ctx.decline_forced
+                && matches!(
+                    profile.behaviour,
+                    CardBehaviour::Approve | CardBehaviour::AuthorizeThenCapture
+                ) =>
+        {
+            profile.behaviour = CardBehaviour::Decline(INVALID_CARD.0, INVALID_CARD.1);
+            Instrument::Profile(profile)
+        }
         Instrument::Profile(mut profile)
             if magic == MagicAmount::Challenge && profile.behaviour == CardBehaviour::Approve =>
         {
@@ -398,6 +472,7 @@ pub(crate) fn initiate(ctx: &mut Ctx<'_>, req: &InitiateRequest) -> Answer {
         currency,
         amount: req.amount,
         notify_url: req.notify_url.clone(),
+        return_url: req.return_url.clone(),
         expire_time: req.expire_time.clone(),
         shopper_reference: p.shopper_reference.clone(),
         token: p.token.clone(),
@@ -406,8 +481,13 @@ pub(crate) fn initiate(ctx: &mut Ctx<'_>, req: &InitiateRequest) -> Answer {
         token_usage: p.token_usage.clone(),
         first_recurring: req.payment_type == PaymentType::Recurring && req.mit == Some(false),
     };
+    let late = ctx.late_until(magic);
     let (order_id, not_supported) = create_order(ctx, new, instrument);
     let mut answer = ctx.order_answer(&order_id).committed(magic);
+    if let Some(until) = late {
+        ctx.ledger.hide_order(&order_id, until, None);
+        answer = answer.late(true);
+    }
     if not_supported {
         answer.ret_code = "206022".into();
         answer.ret_msg = "Card not supported, please use another card".into();
@@ -431,15 +511,18 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, req: &QueryRequest) -> Answer {
     } else {
         None
     };
-    match found {
-        Some(o) => Answer::ok(to_value(&o.response())),
+    match found.and_then(|o| ctx.ledger.order_view(o, ctx.now)) {
+        Some(view) => Answer::ok(to_value(&view)),
         None => Answer::no_order(),
     }
 }
 
-/// Capture (endpoints.md §3). `final_capture` is the sandbox extension that
-/// releases the uncaptured remainder.
-pub(crate) fn capture(ctx: &mut Ctx<'_>, req: &CaptureRequest, final_capture: bool) -> Answer {
+/// Capture (endpoints.md §3). In release mode `capture_flag`,
+/// `"final_capture": true` releases the uncaptured remainder; the other
+/// modes ignore the flag.
+pub(crate) fn capture(ctx: &mut Ctx<'_>, req: &CaptureRequest) -> Answer {
+    let final_capture =
+        req.final_capture == Some(true) && ctx.behaviour.release_mode == ReleaseMode::CaptureFlag;
     let Some(order) = ctx.ledger.orders.get_mut(&req.order_id) else {
         return Answer::no_order();
     };
@@ -471,6 +554,7 @@ pub(crate) fn capture(ctx: &mut Ctx<'_>, req: &CaptureRequest, final_capture: bo
         ));
     }
     let before = order.status.clone();
+    let before_view = order.response();
     order.captured += amount;
     order.captures.push(amount);
     if final_capture {
@@ -479,13 +563,23 @@ pub(crate) fn capture(ctx: &mut Ctx<'_>, req: &CaptureRequest, final_capture: bo
     order.status = order.settled_status();
     let changed = order.status != before;
     let order_id = order.order_id.clone();
+    let late = ctx.late_until(magic_amount(amount));
     if changed {
         ctx.notify_order(&order_id);
     }
-    ctx.order_answer(&order_id).committed(magic_amount(amount))
+    let answer = ctx.order_answer(&order_id).committed(magic_amount(amount));
+    match late {
+        Some(until) => {
+            ctx.ledger.hide_order(&order_id, until, Some(before_view));
+            answer.late(true)
+        }
+        None => answer,
+    }
 }
 
-/// Void (endpoints.md §4): only `AUTHORIZED` with nothing captured.
+/// Void (endpoints.md §4): `AUTHORIZED` with nothing captured →
+/// `CANCELED`; after a partial capture only in release mode
+/// `void_after_capture`, where it releases the remainder (status unchanged).
 pub(crate) fn void(ctx: &mut Ctx<'_>, req: &VoidRequest) -> Answer {
     let Some(order) = ctx.ledger.orders.get_mut(&req.order_id) else {
         return Answer::no_order();
@@ -496,11 +590,47 @@ pub(crate) fn void(ctx: &mut Ctx<'_>, req: &VoidRequest) -> Answer {
             order.order_id, order.status, order.captured
         ));
     }
-    order.voided = order.authorised - order.captured;
-    order.status = GatewayOrderStatus::Canceled;
     let order_id = order.order_id.clone();
-    ctx.notify_order(&order_id);
+    if order.captured == 0 {
+        order.voided = order.authorised;
+        order.status = GatewayOrderStatus::Canceled;
+        ctx.notify_order(&order_id);
+    } else {
+        order.voided += order.able_to_capture();
+    }
     ctx.order_answer(&order_id).committed(MagicAmount::None)
+}
+
+/// Test hook / `POST /sandbox/orders/{order_id}/expire`: the authorisation
+/// expires; its uncaptured remainder is released (`voided_amount` += rest).
+/// Nothing captured → `CANCELED` (notified). Returns the released amount.
+pub(crate) fn expire_authorisation(ctx: &mut Ctx<'_>, order_id: &str) -> Result<i64, SandboxError> {
+    let Some(order) = ctx.ledger.orders.get_mut(order_id) else {
+        return Err(SandboxError::UnknownOrder {
+            merchant_id: ctx.merchant_id.to_owned(),
+            order_id: order_id.to_owned(),
+        });
+    };
+    let authorised = matches!(
+        order.status,
+        GatewayOrderStatus::Authorized
+            | GatewayOrderStatus::Success
+            | GatewayOrderStatus::PartiallyRefunded
+            | GatewayOrderStatus::Refunded
+    );
+    let rest = order.able_to_capture();
+    if !authorised || rest == 0 {
+        return Err(SandboxError::InvalidState(format!(
+            "order {order_id} has no uncaptured authorisation to expire (status {}, able_to_capture_amount {rest})",
+            order.status
+        )));
+    }
+    order.voided += rest;
+    if order.captured == 0 {
+        order.status = GatewayOrderStatus::Canceled;
+        ctx.notify_order(order_id);
+    }
+    Ok(rest)
 }
 
 /// Refund (endpoints.md §11).
@@ -537,11 +667,18 @@ pub(crate) fn refund(ctx: &mut Ctx<'_>, req: &RefundRequest) -> Answer {
     }
     let magic = magic_amount(req.refund_amount);
     let will_succeed = magic != MagicAmount::RefundFailure;
+    let before_view = order.response();
     order.refund_pending += req.refund_amount;
+    let late = ctx.late_until(magic);
     let refund_order_id = ctx.ids.next("RG");
     let settle_at = match ctx.behaviour.refunds {
         RefundMode::Async { settle_after } => settle_after.map(|d| after(ctx.now, d)),
         RefundMode::Immediate => Some(ctx.now),
+    };
+    // A hidden refund does not settle (and notify) before its late answer.
+    let settle_at = match (settle_at, late) {
+        (Some(at), Some(until)) => Some(at.max(until)),
+        (at, _) => at,
     };
     ctx.ledger.refunds.insert(
         refund_order_id.clone(),
@@ -560,13 +697,21 @@ pub(crate) fn refund(ctx: &mut Ctx<'_>, req: &RefundRequest) -> Answer {
             finish_time: None,
         },
     );
-    if ctx.behaviour.refunds == RefundMode::Immediate {
+    if ctx.behaviour.refunds == RefundMode::Immediate && late.is_none() {
         settle_refund(ctx, &refund_order_id);
     }
     let answer = match ctx.ledger.refunds.get(&refund_order_id) {
         Some(r) => Answer::ok(to_value(&r.response())),
         None => Answer::no_order(),
     };
+    if let Some(until) = late {
+        ctx.ledger
+            .hide_order(&req.ori_order_id, until, Some(before_view));
+        ctx.ledger
+            .hidden_refunds
+            .insert(refund_order_id.clone(), until);
+        return answer.committed(magic).late(true);
+    }
     answer.committed(magic)
 }
 
@@ -584,8 +729,10 @@ pub(crate) fn settle_refund(ctx: &mut Ctx<'_>, refund_order_id: &str) -> bool {
         refund.status = RefundStatus::Success;
     } else {
         refund.status = RefundStatus::Failure;
-        refund.error_code = "9999".into();
-        refund.error_description = "Refund failed (sandbox magic amount)".into();
+        // codes.md has no refund-specific failure code; 1006 is the one
+        // that can fail a refund (FINAL_CONFIG).
+        refund.error_code = "1006".into();
+        refund.error_description = "This merchant is not allowed to refund".into();
     }
     let (ori, amount, ok) = (
         refund.ori_order_id.clone(),
@@ -613,6 +760,7 @@ pub(crate) fn refund_query(ctx: &mut Ctx<'_>, req: &RefundQueryRequest) -> Answe
     } else {
         None
     };
+    let found = found.filter(|r| ctx.ledger.refund_visible(&r.refund_order_id, ctx.now));
     match found {
         Some(r) => Answer::ok(to_value(&r.response())),
         None => Answer::no_order(),
@@ -717,6 +865,7 @@ pub(crate) fn session_create(ctx: &mut Ctx<'_>, req: &CheckoutSessionRequest) ->
         currency,
         amount: req.amount,
         notify_url: req.notify_url.clone(),
+        return_url: req.return_url.clone(),
         expire_time: req.expire_time.clone(),
         payment: req.payment.clone(),
         order_id: None,
@@ -763,7 +912,10 @@ pub(crate) fn session_query(ctx: &mut Ctx<'_>, req: &CheckoutSessionQueryRequest
     let resp = CheckoutSessionQueryResponse {
         session_url: s.session_url.clone(),
         session_mode: Some(s.session_mode.clone()),
-        session_status: Some(s.status_text(ctx.now).to_owned()),
+        session_status: Some(
+            s.status_text(ctx.now, ctx.behaviour.local_offset)
+                .to_owned(),
+        ),
         order,
     };
     Answer::ok(to_value(&resp))
@@ -802,6 +954,7 @@ pub(crate) fn pay_session(
         currency: s.currency.clone(),
         amount: s.amount,
         notify_url: s.notify_url.clone(),
+        return_url: s.return_url.clone(),
         expire_time: s.expire_time.clone(),
         shopper_reference: info.shopper_reference.clone(),
         token: None,
@@ -864,6 +1017,7 @@ pub(crate) struct TickScope {
 /// settlements. Returns how many records changed.
 pub(crate) fn tick(ctx: &mut Ctx<'_>, scope: TickScope) -> usize {
     let now = ctx.now;
+    ctx.ledger.forget_ended_hides(now);
     let mut changed = 0;
     let due_orders: Vec<(String, Pending)> = ctx
         .ledger
@@ -878,6 +1032,19 @@ pub(crate) fn tick(ctx: &mut Ctx<'_>, scope: TickScope) -> usize {
                     approve(ctx.ledger, &order_id, ctx.ids, now);
                 } else if let Some(o) = ctx.ledger.orders.get_mut(&order_id) {
                     decline(o, INVALID_CARD.0, INVALID_CARD.1, now);
+                }
+                ctx.notify_order(&order_id);
+                changed += 1;
+            }
+            Pending::AutoCapture { due } if scope.force_payments || due <= now => {
+                if let Some(o) = ctx.ledger.orders.get_mut(&order_id) {
+                    o.pending = None;
+                    let rest = o.able_to_capture();
+                    if o.status == GatewayOrderStatus::Authorized && rest > 0 {
+                        o.captured += rest;
+                        o.captures.push(rest);
+                        o.status = o.settled_status();
+                    }
                 }
                 ctx.notify_order(&order_id);
                 changed += 1;

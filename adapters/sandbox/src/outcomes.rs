@@ -21,7 +21,59 @@ pub enum CardBehaviour {
     AsyncApprove,
     /// `PROCESSING`, then asynchronously declined (`2099`).
     AsyncDecline,
+    /// Approved, automatic capture shown in two steps: `AUTHORIZED` first,
+    /// captured (`SUCCESS`) at the next settlement (the interim state
+    /// codes.md §5 says to expect).
+    AuthorizeThenCapture,
+    /// The request is refused: HTTP 400 with this envelope `ret_code`
+    /// (codes.md §1: PayKKa puts 4-digit transaction codes there too);
+    /// nothing is booked.
+    Refuse(&'static str, &'static str),
 }
+
+/// Test cards that make the initiate answer HTTP 400 with a codes.md code
+/// in `ret_code` (nothing booked): `4` + the code on six digits + zeros +
+/// the Luhn digit. (PAN, ret_code, PayKKa's label.)
+pub const REFUSING_CARDS: &[(&str, &str, &str)] = &[
+    (
+        "4002008000000003",
+        "2008",
+        "shopperReference is a required field",
+    ),
+    ("4002009000000001", "2009", "shipping is a required field"),
+    (
+        "4002010000000009",
+        "2010",
+        "mit is a required field in recurring payment scenarios",
+    ),
+    (
+        "4002011000000007",
+        "2011",
+        "For non-first recurring payments, mit must be set to true",
+    ),
+    (
+        "4002012000000005",
+        "2012",
+        "For first recurring payment, mit must be set to false",
+    ),
+    (
+        "4002013000000003",
+        "2013",
+        "For transactions storing card information, paymentMethod must be set to BANKCARD",
+    ),
+    (
+        "4002014000000001",
+        "2014",
+        "For first recurring payment, storePaymentMethod must be set to true",
+    ),
+    (
+        "4210002000000004",
+        "210002",
+        "shopperReference cannot be empty",
+    ),
+    ("4210003000000002", "210003", "shipping cannot be empty"),
+    ("4206017000000008", "206017", "PCI compliance insufficient"),
+];
 
 /// The outcome-relevant, non-secret view of an instrument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +108,12 @@ pub fn card_profile(pan: &str) -> CardProfile {
         "4000000000000044" => CardBehaviour::AsyncDecline,
         "4000000000000051" => CardBehaviour::Decline("1016", "Route does not exist"),
         "4000000000000069" => CardBehaviour::Decline("1022", "This merchant is not allowed to pay"),
-        _ => CardBehaviour::Approve,
+        "4002017000000004" => CardBehaviour::Decline("2017", "Recurring payment creation failed"),
+        "4000000000000077" => CardBehaviour::AuthorizeThenCapture,
+        other => match REFUSING_CARDS.iter().find(|(p, _, _)| *p == other) {
+            Some((_, code, label)) => CardBehaviour::Refuse(code, label),
+            None => CardBehaviour::Approve,
+        },
     };
     let brand = match pan.as_bytes().first() {
         Some(b'4') => CardBrand::Visa,
@@ -132,6 +189,10 @@ pub enum MagicAmount {
     ErrorAfterCommit,
     /// `...993`: (initiate) 3DS challenge whatever the card.
     Challenge,
+    /// `...994`: (initiate, capture, refund) committed, answered
+    /// `FaultConfig::late_answer` later, and hidden from queries (and its
+    /// notifications held back) until then.
+    LateHidden,
     /// `...995`: (refund) the refund settles to `FAILURE`.
     RefundFailure,
 }
@@ -141,6 +202,7 @@ pub fn magic_amount(amount: i64) -> MagicAmount {
         991 => MagicAmount::SlowResponse,
         992 => MagicAmount::ErrorAfterCommit,
         993 => MagicAmount::Challenge,
+        994 => MagicAmount::LateHidden,
         995 => MagicAmount::RefundFailure,
         _ => MagicAmount::None,
     }
@@ -164,7 +226,15 @@ mod tests {
             "4000000000000044",
             "4000000000000051",
             "4000000000000069",
+            "4002017000000004",
+            "4000000000000077",
         ] {
+            assert!(luhn_valid(pan), "{pan}");
+        }
+        for (pan, code, _) in REFUSING_CARDS {
+            assert!(
+                matches!(card_profile(pan).behaviour, CardBehaviour::Refuse(c, _) if c == *code)
+            );
             assert!(luhn_valid(pan), "{pan}");
         }
     }

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use payorch_schemas::paykka::Validate;
 use serde::de::DeserializeOwned;
@@ -75,6 +75,17 @@ impl Shared {
     /// notifications it produced (still under the lock, so queue order is
     /// commit order).
     pub(crate) fn with_ledger<R>(&self, merchant_id: &str, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+        self.with_ledger_late(merchant_id, Rolled::default(), f)
+    }
+
+    /// [`Self::with_ledger`] with the late-answer fault rolled (or not) for
+    /// this request.
+    pub(crate) fn with_ledger_late<R>(
+        &self,
+        merchant_id: &str,
+        rolled: Rolled,
+        f: impl FnOnce(&mut Ctx<'_>) -> R,
+    ) -> R {
         let mut out = Vec::new();
         let mut books = lock(&self.ledger);
         let ledger = books.entry(merchant_id.to_owned()).or_default();
@@ -87,10 +98,15 @@ impl Shared {
             behaviour: &self.behaviour,
             default_notify_url: self.default_notify_url.as_deref(),
             out: &mut out,
+            late_forced: rolled.late,
+            decline_forced: rolled.decline,
+            late_answer: self.faults.late_answer,
+            notify_hold: std::time::Duration::ZERO,
         };
         let r = f(&mut ctx);
+        let hold = ctx.notify_hold;
         for o in out {
-            self.notifier.send(o);
+            self.notifier.send(o, hold);
         }
         r
     }
@@ -118,6 +134,15 @@ impl Shared {
             .find(|(_, l)| l.sessions.contains_key(session_id))
             .map(|(m, _)| m.clone())
     }
+}
+
+/// Faults rolled for one request before it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rolled {
+    /// Late-answer fault (initiate, capture, refund).
+    pub late: bool,
+    /// Random decline (initiate).
+    pub decline: bool,
 }
 
 /// Builds the router; fails when two operations share a path.
@@ -165,6 +190,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Result<Router, SandboxError> {
             "/sandbox/checkout/{session_id}",
             get(checkout_page).post(checkout_submit),
         )
+        .route("/sandbox/orders/{order_id}/expire", post(expire_submit))
         .fallback(|| async {
             envelope_response(
                 StatusCode::NOT_FOUND,
@@ -214,6 +240,9 @@ async fn api(shared: Arc<Shared>, op: Op, headers: HeaderMap, body: Body) -> Res
         if answer.magic == MagicAmount::SlowResponse {
             tokio::time::sleep(shared.faults.slow_response).await;
         }
+        if answer.late {
+            tokio::time::sleep(shared.faults.late_answer).await;
+        }
         let random_error = lock(&shared.error_rng).chance(shared.faults.error_after_commit);
         if answer.magic == MagicAmount::ErrorAfterCommit || random_error {
             answer = Answer::error(
@@ -246,16 +275,18 @@ fn process(
         }
         Err(e) => return (None, bad(format!("invalid request: malformed JSON: {e}"))),
     };
-    let merchant_id = json
-        .get("merchant_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    // Read liberally: a PHP client sends `merchant_id` as a JSON integer.
+    let merchant_id = json.get("merchant_id").and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        _ => None,
+    });
     let timestamp = json.get("timestamp").and_then(Value::as_i64);
     let (Some(merchant_id), Some(timestamp)) = (merchant_id, timestamp) else {
         return (
             None,
             bad(
-                "invalid request: merchant_id (string) and timestamp (integer) are required".into(),
+                "invalid request: merchant_id (string or integer) and timestamp (integer) are required".into(),
             ),
         );
     };
@@ -308,27 +339,62 @@ fn process(
         return (ids, unauthorized("206004", "Signature expired"));
     }
 
-    let answer = match op {
-        Op::Initiate => run(shared, &merchant_id, bytes, ops::initiate),
-        Op::Query => run(shared, &merchant_id, bytes, ops::query),
-        Op::Capture => {
-            let final_capture = json
-                .get("final_capture")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            run(shared, &merchant_id, bytes, |ctx, req| {
-                ops::capture(ctx, req, final_capture)
-            })
+    let mutating = matches!(
+        op,
+        Op::Initiate
+            | Op::Capture
+            | Op::Void
+            | Op::Refund
+            | Op::TokenRemove
+            | Op::RecurringCancel
+            | Op::SessionCreate
+    );
+    let (error_before, late, decline) = {
+        let mut rng = lock(&shared.error_rng);
+        let f = &shared.faults;
+        // Rolled only for mutating calls, always all three (one fault does
+        // not shift the others' sequence).
+        if mutating {
+            (
+                rng.chance(f.error_before_commit),
+                rng.chance(f.late_answer_probability),
+                rng.chance(f.decline_probability),
+            )
+        } else {
+            (false, false, false)
         }
-        Op::Void => run(shared, &merchant_id, bytes, ops::void),
-        Op::TokenQuery => run(shared, &merchant_id, bytes, ops::token_query),
-        Op::TokenRemove => run(shared, &merchant_id, bytes, ops::token_remove),
-        Op::RecurringCancel => run(shared, &merchant_id, bytes, ops::recurring_cancel),
-        Op::ApplePaySession => run(shared, &merchant_id, bytes, ops::apple_pay_session),
-        Op::SessionCreate => run(shared, &merchant_id, bytes, ops::session_create),
-        Op::SessionQuery => run(shared, &merchant_id, bytes, ops::session_query),
-        Op::Refund => run(shared, &merchant_id, bytes, ops::refund),
-        Op::RefundQuery => run(shared, &merchant_id, bytes, ops::refund_query),
+    };
+    if error_before {
+        return (
+            ids,
+            Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "999999",
+                "System exception",
+            ),
+        );
+    }
+    // The late-answer fault applies to initiate, capture and refund; the
+    // random decline to initiate.
+    let rolled = Rolled {
+        late: late && matches!(op, Op::Initiate | Op::Capture | Op::Refund),
+        decline: decline && op == Op::Initiate,
+    };
+    let no = Rolled::default();
+    let m = merchant_id.as_str();
+    let answer = match op {
+        Op::Initiate => run(shared, m, bytes, rolled, ops::initiate),
+        Op::Query => run(shared, m, bytes, no, ops::query),
+        Op::Capture => run(shared, m, bytes, rolled, ops::capture),
+        Op::Void => run(shared, m, bytes, no, ops::void),
+        Op::TokenQuery => run(shared, m, bytes, no, ops::token_query),
+        Op::TokenRemove => run(shared, m, bytes, no, ops::token_remove),
+        Op::RecurringCancel => run(shared, m, bytes, no, ops::recurring_cancel),
+        Op::ApplePaySession => run(shared, m, bytes, no, ops::apple_pay_session),
+        Op::SessionCreate => run(shared, m, bytes, no, ops::session_create),
+        Op::SessionQuery => run(shared, m, bytes, no, ops::session_query),
+        Op::Refund => run(shared, m, bytes, rolled, ops::refund),
+        Op::RefundQuery => run(shared, m, bytes, no, ops::refund_query),
     };
     (ids, answer)
 }
@@ -338,6 +404,7 @@ fn run<T: DeserializeOwned + Validate>(
     shared: &Shared,
     merchant_id: &str,
     bytes: &[u8],
+    rolled: Rolled,
     f: impl FnOnce(&mut Ctx<'_>, &T) -> Answer,
 ) -> Answer {
     let req: T = match serde_json::from_slice(bytes) {
@@ -357,7 +424,7 @@ fn run<T: DeserializeOwned + Validate>(
             format!("invalid request: {e}"),
         );
     }
-    shared.with_ledger(merchant_id, |ctx| f(ctx, &req))
+    shared.with_ledger_late(merchant_id, rolled, |ctx| f(ctx, &req))
 }
 
 /// Serializes the envelope once, signs those bytes, sends those bytes.
@@ -415,6 +482,7 @@ async fn challenge_page(Path(order_id): Path<String>) -> Html<String> {
 
 async fn challenge_submit(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Path(order_id): Path<String>,
     Query(q): Query<ResultParam>,
 ) -> Response {
@@ -429,9 +497,17 @@ async fn challenge_submit(
         return (StatusCode::NOT_FOUND, "unknown order").into_response();
     };
     match shared.with_ledger(&merchant, |ctx| {
-        ops::complete_challenge(ctx, &order_id, success)
+        ops::complete_challenge(ctx, &order_id, success).map(|()| {
+            ctx.ledger
+                .orders
+                .get(&order_id)
+                .and_then(|o| o.return_url.clone())
+        })
     }) {
-        Ok(()) => Html(format!(
+        // flows.md §2: PayKKa ends the challenge with a redirect to
+        // `return_url` (a UX event: the merchant must still query).
+        Ok(Some(return_url)) => back_to(&headers, &return_url, "3DS done"),
+        Ok(None) => Html(format!(
             "<!doctype html><p>3DS {} for order {}</p>",
             if success { "completed" } else { "failed" },
             html_escape(&order_id)
@@ -459,6 +535,7 @@ async fn checkout_page(Path(session_id): Path<String>) -> Html<String> {
 
 async fn checkout_submit(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Path(session_id): Path<String>,
     Query(q): Query<CardParam>,
     body: axum::body::Bytes,
@@ -476,15 +553,69 @@ async fn checkout_submit(
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     };
     match shared.with_ledger(&merchant, |ctx| {
-        ops::pay_session(ctx, &session_id, card.trim())
+        ops::pay_session(ctx, &session_id, card.trim()).map(|order_id| {
+            let back = ctx
+                .ledger
+                .sessions
+                .get(&session_id)
+                .and_then(|s| s.return_url.clone());
+            (order_id, back)
+        })
     }) {
-        Ok(order_id) => Html(format!(
+        // flows.md §4: the hosted page ends with a redirect to `return_url`.
+        Ok((_, Some(return_url))) => back_to(&headers, &return_url, "Paid"),
+        Ok((order_id, None)) => Html(format!(
             "<!doctype html><p>Paid: order {}</p>",
             html_escape(&order_id)
         ))
         .into_response(),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }
+}
+
+/// `POST /sandbox/orders/{order_id}/expire`: the authorisation expires
+/// (release mode `on_expiry`; works in every mode). Answers
+/// `{"order_id", "released"}` or 404 / 409 with the reason.
+async fn expire_submit(
+    State(shared): State<Arc<Shared>>,
+    Path(order_id): Path<String>,
+) -> Response {
+    let Some(merchant) = shared.merchant_of_order(&order_id) else {
+        return (StatusCode::NOT_FOUND, "unknown order").into_response();
+    };
+    match shared.with_ledger(&merchant, |ctx| ops::expire_authorisation(ctx, &order_id)) {
+        Ok(released) => axum::Json(serde_json::json!({
+            "order_id": order_id,
+            "released": released,
+        }))
+        .into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
+/// The end of a shopper page: back to the merchant's `return_url`. A
+/// browser (`Accept: text/html`) gets `303 See Other`; any other caller (a
+/// test, a script) gets a 200 page that redirects with `<meta refresh>` and
+/// names the URL in a `Refresh` header, so it need not resolve the
+/// merchant's host.
+fn back_to(headers: &HeaderMap, return_url: &str, what: &str) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser {
+        return Redirect::to(return_url).into_response();
+    }
+    let url = html_escape(return_url);
+    let mut resp = Html(format!(
+        "<!doctype html><html><head><meta http-equiv=\"refresh\" content=\"0;url={url}\"></head>\
+         <body><p>{what}; returning to <a href=\"{url}\">{url}</a></p></body></html>"
+    ))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("0;url={return_url}")) {
+        resp.headers_mut().insert(header::REFRESH, v);
+    }
+    resp
 }
 
 fn html_escape(s: &str) -> String {

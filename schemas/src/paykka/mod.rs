@@ -25,8 +25,16 @@
 //!   4217 codes can be sent); responses and notifications keep `String`,
 //!   because PayKKa may send any code and an unknown one must not make a
 //!   payment result unreadable. `amount_money()` / `balances()` convert.
-//! * Unknown fields are ignored everywhere; `Option` fields are skipped when
-//!   `None`, so re-serializing a spec example gives equivalent JSON.
+//! * Read liberally, write strictly: ids (`merchant_id`, `trans_id`,
+//!   `order_id`, `goods[].id`, `customer.id`, ...) are accepted as JSON
+//!   strings or integers and always written as strings; explicit `null`s
+//!   are `None`; date-times without offset are PayKKa local time
+//!   ([`PAYKKA_LOCAL_OFFSET`], +08:00).
+//! * Unknown fields are ignored in requests and **kept** (`extra`) in
+//!   PayKKa's answers and notifications ([`PaymentResponse`],
+//!   [`RefundResponse`], [`PaymentNotification`], [`RefundNotification`]);
+//!   `Option` fields are skipped when `None` and an empty `extra` writes
+//!   nothing, so what we build serializes exactly as before.
 //! * Enums never fail: unknown values become `Unknown(raw)` and round-trip.
 //! * PAN, CVV, Encrypted Card values, wallet `token_data` and the 3DS
 //!   `cryptogram` are masked in `Debug`/`Display` but serialized for real.
@@ -67,4 +75,4 @@ pub use token::{
     TokenQueryRequest, TokenQueryResponse, TokenRemoveRequest,
 };
 pub use validate::{Problem, Validate, ValidationError, luhn_valid};
-pub use wire::{DateTimeError, PaykkaDateTime, normalize_timestamp_ms};
+pub use wire::{DateTimeError, PAYKKA_LOCAL_OFFSET, PaykkaDateTime, normalize_timestamp_ms};

@@ -31,12 +31,16 @@ pub struct PaymentNotification {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub merchant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub trans_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub order_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<GatewayOrderStatus>,
@@ -49,10 +53,13 @@ pub struct PaymentNotification {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<PaykkaDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub recurring_agreement_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub shopper_reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication_result: Option<AuthenticationResult>,
@@ -60,6 +67,10 @@ pub struct PaymentNotification {
     pub payment: Option<PaymentInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card_info: Option<CardInfo>,
+    /// Fields this version does not know, kept verbatim (read liberally:
+    /// a newer PayKKa answer loses nothing). Empty for what we build.
+    #[serde(flatten, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl PaymentNotification {
@@ -111,21 +122,27 @@ pub struct RefundNotification {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub merchant_id: Option<String>,
     /// Our `refund_trans_id` (read via [`Self::refund_trans_id`]).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub trans_id: Option<String>,
     /// v3 name of `trans_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub refund_trans_id: Option<String>,
     /// PayKKa refund number (`RG…`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub refund_order_id: Option<String>,
     /// The original payment `GW…` (read via [`Self::original_order_id`]).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub order_id: Option<String>,
     /// v3 name of `order_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub ori_order_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<RefundStatus>,
@@ -137,6 +154,10 @@ pub struct RefundNotification {
     pub pay_finish_time: Option<PaykkaDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<PaykkaDateTime>,
+    /// Fields this version does not know, kept verbatim (read liberally:
+    /// a newer PayKKa answer loses nothing). Empty for what we build.
+    #[serde(flatten, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl RefundNotification {

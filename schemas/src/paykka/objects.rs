@@ -117,6 +117,7 @@ pub struct Browser {
 #[serde(default)]
 pub struct Goods {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -211,6 +212,7 @@ pub struct Shipping {
 #[serde(default)]
 pub struct Customer {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_time: Option<PaykkaDateTime>,
@@ -244,8 +246,12 @@ pub struct Customer {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CardInfo {
-    /// First six digits.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// First six digits (a JSON number is read as its digits: a BIN never
+    /// starts with 0).
+    #[serde(
+        deserialize_with = "wire::opt_string_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last4: Option<String>,
@@ -334,6 +340,7 @@ pub struct PaymentInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_usage: Option<TokenUsage>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub shopper_reference: Option<String>,
 }
 

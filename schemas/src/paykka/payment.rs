@@ -25,6 +25,7 @@ use crate::money::{Currency, Money, MoneyError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitiateRequest {
     /// ≤ 32 chars.
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub payment_type: PaymentType,
     /// PayKKa default `FINAL_AUTH`.
@@ -55,6 +56,7 @@ pub struct InitiateRequest {
     pub mit: Option<bool>,
     /// Subsequent recurring payments (top level, \[INFERRED\] placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub recurring_agreement_id: Option<String>,
     pub payment: PaymentRequest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,9 +126,11 @@ pub struct PaymentRequest {
     pub token_usage: Option<TokenUsage>,
     /// ≤ 64; required when storing or using a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub shopper_reference: Option<String>,
     /// Stored token `TK…`, ≤ 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub token: Option<String>,
     /// Plain PAN (PCI-certified merchants only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,14 +253,18 @@ pub struct PaymentResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub merchant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub trans_id: Option<String>,
     /// PayKKa order number `GW…`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub order_id: Option<String>,
     /// Checkout session `CS…` when paid through a session.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<super::enums::GatewayOrderStatus>,
@@ -279,15 +287,22 @@ pub struct PaymentResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication_result: Option<AuthenticationResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub shopper_reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub recurring_agreement_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pay_finish_time: Option<PaykkaDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<PaykkaDateTime>,
+    /// Fields this version does not know, kept verbatim (read liberally:
+    /// a newer PayKKa answer loses nothing). Empty for what we build.
+    #[serde(flatten, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl PaymentResponse {
@@ -330,13 +345,17 @@ impl PaymentResponse {
 /// At least one of `trans_id`, `order_id`, `session_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub trans_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub order_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub session_id: Option<String>,
 }
 
@@ -391,8 +410,10 @@ impl QueryRequest {
 /// \[INFERRED\]). `amount` omitted ⇒ full capture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub order_id: String,
     #[serde(
         default,
@@ -402,14 +423,23 @@ pub struct CaptureRequest {
     pub amount: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<Currency>,
+    /// `true`: this capture is the last one, release the uncaptured rest of
+    /// the authorisation. How PayKKa releases a remainder is \[INFERRED\]
+    /// (a flag on the capture, a void after a partial capture, or only when
+    /// the authorisation expires); send it only in the flag mode. Omitted
+    /// when `None`, so a capture without it is byte for byte unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_capture: Option<bool>,
 }
 
 /// Void / cancel authorisation (交易撤销), `POST /payments/void`
 /// (endpoints.md §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoidRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub order_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,

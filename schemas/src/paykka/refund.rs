@@ -12,11 +12,14 @@ use crate::money::{Currency, Money, MoneyError};
 /// Refund (退款), `POST /refund` (endpoints.md §11).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     /// Your unique refund number, ≤ 64; idempotency key, never reuse.
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub refund_trans_id: String,
     /// The original payment `order_id` (`GW…`).
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub ori_order_id: String,
     /// Minor units, > 0, ≤ refundable balance.
     #[serde(with = "wire::amount")]
@@ -40,11 +43,14 @@ impl RefundRequest {
 /// `refund_trans_id` and/or `refund_order_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundQueryRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub refund_trans_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub refund_order_id: Option<String>,
 }
 
@@ -61,14 +67,18 @@ pub struct RefundResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub merchant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub refund_trans_id: Option<String>,
     /// PayKKa refund number (`RG…`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub refund_order_id: Option<String>,
     /// Original payment order (`GW…`), when echoed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub ori_order_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<RefundStatus>,
@@ -77,6 +87,10 @@ pub struct RefundResponse {
     pub amount: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// Fields this version does not know, kept verbatim (read liberally:
+    /// a newer PayKKa answer loses nothing). Empty for what we build.
+    #[serde(flatten, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl RefundResponse {

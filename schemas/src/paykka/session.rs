@@ -15,6 +15,7 @@ use crate::money::{Currency, Money};
 /// Checkout session create (收银台创建), `POST /session` (endpoints.md §9).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckoutSessionRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     pub payment_type: PaymentType,
@@ -111,10 +112,12 @@ impl CheckoutSessionRequest {
 #[serde(default)]
 pub struct CheckoutSessionResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub trans_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<PaykkaDateTime>,
@@ -124,11 +127,14 @@ pub struct CheckoutSessionResponse {
 /// (endpoints.md §10, fields \[INFERRED\]): `session_id` and/or `trans_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutSessionQueryRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub trans_id: Option<String>,
 }
 

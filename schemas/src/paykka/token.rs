@@ -12,16 +12,20 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::enums::{PaymentMethod, TokenUsage};
 use super::objects::CardInfo;
+use super::wire;
 
 /// Token query (token查询), `POST /payments/token/query` (endpoints.md §5,
 /// fields \[INFERRED\]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenQueryRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     /// ≤ 64, required.
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub shopper_reference: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "wire::opt_string_or_number")]
     pub token: Option<String>,
 }
 
@@ -30,8 +34,10 @@ pub struct TokenQueryRequest {
 #[serde(default)]
 pub struct TokenInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub shopper_reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_method: Option<PaymentMethod>,
@@ -44,6 +50,7 @@ pub struct TokenInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp_month: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub recurring_agreement_id: Option<String>,
 }
 
@@ -54,6 +61,7 @@ pub struct TokenInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TokenQueryResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "wire::opt_string_or_number")]
     pub shopper_reference: Option<String>,
     pub tokens: Vec<TokenInfo>,
 }
@@ -111,11 +119,14 @@ impl<'de> Deserialize<'de> for TokenQueryResponse {
 /// \[DOC\]). The answer has no `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRemoveRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     /// ≤ 64.
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub token: String,
     /// ≤ 64.
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub shopper_reference: String,
 }
 
@@ -123,8 +134,10 @@ pub struct TokenRemoveRequest {
 /// `POST /payments/recurring/cancel` (endpoints.md §7). No `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecurringCancelRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub recurring_agreement_id: String,
 }
 
@@ -132,6 +145,7 @@ pub struct RecurringCancelRequest {
 /// `POST /payments/apple-pay/create-session` (endpoints.md §8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplePaySessionRequest {
+    #[serde(deserialize_with = "wire::string_or_number")]
     pub merchant_id: String,
     pub timestamp: i64,
     /// ≤ 75; PayKKa default if absent.

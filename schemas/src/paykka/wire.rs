@@ -13,9 +13,9 @@ use std::fmt;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 /// Visitor turning a JSON integer, an integral float or a decimal-digit
 /// string into an `i64`.
@@ -141,6 +141,29 @@ pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
     d.deserialize_any(V)
 }
 
+/// [`string_or_number`] for an optional field: `null` or absent is `None`.
+///
+/// Use with `#[serde(default, deserialize_with = "wire::opt_string_or_number")]`.
+pub fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null, a string or an integer")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            string_or_number(d).map(Some)
+        }
+    }
+    d.deserialize_option(V)
+}
+
 /// Timestamps below this are taken as seconds, at or above as milliseconds
 /// (models.md §15: "< 10^11 ⇒ seconds"; 10^11 s is the year 5138).
 pub const SECONDS_THRESHOLD: i64 = 100_000_000_000;
@@ -155,11 +178,17 @@ pub fn normalize_timestamp_ms(raw: i64) -> i64 {
     }
 }
 
+/// PayKKa's local time (Hong Kong, +08:00): the offset of a date-time sent
+/// without one (\[INFERRED\]; the sandbox makes it a setting).
+pub const PAYKKA_LOCAL_OFFSET: UtcOffset = time::macros::offset!(+8);
+
 /// A date-time text from or for PayKKa could not be understood.
 /// Means: the counterpart sent a shape we do not know; keep the raw text and
 /// report it, do not retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not an ISO-8601 date-time with offset (e.g. 2025-05-05T17:17:24+08:00)")]
+#[error(
+    "{text:?} is not an ISO-8601 date-time (e.g. 2025-05-05T17:17:24+08:00, or 2025-05-05 17:17:24 in PayKKa local time)"
+)]
 pub struct DateTimeError {
     /// The text that failed to parse.
     pub text: String,
@@ -204,9 +233,21 @@ impl PaykkaDateTime {
         &self.0
     }
 
-    /// Parses the text; accepts RFC 3339 (`+08:00`, `Z`, fractions) and the
-    /// colon-less offset `+0800` with optional fractions.
+    /// Parses the text; accepts RFC 3339 (`+08:00`, `Z`, fractions), the
+    /// colon-less offset `+0800` with optional fractions, and a time
+    /// **without** offset (`2026-12-06 12:02:35`, `2026-12-06T12:02:35`,
+    /// what a real PHP client sends) read as PayKKa local time
+    /// [`PAYKKA_LOCAL_OFFSET`] (+08:00). Use [`Self::parse_with_local_offset`]
+    /// where that offset is a setting.
     pub fn parse(&self) -> Result<OffsetDateTime, DateTimeError> {
+        self.parse_with_local_offset(PAYKKA_LOCAL_OFFSET)
+    }
+
+    /// [`Self::parse`] with `local` as the offset of an offset-less time.
+    pub fn parse_with_local_offset(
+        &self,
+        local: UtcOffset,
+    ) -> Result<OffsetDateTime, DateTimeError> {
         let t = self.0.trim();
         if let Ok(dt) = OffsetDateTime::parse(t, &Rfc3339) {
             return Ok(dt);
@@ -214,9 +255,21 @@ impl PaykkaDateTime {
         let no_colon = format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]][offset_hour sign:mandatory][offset_minute]"
         );
-        OffsetDateTime::parse(t, &no_colon).map_err(|_| DateTimeError {
-            text: self.0.clone(),
-        })
+        if let Ok(dt) = OffsetDateTime::parse(t, &no_colon) {
+            return Ok(dt);
+        }
+        let local_t = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        let local_space = format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        PrimitiveDateTime::parse(t, &local_t)
+            .or_else(|_| PrimitiveDateTime::parse(t, &local_space))
+            .map(|dt| dt.assume_offset(local))
+            .map_err(|_| DateTimeError {
+                text: self.0.clone(),
+            })
     }
 }
 
@@ -283,15 +336,33 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors_naming_the_text() {
-        for t in [
-            "2024-01-01 08:00:00",
-            "yesterday",
-            "",
-            "2024-13-01T00:00:00Z",
-        ] {
+        for t in ["2024-01-01 08:00", "yesterday", "", "2024-13-01T00:00:00Z"] {
             let err = PaykkaDateTime::new(t).parse().unwrap_err();
             assert_eq!(err.text, t);
         }
+    }
+
+    #[test]
+    fn offset_less_times_are_paykka_local_time() {
+        for t in ["2026-12-06 12:02:35", "2026-12-06T12:02:35"] {
+            assert_eq!(
+                PaykkaDateTime::new(t).parse().unwrap(),
+                datetime!(2026-12-06 04:02:35 UTC),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            PaykkaDateTime::new("2026-12-06 12:02:35.5")
+                .parse_with_local_offset(UtcOffset::UTC)
+                .unwrap(),
+            datetime!(2026-12-06 12:02:35.5 UTC)
+        );
+        // The text itself is kept verbatim.
+        let kept: PaykkaDateTime = serde_json::from_str("\"2026-12-06 12:02:35\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&kept).unwrap(),
+            "\"2026-12-06 12:02:35\""
+        );
     }
 
     #[test]

@@ -177,8 +177,11 @@ impl OperationTimeouts {
     }
 }
 
-/// When the client itself sends a request again (codes.md §5). Only resends
-/// that cannot double-charge are made.
+/// When the client itself sends a request again (codes.md §5). Only reads
+/// are ever repeated: a money-moving call (initiate, capture, void, refund,
+/// session create, token remove, recurring cancel) is sent once per call,
+/// and re-sending one is the engine's decision (its reconciler, after a
+/// grace period, with the same `trans_id` / `refund_trans_id`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -191,16 +194,10 @@ pub struct RetryPolicy {
     /// Upper bound of one backoff delay (ms). Default 2000.
     pub backoff_max_ms: u64,
     /// On `206004`/`2001` (signature expired: PayKKa rejected the request,
-    /// nothing happened) re-sign with a fresh timestamp and send once more,
-    /// for any operation. Default on.
+    /// nothing happened) re-sign a **read** with a fresh timestamp and send
+    /// it once more. A mutating call answered so comes back `Retryable`
+    /// for the engine to decide. Default on.
     pub retry_once_on_stale_timestamp: bool,
-    /// After an `Unknown` initiate / capture / refund, query whether the
-    /// first attempt landed and send it once more only when the query
-    /// proves it did not (initiate: query by `trans_id` answers not-found;
-    /// refund: refund query by `refund_trans_id` answers not-found; capture:
-    /// the order is still `AUTHORIZED` with nothing captured). Otherwise the
-    /// answer stays `Unknown` for the engine's reconciler. Default on.
-    pub resend_when_not_landed: bool,
 }
 
 impl Default for RetryPolicy {
@@ -210,20 +207,18 @@ impl Default for RetryPolicy {
             backoff_base_ms: 200,
             backoff_max_ms: 2_000,
             retry_once_on_stale_timestamp: true,
-            resend_when_not_landed: true,
         }
     }
 }
 
 impl RetryPolicy {
-    /// No client-side resends at all (the engine decides everything).
+    /// No client-side repeats at all, not even of reads.
     pub fn none() -> Self {
         Self {
             read_attempts: 1,
             backoff_base_ms: 0,
             backoff_max_ms: 0,
             retry_once_on_stale_timestamp: false,
-            resend_when_not_landed: false,
         }
     }
 }
@@ -252,7 +247,7 @@ pub struct MerchantConfig {
     pub response_signature: SignatureMode,
     /// Total timeout per operation.
     pub timeouts: OperationTimeouts,
-    /// Client-side resends.
+    /// Client-side repeats of reads.
     pub retry: RetryPolicy,
 }
 

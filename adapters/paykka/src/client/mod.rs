@@ -7,17 +7,24 @@
 //! is read, PayKKa's signature is checked per [`SignatureMode`], and only
 //! then is the envelope parsed and classified (the `outcome` module has the table).
 //!
-//! Resends are made only where they cannot double-charge
-//! ([`RetryPolicy`]):
+//! The client never sends a money-moving call twice (ARCHITECTURE.md §2
+//! "Only the engine re-sends"). Initiate, capture, void, refund, session
+//! create, token remove and recurring cancel go out **once** per call; what
+//! the client saw is what it reports: a timeout, a reset or a 5xx after
+//! sending stays `Unknown`, and the engine's reconciler resolves it by
+//! querying after its grace period (a query answering "not found" right
+//! after a timeout proves nothing: PayKKa may still be processing). The only
+//! automatic repeats ([`RetryPolicy`]) are on reads:
 //!
 //! * reads (transaction, refund, token and session query, Apple Pay session)
 //!   retry `Retryable` answers with exponential backoff and jitter, bounded;
-//! * `206004` / `2001` (stale timestamp: PayKKa refused, nothing happened)
-//!   re-signs with a fresh timestamp and retries once, for any call;
-//! * an `Unknown` initiate / capture / refund is sent again only after a
-//!   query proves the first attempt did not land; otherwise it stays
-//!   `Unknown` for the engine's reconciler. Void, session create, token
-//!   remove and recurring cancel are never resent by the client.
+//! * a read answered `206004` / `2001` (stale timestamp) is re-signed with a
+//!   fresh timestamp and sent once more.
+//!
+//! A mutating call refused before anything reached PayKKa (connection
+//! refused, DNS, TLS) or answered `206004` / `2001` comes back `Retryable`:
+//! nothing happened at PayKKa, and whether to send it again is the
+//! engine's decision.
 //!
 //! One [`reqwest::Client`] (rustls, connection pool) serves every merchant.
 //! Each call runs in a `paykka_call` tracing span carrying the merchant id,
@@ -37,10 +44,9 @@ use payorch_engine::gateway::{GatewayOutcome, PaymentGateway, RejectionClass};
 use payorch_engine::store::{Clock, SystemClock};
 use payorch_schemas::paykka::{
     ApplePaySessionRequest, ApplePaySessionResponse, CaptureRequest, CheckoutSessionQueryRequest,
-    CheckoutSessionQueryResponse, CheckoutSessionRequest, CheckoutSessionResponse,
-    GatewayOrderStatus, InitiateRequest, PaymentResponse, QueryRequest, RecurringCancelRequest,
-    RefundQueryRequest, RefundRequest, RefundResponse, TokenQueryRequest, TokenQueryResponse,
-    TokenRemoveRequest, VoidRequest,
+    CheckoutSessionQueryResponse, CheckoutSessionRequest, CheckoutSessionResponse, InitiateRequest,
+    PaymentResponse, QueryRequest, RecurringCancelRequest, RefundQueryRequest, RefundRequest,
+    RefundResponse, TokenQueryRequest, TokenQueryResponse, TokenRemoveRequest, VoidRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -269,9 +275,9 @@ impl PaykkaClient {
         i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    /// Sends `req` as `op` with the client's retry rules (stale-timestamp
-    /// retry, read backoff) and returns the classified outcome. The
-    /// `PaymentGateway` methods add the query-before-resend rule on top.
+    /// Sends `req` as `op` and returns the classified outcome. A mutating
+    /// `op` is sent exactly once; a read may be repeated per
+    /// [`RetryPolicy`] (stale-timestamp re-sign, backoff on `Retryable`).
     pub async fn call<R: WireRequest, T: DeserializeOwned>(
         &self,
         op: Operation,
@@ -324,7 +330,9 @@ impl PaykkaClient {
             attempts += 1;
             match self.attempt::<R, T>(merchant, op, req).await {
                 Verdict::RetryOnce { code, message } => {
-                    if policy.retry_once_on_stale_timestamp && !stale_retried {
+                    // Reads only: a money-moving call is never sent twice by
+                    // the client, even after a definite refusal.
+                    if !op.is_mutating() && policy.retry_once_on_stale_timestamp && !stale_retried {
                         stale_retried = true;
                         tracing::warn!(
                             code = %code,
@@ -457,10 +465,6 @@ impl PaykkaClient {
         }
         classify_answer(op, status, &body)
     }
-
-    fn merchant_of(&self, merchant_id: &str) -> Option<&Merchant> {
-        self.merchants.get(merchant_id).map(Arc::as_ref)
-    }
 }
 
 /// A transport failure before any HTTP answer (codes.md §2).
@@ -527,45 +531,10 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-fn with_note<T>(outcome: GatewayOutcome<T>, note: &str) -> GatewayOutcome<T> {
-    match outcome {
-        GatewayOutcome::Unknown { reason } => GatewayOutcome::Unknown {
-            reason: format!("{reason}; {note}"),
-        },
-        other => other,
-    }
-}
-
 #[async_trait]
 impl PaymentGateway for PaykkaClient {
     async fn initiate(&self, req: &InitiateRequest) -> GatewayOutcome<PaymentResponse> {
-        let first = self.call(Operation::Initiate, req).await;
-        let resend = self
-            .merchant_of(&req.merchant_id)
-            .is_some_and(|m| m.config.retry.resend_when_not_landed);
-        if !resend || !matches!(first, GatewayOutcome::Unknown { .. }) {
-            return first;
-        }
-        let query = QueryRequest::by_trans_id(&req.merchant_id, 0, &req.trans_id);
-        match self
-            .call::<_, PaymentResponse>(Operation::Query, &query)
-            .await
-        {
-            GatewayOutcome::Rejected {
-                class: RejectionClass::NotFound,
-                ..
-            } => {
-                tracing::info!(trans_id = %req.trans_id, "initiate did not land (query: not found); sending it once more");
-                self.call(Operation::Initiate, req).await
-            }
-            GatewayOutcome::Success(_) => {
-                with_note(first, "query shows the order exists; reconcile")
-            }
-            other => with_note(
-                first,
-                &format!("query after it was {}; reconcile", other.kind()),
-            ),
-        }
+        self.call(Operation::Initiate, req).await
     }
 
     async fn query(&self, req: &QueryRequest) -> GatewayOutcome<PaymentResponse> {
@@ -573,33 +542,7 @@ impl PaymentGateway for PaykkaClient {
     }
 
     async fn capture(&self, req: &CaptureRequest) -> GatewayOutcome<PaymentResponse> {
-        let first = self.call(Operation::Capture, req).await;
-        let resend = self
-            .merchant_of(&req.merchant_id)
-            .is_some_and(|m| m.config.retry.resend_when_not_landed);
-        if !resend || !matches!(first, GatewayOutcome::Unknown { .. }) {
-            return first;
-        }
-        let query = QueryRequest::by_order_id(&req.merchant_id, 0, &req.order_id);
-        match self
-            .call::<_, PaymentResponse>(Operation::Query, &query)
-            .await
-        {
-            GatewayOutcome::Success(order)
-                if order.status == Some(GatewayOrderStatus::Authorized)
-                    && order.balances.as_ref().and_then(|b| b.captured_amount) == Some(0) =>
-            {
-                tracing::info!(order_id = %req.order_id, "capture did not land (order still AUTHORIZED, nothing captured); sending it once more");
-                self.call(Operation::Capture, req).await
-            }
-            other => with_note(
-                first,
-                &format!(
-                    "query after it was {} and does not prove the capture missed; reconcile",
-                    other.kind()
-                ),
-            ),
-        }
+        self.call(Operation::Capture, req).await
     }
 
     async fn void(&self, req: &VoidRequest) -> GatewayOutcome<PaymentResponse> {
@@ -607,38 +550,7 @@ impl PaymentGateway for PaykkaClient {
     }
 
     async fn refund(&self, req: &RefundRequest) -> GatewayOutcome<RefundResponse> {
-        let first = self.call(Operation::Refund, req).await;
-        let resend = self
-            .merchant_of(&req.merchant_id)
-            .is_some_and(|m| m.config.retry.resend_when_not_landed);
-        if !resend || !matches!(first, GatewayOutcome::Unknown { .. }) {
-            return first;
-        }
-        let query = RefundQueryRequest {
-            merchant_id: req.merchant_id.clone(),
-            timestamp: 0,
-            refund_trans_id: Some(req.refund_trans_id.clone()),
-            refund_order_id: None,
-        };
-        match self
-            .call::<_, RefundResponse>(Operation::RefundQuery, &query)
-            .await
-        {
-            GatewayOutcome::Rejected {
-                class: RejectionClass::NotFound,
-                ..
-            } => {
-                tracing::info!(refund_trans_id = %req.refund_trans_id, "refund did not land (refund query: not found); sending it once more");
-                self.call(Operation::Refund, req).await
-            }
-            GatewayOutcome::Success(_) => {
-                with_note(first, "refund query shows the refund exists; reconcile")
-            }
-            other => with_note(
-                first,
-                &format!("refund query after it was {}; reconcile", other.kind()),
-            ),
-        }
+        self.call(Operation::Refund, req).await
     }
 
     async fn refund_query(&self, req: &RefundQueryRequest) -> GatewayOutcome<RefundResponse> {

@@ -1,0 +1,285 @@
+//! Recurring agreements: view, merchant-initiated charges, cancel and the
+//! reconciler's cancel resend.
+
+use payorch_schemas::Money;
+use payorch_schemas::events::{AgreementId, AuthorisationKind, CaptureMode, OrderId, PaymentKind};
+use payorch_schemas::paykka::{PaymentRequest, RecurringCancelRequest, TokenUsage};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::idempotency::*;
+use super::paykka_requests::*;
+use super::runner::{Idem, Respond};
+use super::*;
+use crate::aggregate::AgreementAggregate;
+use crate::agreement::{self, AgreementCommand, AgreementPhase, AgreementState};
+use crate::gateway::GatewayOutcome;
+use crate::order::CallOutcome;
+use crate::read::{agreement_stream, load, order_stream};
+use crate::store::StoreError;
+use crate::view::{AgreementView, OrderView};
+
+impl Engine {
+    /// The current view of an agreement of this merchant.
+    pub async fn get_agreement(
+        &self,
+        ctx: &CommandContext,
+        agreement_id: AgreementId,
+    ) -> Result<AgreementView, EngineError> {
+        let (s, _) =
+            load::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
+                .await?;
+        AgreementView::from_state(&s)
+            .filter(|v| v.merchant_id == ctx.merchant_id)
+            .ok_or_else(|| EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            })
+    }
+
+    /// A merchant-initiated charge on an active agreement: a new order
+    /// paying with the agreement's token (`mit: true`). The key's record is
+    /// begun with the `agreement_charged` event: N identical concurrent
+    /// charges make one charge, one order, one event.
+    pub async fn charge_agreement(
+        &self,
+        ctx: &CommandContext,
+        agreement_id: AgreementId,
+        amount: Money,
+    ) -> Result<OrderView, EngineError> {
+        let key = Key::of(ctx, charge_fingerprint(agreement_id, amount));
+        let stream = agreement_stream(agreement_id);
+        let (s, version) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        let Some(c) = s
+            .created
+            .clone()
+            .filter(|c| c.merchant_id == ctx.merchant_id)
+        else {
+            return Err(EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            });
+        };
+        let order_id = OrderId(Uuid::now_v7());
+        // Record the charge on the agreement first, with the key: a
+        // cancelled agreement refuses it (conflict-checked against a
+        // concurrent cancel), a twin request finds the key taken.
+        let idem = Idem::begin(
+            key.as_ref()
+                .map(|k| k.begin(Some(&order_stream(order_id)), self.clock.now())),
+        );
+        match self
+            .execute::<AgreementAggregate>(
+                &stream,
+                &ctx.metadata(),
+                idem,
+                Some((s, version)),
+                |_| AgreementCommand::Charge { order_id, amount },
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match &key {
+                Some(k) => return self.replay(ctx, k, Resolves::Order).await,
+                None => {
+                    return Err(EngineError::Contention {
+                        stream: stream.to_string(),
+                        attempts: 1,
+                    });
+                }
+            },
+            Err(e @ EngineError::Agreement(_)) => {
+                return self
+                    .replay_or_refuse(ctx, key.as_ref(), Resolves::Order, e)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
+        let req = PlacePaymentRequest {
+            amount,
+            payment_type: PaymentKind::Recurring,
+            authorisation_type: AuthorisationKind::FinalAuth,
+            capture_method: CaptureMode::Automatic,
+            payment: PaymentRequest::token(
+                c.token.clone(),
+                TokenUsage::Subscription,
+                c.shopper_reference.clone(),
+            ),
+            store_token: None,
+            return_url: None,
+            browser: None,
+        };
+        let reference = c
+            .recurring_agreement_ref
+            .as_ref()
+            .map(|r| r.as_str().to_owned());
+        self.place_inner(
+            ctx,
+            order_id,
+            req,
+            Some((agreement_id, reference)),
+            key,
+            false,
+        )
+        .instrument(self.command_span("charge_agreement", ctx, Some(order_id)))
+        .await
+    }
+
+    /// Cancels an agreement at PayKKa: no further charges.
+    pub async fn cancel_agreement(
+        &self,
+        ctx: &CommandContext,
+        agreement_id: AgreementId,
+        reason: Option<String>,
+    ) -> Result<AgreementView, EngineError> {
+        let key = Key::of(ctx, cancel_fingerprint(agreement_id, &reason));
+        let stream = agreement_stream(agreement_id);
+        let (s, version) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        if AgreementView::from_state(&s).is_none_or(|v| v.merchant_id != ctx.merchant_id) {
+            return Err(EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            });
+        }
+        let meta = ctx.metadata();
+        let idem = Idem::begin(
+            key.as_ref()
+                .map(|k| k.begin(Some(&stream), self.clock.now())),
+        );
+        let begun = match self
+            .execute::<AgreementAggregate>(&stream, &meta, idem, Some((s, version)), |_| {
+                AgreementCommand::Cancel {
+                    reason: reason.clone(),
+                }
+            })
+            .await
+        {
+            Ok(done) => done,
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match &key {
+                Some(k) => return self.replay(ctx, k, Resolves::Agreement).await,
+                None => {
+                    return Err(EngineError::Contention {
+                        stream: stream.to_string(),
+                        attempts: 1,
+                    });
+                }
+            },
+            Err(e @ EngineError::Agreement(_)) => {
+                return self
+                    .replay_or_refuse(ctx, key.as_ref(), Resolves::Agreement, e)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
+        let view_of = |s: &AgreementState| {
+            AgreementView::from_state(s).ok_or_else(|| EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            })
+        };
+        if begun.events.is_empty() {
+            // Already cancelled or cancelling: nothing to send.
+            let view = view_of(&begun.state)?;
+            return self
+                .record_alone(ctx, key.as_ref(), Some(&stream), Resolves::Agreement, view)
+                .await;
+        }
+        let reference = begun
+            .state
+            .created
+            .as_ref()
+            .and_then(|c| c.recurring_agreement_ref.clone())
+            .map(|r| r.0)
+            .unwrap_or_default();
+        let req = RecurringCancelRequest {
+            merchant_id: ctx.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            recurring_agreement_id: reference,
+        };
+        let gw = self.gateway.clone();
+        let outcome = match self
+            .call(
+                "recurring_cancel",
+                self.call_span("recurring_cancel", ctx, OrderId(agreement_id.0)),
+                || gw.recurring_cancel(&req),
+            )
+            .await
+        {
+            GatewayOutcome::Success(()) => CallOutcome::Accepted(()),
+            other => non_success(other),
+        };
+        let respond = |s: &AgreementState| to_raw(&view_of(s)?);
+        let idem = match &key {
+            Some(k) => Idem::Complete(k, &respond as &Respond<'_, AgreementState>),
+            None => Idem::None,
+        };
+        let done = self
+            .execute::<AgreementAggregate>(
+                &stream,
+                &meta,
+                idem,
+                Some((begun.state, begun.version)),
+                |_| AgreementCommand::RecordCancelOutcome(outcome.clone()),
+            )
+            .await?;
+        let view = view_of(&done.state)?;
+        if done.events.is_empty() {
+            return self.complete_alone(key.as_ref(), view).await;
+        }
+        Ok(view)
+    }
+
+    /// Resolves an agreement cancel that is in flight or whose outcome is
+    /// unknown (the reconciler uses this). PayKKa has no agreement query,
+    /// and a cancel is idempotent in effect (a cancelled agreement answers
+    /// 2016, an unknown one 2015), so the cancel is sent again. Only a proof
+    /// is recorded: success, 2015 or 2016 cancel the agreement; any other
+    /// answer (refusal, timeout, 5xx) does not show that the first send
+    /// failed and changes nothing. `Ok(true)` when the state changed.
+    pub async fn resend_agreement_cancel(
+        &self,
+        agreement_id: AgreementId,
+    ) -> Result<bool, EngineError> {
+        let stream = agreement_stream(agreement_id);
+        let (s, _) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        let Some(c) = s.created.as_ref() else {
+            return Ok(false);
+        };
+        if s.phase != AgreementPhase::Cancelling {
+            return Ok(false);
+        }
+        let ctx = CommandContext::new(c.merchant_id.as_str());
+        let req = RecurringCancelRequest {
+            merchant_id: c.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            recurring_agreement_id: c
+                .recurring_agreement_ref
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+        };
+        let gw = self.gateway.clone();
+        let outcome = match self
+            .call(
+                "recurring_cancel",
+                self.call_span("recurring_cancel", &ctx, OrderId(agreement_id.0)),
+                || gw.recurring_cancel(&req),
+            )
+            .await
+        {
+            GatewayOutcome::Success(()) => CallOutcome::Accepted(()),
+            GatewayOutcome::Declined { code, description }
+            | GatewayOutcome::Rejected {
+                code, description, ..
+            } if agreement::proves_inactive(&code) => CallOutcome::Declined { code, description },
+            _ => return Ok(false),
+        };
+        let events = self
+            .execute::<AgreementAggregate>(&stream, &ctx.metadata(), Idem::None, None, |_| {
+                AgreementCommand::RecordCancelOutcome(outcome.clone())
+            })
+            .await?
+            .events;
+        Ok(!events.is_empty())
+    }
+}

@@ -1,0 +1,401 @@
+//! Payments: place (initiate), capture, void, refund, 3DS return.
+//!
+//! Each command that calls PayKKa is two appends: the request events with
+//! the idempotency record begun, then PayKKa's outcome with the record
+//! completed (the state and version stay in memory in between).
+
+use payorch_schemas::Money;
+use payorch_schemas::events::{AgreementId, CaptureId, OrderId, RefundId};
+use payorch_schemas::paykka::{CaptureRequest, Reason, RefundRequest, VoidRequest};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::idempotency::*;
+use super::paykka_requests::*;
+use super::runner::{Idem, Respond};
+use super::views::view_of;
+use super::*;
+use crate::gateway::{self, GatewayOutcome};
+use crate::order::{
+    CallOutcome, CapturePayment, ObservationSource, OrderCommand, OrderState, PlacePayment,
+    RefundPayment,
+};
+use crate::read::order_stream;
+use crate::store::{EventMetadata, StoreError, Version};
+use crate::view::OrderView;
+
+/// What [`Engine::begin_order_call`] leaves to do.
+pub(crate) enum Begun {
+    /// Answer with this view; PayKKa is not called.
+    Done(OrderView),
+    /// The request events are appended: call PayKKa, then record.
+    Call {
+        state: OrderState,
+        version: Version,
+        meta: EventMetadata,
+    },
+}
+
+/// The stored response of an order command: the order's view.
+pub(crate) fn order_response(
+    order_id: OrderId,
+) -> impl Fn(&OrderState) -> Result<Box<serde_json::value::RawValue>, EngineError> + Send + Sync {
+    move |s| to_raw(&view_of(s, order_id)?)
+}
+
+impl Engine {
+    /// Places an order and asks PayKKa to authorise it (initiate). Returns
+    /// the order after PayKKa's answer (Authorised, Captured,
+    /// ChallengeRequired with `authentication_url`, Declined, or
+    /// AuthorisationUnknown for the reconciler).
+    pub async fn place_payment(
+        &self,
+        ctx: &CommandContext,
+        req: PlacePaymentRequest,
+    ) -> Result<OrderView, EngineError> {
+        let order_id = OrderId(Uuid::now_v7());
+        let key = Key::of(ctx, place_fingerprint(&req, None));
+        self.place_inner(ctx, order_id, req, None, key, true)
+            .instrument(self.command_span("place_payment", ctx, Some(order_id)))
+            .await
+    }
+
+    /// Places the order and calls Initiate. `begin`: the key's record is
+    /// begun with the placement (false when the caller began it already,
+    /// as a charge does on its agreement).
+    pub(crate) async fn place_inner(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        req: PlacePaymentRequest,
+        agreement: Option<(AgreementId, Option<String>)>,
+        key: Option<Key>,
+        begin: bool,
+    ) -> Result<OrderView, EngineError> {
+        let stream = order_stream(order_id);
+        let place = PlacePayment {
+            order_id,
+            merchant_id: ctx.merchant_id.clone(),
+            amount: req.amount,
+            payment_type: req.payment_type,
+            authorisation_type: req.authorisation_type,
+            capture_method: req.capture_method,
+            instrument: instrument_summary(&req.payment),
+            store_token: req.store_token.clone(),
+            agreement_id: agreement.as_ref().map(|a| a.0),
+            checkout: None,
+        };
+        let idem = match (&key, begin) {
+            (Some(k), true) => Idem::Begin(k.begin(Some(&stream), self.clock.now())),
+            _ => Idem::None,
+        };
+        let meta = ctx.metadata();
+        // A new stream: nothing to load.
+        let placed = match self
+            .order_command(
+                order_id,
+                &meta,
+                idem,
+                Some((OrderState::default(), Version::NONE)),
+                |_| OrderCommand::Place(Box::new(place.clone())),
+            )
+            .await
+        {
+            Ok(done) => done,
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
+                if let Some(k) = &key {
+                    return self.replay(ctx, k, Resolves::Order).await;
+                }
+                return Err(EngineError::Contention {
+                    stream: stream.to_string(),
+                    attempts: 1,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+
+        let initiate = self.initiate_request(ctx, order_id, req, agreement.as_ref());
+        let gw = self.gateway.clone();
+        let outcome = self
+            .call(
+                "initiate",
+                self.call_span("initiate", ctx, order_id),
+                || gw.initiate(&initiate),
+            )
+            .await;
+        drop(initiate); // card data leaves memory here
+        let outcome = payment_outcome(outcome);
+        self.finish_order_call(
+            order_id,
+            &meta,
+            key.as_ref(),
+            (placed.state, placed.version),
+            OrderCommand::RecordInitiateOutcome(outcome),
+        )
+        .await
+    }
+
+    /// The first half of a merchant order command that calls PayKKa:
+    /// load -> decide + append the `*Requested` event with the key's
+    /// record begun. `Done` when there is nothing to call (the state
+    /// already shows it, or a twin request holds the key).
+    pub(crate) async fn begin_order_call(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        key: Option<&Key>,
+        cmd: OrderCommand,
+    ) -> Result<Begun, EngineError> {
+        let (state, version) = self.load_order(ctx, order_id).await?;
+        let stream = order_stream(order_id);
+        let idem = Idem::begin(key.map(|k| k.begin(Some(&stream), self.clock.now())));
+        let meta = ctx.metadata();
+        match self
+            .order_command(order_id, &meta, idem, Some((state, version)), |_| {
+                cmd.clone()
+            })
+            .await
+        {
+            Ok(done) if done.events.is_empty() => {
+                // Nothing to ask PayKKa (e.g. a void of a voided order):
+                // the answer is the current view.
+                let view = view_of(&done.state, order_id)?;
+                let view = self
+                    .record_alone(ctx, key, Some(&stream), Resolves::Order, view)
+                    .await?;
+                Ok(Begun::Done(view))
+            }
+            Ok(done) => Ok(Begun::Call {
+                state: done.state,
+                version: done.version,
+                meta,
+            }),
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match key {
+                Some(k) => Ok(Begun::Done(self.replay(ctx, k, Resolves::Order).await?)),
+                None => Err(EngineError::Contention {
+                    stream: stream.to_string(),
+                    attempts: 1,
+                }),
+            },
+            Err(e @ (EngineError::Domain(_) | EngineError::NotFound { .. })) => Ok(Begun::Done(
+                self.replay_or_refuse(ctx, key, Resolves::Order, e).await?,
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The second half: decide + append PayKKa's outcome from the state
+    /// held since the first half, completing the key with the view; if a
+    /// notification recorded the fact first, nothing is appended and the
+    /// key is completed on its own.
+    pub(crate) async fn finish_order_call(
+        &self,
+        order_id: OrderId,
+        meta: &EventMetadata,
+        key: Option<&Key>,
+        held: (OrderState, Version),
+        cmd: OrderCommand,
+    ) -> Result<OrderView, EngineError> {
+        let respond = order_response(order_id);
+        let idem = match key {
+            Some(k) => Idem::Complete(k, &respond as &Respond<'_, OrderState>),
+            None => Idem::None,
+        };
+        let done = self
+            .order_command(order_id, meta, idem, Some(held), |_| cmd.clone())
+            .await?;
+        let view = view_of(&done.state, order_id)?;
+        if done.events.is_empty() {
+            return self.complete_alone(key, view).await;
+        }
+        Ok(view)
+    }
+
+    /// Captures (part of) an authorised order with manual capture.
+    pub async fn capture(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        amount: Option<Money>,
+        final_capture: bool,
+    ) -> Result<OrderView, EngineError> {
+        async {
+            let key = Key::of(ctx, capture_fingerprint(order_id, amount, final_capture));
+            let capture_id = CaptureId(Uuid::now_v7());
+            let cmd = OrderCommand::Capture(CapturePayment {
+                capture_id,
+                amount,
+                final_capture,
+            });
+            let (state, version, meta) = match self
+                .begin_order_call(ctx, order_id, key.as_ref(), cmd)
+                .await?
+            {
+                Begun::Done(view) => return Ok(view),
+                Begun::Call {
+                    state,
+                    version,
+                    meta,
+                } => (state, version, meta),
+            };
+            let Some(entry) = state.captures.iter().find(|c| c.capture_id == capture_id) else {
+                let view = view_of(&state, order_id)?;
+                return self.complete_alone(key.as_ref(), view).await;
+            };
+            let req = CaptureRequest {
+                merchant_id: ctx.merchant_id.as_str().to_owned(),
+                timestamp: self.now_ms(),
+                order_id: gateway_order_id(&state),
+                amount: Some(entry.amount.minor),
+                currency: Some(entry.amount.currency),
+                final_capture: None,
+            };
+            let gw = self.gateway.clone();
+            let outcome = payment_outcome(
+                self.call("capture", self.call_span("capture", ctx, order_id), || {
+                    gw.capture(&req)
+                })
+                .await,
+            );
+            let cmd = OrderCommand::RecordCaptureOutcome {
+                capture_id,
+                outcome,
+            };
+            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .await
+        }
+        .instrument(self.command_span("capture", ctx, Some(order_id)))
+        .await
+    }
+
+    /// Voids (releases) an authorisation with nothing captured.
+    pub async fn void(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        reason: Option<String>,
+    ) -> Result<OrderView, EngineError> {
+        async {
+            let key = Key::of(ctx, void_fingerprint(order_id, &reason));
+            let cmd = OrderCommand::Void {
+                reason: reason.clone(),
+            };
+            let (state, version, meta) = match self
+                .begin_order_call(ctx, order_id, key.as_ref(), cmd)
+                .await?
+            {
+                Begun::Done(view) => return Ok(view),
+                Begun::Call {
+                    state,
+                    version,
+                    meta,
+                } => (state, version, meta),
+            };
+            let req = VoidRequest {
+                merchant_id: ctx.merchant_id.as_str().to_owned(),
+                timestamp: self.now_ms(),
+                order_id: gateway_order_id(&state),
+                reason: reason.as_deref().map(Reason::parse),
+            };
+            let gw = self.gateway.clone();
+            let outcome = payment_outcome(
+                self.call("void", self.call_span("void", ctx, order_id), || {
+                    gw.void(&req)
+                })
+                .await,
+            );
+            self.finish_order_call(
+                order_id,
+                &meta,
+                key.as_ref(),
+                (state, version),
+                OrderCommand::RecordVoidOutcome(outcome),
+            )
+            .await
+        }
+        .instrument(self.command_span("void", ctx, Some(order_id)))
+        .await
+    }
+
+    /// Refunds part or all of the captured amount; each call is a new
+    /// refund with its own refund id and `refund_trans_id`.
+    pub async fn refund(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        amount: Money,
+        reason: Option<String>,
+    ) -> Result<OrderView, EngineError> {
+        async {
+            let key = Key::of(ctx, refund_fingerprint(order_id, amount, &reason));
+            let refund_id = RefundId(Uuid::now_v7());
+            let cmd = OrderCommand::Refund(RefundPayment {
+                refund_id,
+                amount,
+                reason: reason.clone(),
+            });
+            let (state, version, meta) = match self
+                .begin_order_call(ctx, order_id, key.as_ref(), cmd)
+                .await?
+            {
+                Begun::Done(view) => return Ok(view),
+                Begun::Call {
+                    state,
+                    version,
+                    meta,
+                } => (state, version, meta),
+            };
+            let Some(entry) = state.refunds.iter().find(|r| r.refund_id == refund_id) else {
+                let view = view_of(&state, order_id)?;
+                return self.complete_alone(key.as_ref(), view).await;
+            };
+            let req = RefundRequest {
+                merchant_id: ctx.merchant_id.as_str().to_owned(),
+                timestamp: self.now_ms(),
+                refund_trans_id: entry.refund_trans_id.as_str().to_owned(),
+                ori_order_id: gateway_order_id(&state),
+                refund_amount: entry.amount.minor,
+                currency: entry.amount.currency,
+                reason: reason.as_deref().map(Reason::parse),
+                notify_url: self.config.refund_notify_url.clone(),
+            };
+            let gw = self.gateway.clone();
+            let outcome =
+                match self
+                    .call("refund", self.call_span("refund", ctx, order_id), || {
+                        gw.refund(&req)
+                    })
+                    .await
+                {
+                    GatewayOutcome::Success(r) => CallOutcome::Accepted(
+                        gateway::refund_observation(&r, refund_id, ObservationSource::Response),
+                    ),
+                    other => non_success(other),
+                };
+            let cmd = OrderCommand::RecordRefundOutcome {
+                refund_id,
+                outcome: Box::new(outcome),
+            };
+            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .await
+        }
+        .instrument(self.command_span("refund", ctx, Some(order_id)))
+        .await
+    }
+
+    /// The shopper is back from the 3DS page; the result follows by
+    /// notification or query.
+    pub async fn complete_challenge(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+    ) -> Result<OrderView, EngineError> {
+        let held = self.load_order(ctx, order_id).await?;
+        let done = self
+            .order_command(order_id, &ctx.metadata(), Idem::None, Some(held), |_| {
+                OrderCommand::CompleteChallenge
+            })
+            .await?;
+        view_of(&done.state, order_id)
+    }
+}

@@ -1,0 +1,150 @@
+//! Read models of the merchant API: what the HTTP API, the CLI and replay
+//! show of an order, an agreement and a checkout session.
+
+use payorch_schemas::Money;
+use payorch_schemas::events::{
+    AgreementId, CaptureMode, CardSummary, CheckoutId, MerchantId, OrderId, PaymentKind,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::agreement::{AgreementPhase, AgreementState};
+use crate::checkout::{CheckoutPhase, CheckoutState};
+use crate::order::{CallProgress, CaptureEntry, OrderState, Phase, RefundEntry};
+
+/// What the HTTP API and the CLI show of an order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub merchant_id: MerchantId,
+    pub trans_id: String,
+    pub status: Phase,
+    pub amount: Money,
+    pub authorised: Money,
+    pub captured: Money,
+    pub refunded: Money,
+    pub payment_type: PaymentKind,
+    pub capture_method: CaptureMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement_id: Option<AgreementId>,
+    pub captures: Vec<CaptureEntry>,
+    pub refunds: Vec<RefundEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub void: Option<CallProgress>,
+    /// Stream version the view was built from.
+    pub version: u64,
+}
+
+impl OrderView {
+    /// `None` for an order with no events.
+    pub fn from_state(s: &OrderState) -> Option<OrderView> {
+        let p = s.placed.as_deref()?;
+        Some(OrderView {
+            order_id: p.order_id,
+            merchant_id: p.merchant_id.clone(),
+            trans_id: p.trans_id.as_str().to_owned(),
+            status: s.phase(),
+            amount: p.amount,
+            authorised: s.authorised_money(),
+            captured: s.captured_money(),
+            refunded: s.refunded_money(),
+            payment_type: p.payment_type,
+            capture_method: p.capture_method,
+            gateway_order_id: s.gateway_order_id.as_ref().map(|g| g.as_str().to_owned()),
+            authentication_url: s.authentication_url().map(str::to_owned),
+            decline_code: s.decline().map(|d| d.0.clone()),
+            decline_description: s.decline().map(|d| d.1.clone()),
+            card: s.card().or(p.instrument.card.as_ref()).cloned(),
+            token: s.token().map(|t| t.token.clone()),
+            // A charge names its agreement; a first recurring payment that
+            // stored its card created the agreement with its own id (see
+            // `after_order_change`).
+            agreement_id: p.agreement_id.or_else(|| {
+                (p.payment_type == PaymentKind::Recurring && s.token().is_some())
+                    .then_some(AgreementId(p.order_id.0))
+            }),
+            captures: s.captures.clone(),
+            refunds: s.refunds.clone(),
+            void: s.void,
+            version: s.version,
+        })
+    }
+}
+
+/// What the API shows of an agreement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgreementView {
+    pub agreement_id: AgreementId,
+    pub merchant_id: MerchantId,
+    pub status: AgreementPhase,
+    pub first_order_id: OrderId,
+    pub shopper_reference: String,
+    pub charges: Vec<OrderId>,
+    pub version: u64,
+}
+
+/// What the API shows of a checkout session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutView {
+    pub checkout_id: CheckoutId,
+    pub merchant_id: MerchantId,
+    pub status: CheckoutPhase,
+    pub amount: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    /// When the session expires (the request's, or the default resolved
+    /// when it was created).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub version: u64,
+}
+
+impl AgreementView {
+    /// `None` for an agreement with no events.
+    pub fn from_state(s: &AgreementState) -> Option<AgreementView> {
+        let c = s.created.as_ref()?;
+        Some(AgreementView {
+            agreement_id: c.agreement_id,
+            merchant_id: c.merchant_id.clone(),
+            status: s.phase,
+            first_order_id: c.first_order_id,
+            shopper_reference: c.shopper_reference.clone(),
+            charges: s.charges.iter().map(|(o, _)| *o).collect(),
+            version: s.version,
+        })
+    }
+}
+
+impl CheckoutView {
+    /// `None` for a session with no events.
+    pub fn from_state(s: &CheckoutState) -> Option<CheckoutView> {
+        let r = s.requested.as_ref()?;
+        Some(CheckoutView {
+            checkout_id: r.checkout_id,
+            merchant_id: r.merchant_id.clone(),
+            status: s.phase,
+            amount: r.amount,
+            session_id: s.created.as_ref().map(|c| c.session_id.as_str().to_owned()),
+            session_url: s.created.as_ref().and_then(|c| c.session_url.clone()),
+            order_id: s.order_id,
+            expires_at: r.expires_at,
+            version: s.version,
+        })
+    }
+}
