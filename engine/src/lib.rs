@@ -46,6 +46,7 @@
 
 pub mod aggregate;
 pub mod agreement;
+pub mod bulk;
 pub mod bus;
 pub mod checkout;
 pub mod codec;
