@@ -116,6 +116,8 @@ pub struct PkOrder {
     pub void_moves: u32,
     /// The shopper's 3DS result once they finish: true = authorised.
     pub challenge_passes: bool,
+    /// Stored card (first recurring payment): token, shopper, agreement.
+    pub token: Option<(String, String, String)>,
 }
 
 impl PkOrder {
@@ -139,6 +141,13 @@ impl PkOrder {
                 "able_to_refund_amount": self.captured - self.refunded,
             }
         });
+        if let (Some((token, shopper, agreement)), Some(m)) = (&self.token, json.as_object_mut())
+            && !matches!(self.status, "FAILURE" | "PROCESSING")
+        {
+            m.insert("token".into(), token.clone().into());
+            m.insert("shopper_reference".into(), shopper.clone().into());
+            m.insert("recurring_agreement_id".into(), agreement.clone().into());
+        }
         if self.status == "PROCESSING"
             && let Some(m) = json.as_object_mut()
         {
@@ -164,7 +173,7 @@ impl PkOrder {
             "CANCELED" => "PAYMENT.CANCELED",
             _ => "PAYMENT.PROCESSING",
         };
-        serde_json::json!({
+        let mut n = serde_json::json!({
             "notify_type": notify_type,
             "timestamp": timestamp_ms,
             "merchant_id": crate::MERCHANT,
@@ -174,7 +183,15 @@ impl PkOrder {
             "amount": self.amount,
             "currency": self.currency,
             "error_code": if self.status == "FAILURE" { "2006" } else { "0000" },
-        })
+        });
+        if let (Some((token, shopper, agreement)), Some(m)) = (&self.token, n.as_object_mut())
+            && !matches!(self.status, "FAILURE" | "PROCESSING")
+        {
+            m.insert("token".into(), token.clone().into());
+            m.insert("shopper_reference".into(), shopper.clone().into());
+            m.insert("recurring_agreement_id".into(), agreement.clone().into());
+        }
+        n
     }
 }
 
@@ -260,6 +277,10 @@ pub struct World {
     pub ledger: BTreeMap<String, PkOrder>,
     pub refunds: BTreeMap<String, PkRefund>,
     pub gw_seq: u64,
+    /// PayKKa's recurring agreements: id -> cancelled.
+    pub agreements: BTreeMap<String, bool>,
+    /// Cancel calls PayKKa applied per agreement.
+    pub cancel_moves: BTreeMap<String, u32>,
     pub inbox: Vec<Delivery>,
     /// Every PayKKa call by operation, for the report.
     pub calls: BTreeMap<&'static str, u64>,
@@ -286,6 +307,8 @@ impl World {
             ledger: BTreeMap::new(),
             refunds: BTreeMap::new(),
             gw_seq: 0,
+            agreements: BTreeMap::new(),
+            cancel_moves: BTreeMap::new(),
             inbox: Vec::new(),
             calls: BTreeMap::new(),
             trace: Vec::new(),
@@ -642,7 +665,14 @@ impl PaymentGateway for SimPaykka {
                 Some(payorch_schemas::paykka::CaptureMethod::Manual)
             );
             let order_id = w.next_gw_id("GW");
-            let declined = w.rng.chance(w.faults.decline);
+            // A merchant-initiated charge on a cancelled or unknown
+            // agreement is refused.
+            let dead_agreement = req.mit == Some(true)
+                && req
+                    .recurring_agreement_id
+                    .as_ref()
+                    .is_none_or(|a| w.agreements.get(a).is_none_or(|cancelled| *cancelled));
+            let declined = dead_agreement || w.rng.chance(w.faults.decline);
             let challenge = !declined && w.rng.chance(w.faults.challenge);
             let challenge_passes = w.rng.chance(80);
             let mut o = PkOrder {
@@ -659,7 +689,21 @@ impl PaymentGateway for SimPaykka {
                 capture_moves: 0,
                 void_moves: 0,
                 challenge_passes,
+                token: None,
             };
+            // MIT charges skip 3DS.
+            let challenge = challenge && req.mit != Some(true);
+            if req.payment.store_payment_method == Some(true) && req.mit == Some(false) && !declined
+            {
+                let seq = w.gw_seq;
+                let agreement = format!("RA{seq:017}");
+                w.agreements.insert(agreement.clone(), false);
+                o.token = Some((
+                    format!("TK{seq:017}"),
+                    req.payment.shopper_reference.clone().unwrap_or_default(),
+                    agreement,
+                ));
+            }
             if declined {
                 o.status = "FAILURE";
             } else if challenge {
@@ -778,9 +822,21 @@ impl PaymentGateway for SimPaykka {
         GatewayOutcome::Success(())
     }
 
-    async fn recurring_cancel(&self, _req: &RecurringCancelRequest) -> GatewayOutcome<()> {
-        self.mutate("recurring_cancel", |_| GatewayOutcome::Success(()))
-            .await
+    async fn recurring_cancel(&self, req: &RecurringCancelRequest) -> GatewayOutcome<()> {
+        self.mutate("recurring_cancel", |w| {
+            match w.agreements.get_mut(&req.recurring_agreement_id) {
+                Some(cancelled) => {
+                    // Cancelling twice is fine at PayKKa.
+                    *cancelled = true;
+                    *w.cancel_moves
+                        .entry(req.recurring_agreement_id.clone())
+                        .or_default() += 1;
+                    GatewayOutcome::Success(())
+                }
+                None => not_found(),
+            }
+        })
+        .await
     }
 
     async fn apple_pay_session(
