@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use payorch_engine::agreement::AgreementPhase;
+use payorch_engine::checkout::CheckoutPhase;
 use payorch_engine::gateway::PaymentGateway;
 use payorch_engine::orchestrator::{
-    CommandContext, Engine, EngineConfig, EngineError, PlacePaymentRequest,
+    CheckoutSessionCreate, CommandContext, Engine, EngineConfig, EngineError, PlacePaymentRequest,
 };
 use payorch_engine::order::{CallProgress, Phase};
 use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
@@ -31,10 +32,12 @@ use payorch_engine::store::{EventStore, IdempotencyStore, StreamId};
 use payorch_engine::view::OrderView;
 use payorch_schemas::events::order::TokenRequest;
 use payorch_schemas::events::{
-    AGREEMENT_STREAM_TYPE, AgreementId, AuthorisationKind, CaptureMode, OrderId, PaymentKind,
-    TokenPurpose,
+    AGREEMENT_STREAM_TYPE, AgreementId, AuthorisationKind, CaptureMode, CheckoutId, OrderId,
+    PaymentKind, TokenPurpose,
 };
-use payorch_schemas::paykka::{PaymentNotification, PaymentRequest, RefundNotification};
+use payorch_schemas::paykka::{
+    PaymentNotification, PaymentRequest, RefundNotification, SessionMode,
+};
 use payorch_schemas::{Currency, Money};
 
 use world::{
@@ -74,6 +77,11 @@ enum Op {
         amount: i64,
     },
     CancelAgreement,
+    /// A checkout session (the shopper may pay it on PayKKa's page).
+    Checkout {
+        manual: bool,
+        amount: i64,
+    },
     Capture {
         amount: Option<i64>,
         final_capture: bool,
@@ -106,6 +114,29 @@ fn workload(w: &Shared) -> (usize, Vec<Intent>) {
     let orders = usize::try_from(rng.range(2, 6)).unwrap_or(2);
     let mut intents: Vec<Intent> = Vec::new();
     for ord in 0..orders {
+        if rng.chance(15) {
+            let amount = rng.range(2, 20) * 100;
+            let manual = rng.chance(50);
+            intents.push(Intent {
+                ord,
+                op: Op::Checkout { manual, amount },
+                key: format!("checkout-{ord}"),
+                retry_of: None,
+                prev: None,
+                concurrent: false,
+            });
+            if rng.chance(20) {
+                intents.push(Intent {
+                    ord,
+                    op: Op::Checkout { manual, amount },
+                    key: format!("checkout-{ord}"),
+                    retry_of: Some((intents.len() - 1, false)),
+                    prev: None,
+                    concurrent: true,
+                });
+            }
+            continue;
+        }
         let recurring = rng.chance(20);
         let manual = !recurring && rng.chance(70);
         let amount = rng.range(2, 20) * 100;
@@ -206,8 +237,17 @@ fn workload(w: &Shared) -> (usize, Vec<Intent>) {
     (orders, intents)
 }
 
+/// Every simulated session expires two hours after the simulation starts.
+fn session_expiry() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_767_225_600 + 7200)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
 fn is_place(op: &Op) -> bool {
-    matches!(op, Op::Place { .. } | Op::PlaceRecurring { .. })
+    matches!(
+        op,
+        Op::Place { .. } | Op::PlaceRecurring { .. } | Op::Checkout { .. }
+    )
 }
 
 fn recurring_request(amount: i64, ord: usize) -> PlacePaymentRequest {
@@ -392,6 +432,41 @@ impl Sim {
                         .refund(&c, id, eur(*amount), Some("sim".into()))
                         .await
                 }
+                (Op::Checkout { manual, amount }, _) => {
+                    let req = CheckoutSessionCreate {
+                        amount: eur(*amount),
+                        payment_type: PaymentKind::Purchase,
+                        capture_method: if *manual {
+                            CaptureMode::Manual
+                        } else {
+                            CaptureMode::Automatic
+                        },
+                        session_mode: SessionMode::Hosted,
+                        return_url: Some("https://shop.example/return".into()),
+                        // Part of the body: fixed, so a retry sends the same.
+                        expires_at: session_expiry(),
+                    };
+                    let r = engine.create_checkout_session(&c, req).await;
+                    if matches!(r, Err(EngineError::IdempotencyConflict { .. }))
+                        && it.retry_of.is_some_and(|(_, different)| !different)
+                    {
+                        keys.borrow_mut().same_body_conflicts.push(name.clone());
+                    }
+                    let line = match &r {
+                        Ok(v) => {
+                            keys.borrow_mut()
+                                .place_answers
+                                .entry(it.key.clone())
+                                .or_default()
+                                .push(v.checkout_id.to_string());
+                            format!("{name} -> checkout {:?}", v.status)
+                        }
+                        Err(e) => format!("{name} -> error {}", error_kind(e)),
+                    };
+                    lock(&world).trace.push(line);
+                    finished.borrow_mut()[idx] = true;
+                    return;
+                }
                 (Op::CompleteChallenge, Some(id)) => engine.complete_challenge(&c, id).await,
                 (Op::Charge { amount }, Some(id)) => {
                     engine
@@ -416,6 +491,11 @@ impl Sim {
                 }
             };
             finished.borrow_mut()[idx] = true;
+            if matches!(result, Err(EngineError::IdempotencyConflict { .. }))
+                && it.retry_of.is_some_and(|(_, different)| !different)
+            {
+                keys.borrow_mut().same_body_conflicts.push(name.clone());
+            }
             let line = match &result {
                 Ok(v) => format!(
                     "{name} -> {} cap {} ref {}",
@@ -569,6 +649,53 @@ impl Sim {
         }
     }
 
+    /// At quiescence: every checkout session is closed, completed iff its
+    /// shopper paid at PayKKa, and every PayKKa transaction (paid sessions
+    /// included) is an order the engine knows.
+    async fn check_sessions(&mut self) {
+        let (ledger, sessions) = {
+            let w = lock(&self.world);
+            (w.ledger.clone(), w.sessions.clone())
+        };
+        let engine = self.engine();
+        let c = CommandContext::new(MERCHANT);
+        for t in ledger.keys() {
+            let Some(id) = payorch_engine::read::order_of_trans_id(t) else {
+                self.violation(format!(
+                    "PayKKa transaction {t} is not one of our trans ids"
+                ));
+                continue;
+            };
+            if engine.get_order(&c, id).await.is_err() {
+                self.violation(format!(
+                    "PayKKa holds transaction {t} the engine has no order for"
+                ));
+            }
+        }
+        for t in sessions.keys() {
+            let Some(id) = payorch_engine::read::order_of_trans_id(t) else {
+                continue;
+            };
+            match engine.get_checkout_session(&c, CheckoutId(id.0)).await {
+                Ok(v) => {
+                    let paid = ledger.contains_key(t);
+                    let ok = match v.status {
+                        CheckoutPhase::Completed => paid,
+                        CheckoutPhase::Expired | CheckoutPhase::Cancelled => !paid,
+                        _ => false,
+                    };
+                    if !ok {
+                        self.violation(format!(
+                            "checkout {id}: {:?} but paid at PayKKa = {paid}",
+                            v.status
+                        ));
+                    }
+                }
+                Err(e) => self.violation(format!("checkout {id}: {e}")),
+            }
+        }
+    }
+
     /// KNOWN BUG 2's signature: only captures are open, an earlier capture
     /// succeeded, and PayKKa holds exactly what the engine recorded as
     /// captured (so the open capture never reached PayKKa).
@@ -668,7 +795,7 @@ impl Sim {
             let kind = match it.op {
                 Op::Capture { .. } => "capture",
                 Op::Refund { .. } => "refund",
-                Op::Place { .. } | Op::PlaceRecurring { .. } => "place",
+                Op::Place { .. } | Op::PlaceRecurring { .. } | Op::Checkout { .. } => "place",
                 Op::Charge { .. } => "charge",
                 _ => continue,
             };
@@ -696,7 +823,10 @@ impl Sim {
             .filter(|i| {
                 matches!(
                     i.op,
-                    Op::Place { .. } | Op::PlaceRecurring { .. } | Op::Charge { .. }
+                    Op::Place { .. }
+                        | Op::PlaceRecurring { .. }
+                        | Op::Charge { .. }
+                        | Op::Checkout { .. }
                 )
             })
             .map(|i| i.key.as_str())
@@ -704,9 +834,13 @@ impl Sim {
             .len();
         if orders.len() > place_keys {
             self.violation(format!(
-                "{} orders from {place_keys} place keys",
+                "{} orders from {place_keys} place/charge/checkout keys",
                 orders.len()
             ));
+        }
+        let conflicts = self.keys.borrow().same_body_conflicts.clone();
+        for c in conflicts {
+            self.violation(format!("{c}: same key and body refused as another request"));
         }
         let answers: Vec<(String, Vec<String>)> = self
             .keys
@@ -919,6 +1053,12 @@ async fn run_seed_async(seed: u64, bugs: Bugs) -> Outcome {
                     sim.trace(format!("shopper finished 3DS of {t}"));
                 }
             }
+            26 => {
+                let t = lock(&sim.world).shopper_pays_session();
+                if let Some(t) = t {
+                    sim.trace(format!("shopper paid checkout session {t}"));
+                }
+            }
             25 if crashes < 2 && crash_roll(&sim.world) => {
                 crashes += 1;
                 let n = ex.crash();
@@ -987,6 +1127,7 @@ async fn run_seed_async(seed: u64, bugs: Bugs) -> Outcome {
     sim.check_always(&intents).await;
     sim.check_quiescent().await;
     sim.check_agreements().await;
+    sim.check_sessions().await;
 
     let trace = std::mem::take(&mut lock(&sim.world).trace);
     let fingerprint = {
@@ -1183,7 +1324,7 @@ fn finds_a_key_executing_twice() {
         300,
         |v| {
             v.contains("idempotency keys")
-                || v.contains("place keys")
+                || v.contains("checkout keys")
                 || v.contains("answered different")
         },
     );
@@ -1193,7 +1334,7 @@ fn finds_a_key_executing_twice() {
     println!("key executing twice found at seed {seed}: {v:?}");
     assert!(
         v.iter().any(|v| v.contains("idempotency keys")
-            || v.contains("place keys")
+            || v.contains("checkout keys")
             || v.contains("answered different")),
         "{v:?}"
     );
