@@ -6,6 +6,8 @@
 
 #[path = "../fuzz/targets.rs"]
 mod targets;
+#[path = "../fuzz/targets_adapters.rs"]
+mod targets_adapters;
 
 use std::path::PathBuf;
 
@@ -32,7 +34,13 @@ fn replay(target: &str) {
     for f in &files {
         let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         // A panic names the input file through this message.
-        let outcome = std::panic::catch_unwind(|| targets::run(target, &data));
+        let outcome = std::panic::catch_unwind(|| {
+            if targets_adapters::TARGETS.contains(&target) {
+                targets_adapters::run(target, &data)
+            } else {
+                targets::run(target, &data)
+            }
+        });
         if let Err(e) = outcome {
             std::panic::resume_unwind(Box::new(format!(
                 "fuzz target {target} fails on {}: {:?}",
@@ -47,7 +55,7 @@ fn replay(target: &str) {
 
 #[test]
 fn every_target_has_a_test_and_a_corpus() {
-    for t in targets::TARGETS {
+    for t in targets::TARGETS.iter().chain(targets_adapters::TARGETS) {
         assert!(corpus_dir(t).is_dir(), "no corpus for {t}");
     }
 }
