@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .await?;
-    println!("placed {} -> {:?}", order.order_id, order.status);
+    println!("placed {} -> {}", order.order_id, order.status);
 
     // Ship, then capture what shipped (releasing the rest).
     let ctx = CommandContext::new(MERCHANT);
@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
             true,
         )
         .await?;
-    println!("captured {} -> {:?}", order.captured, order.status);
+    println!("captured {} -> {}", order.captured, order.status);
     let order = engine
         .refund(
             &ctx.clone().with_idempotency_key("rma-1"),

@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let mut counts = std::collections::BTreeMap::new();
     for state in phases.states.values() {
-        *counts.entry(format!("{:?}", state.phase())).or_insert(0) += 1;
+        *counts.entry(state.phase().to_string()).or_insert(0) += 1;
     }
     println!("order_phases rebuilt from {applied} events: {counts:?}");
     store.close().await;

@@ -42,6 +42,18 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// Format of `serve`'s log lines (on stderr).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, with the request span's fields
+    /// (`request_id`...), for log collectors.
+    Json,
+}
+
 /// The PayKKa connection (absent: in-process sandbox).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +161,8 @@ pub struct Config {
     /// Longest backoff in seconds between two queries of one order
     /// (default 3 600; at least `reconcile_backoff_base_secs`).
     pub reconcile_backoff_max_secs: u64,
+    /// `serve`'s log format: `text` (default) or `json`.
+    pub log_format: LogFormat,
     pub paykka: Option<PaykkaSection>,
     pub merchants: Vec<MerchantSection>,
 }
@@ -165,6 +179,7 @@ impl Default for Config {
             reconcile_grace_secs: 24 * 3600,
             reconcile_backoff_base_secs: 5,
             reconcile_backoff_max_secs: 3600,
+            log_format: LogFormat::Text,
             paykka: None,
             merchants: Vec::new(),
         }
@@ -177,6 +192,7 @@ pub struct FlagOverrides {
     pub store_url: Option<String>,
     pub amqp_url: Option<String>,
     pub addr: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -231,6 +247,18 @@ impl Config {
         }
         if let Some(v) = get("PAYORCH_ADDR") {
             self.addr = v;
+        }
+        if let Some(v) = get("PAYORCH_LOG_FORMAT") {
+            self.log_format = match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "PAYORCH_LOG_FORMAT".into(),
+                        message: format!("{other:?} is not one of text, json"),
+                    });
+                }
+            };
         }
         if let Some(v) = get("PAYORCH_PUBLIC_URL") {
             self.public_url = Some(v);
@@ -289,6 +317,9 @@ impl Config {
         }
         if let Some(v) = &flags.addr {
             self.addr = v.clone();
+        }
+        if let Some(v) = flags.log_format {
+            self.log_format = v;
         }
     }
 
@@ -470,6 +501,43 @@ mod tests {
     }
 
     #[test]
+    fn log_format_from_file_env_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "log_format = \"json\"\n");
+        let c = Config::load(Some(&p), &env_of(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let flags = FlagOverrides {
+            log_format: Some(LogFormat::Text),
+            ..FlagOverrides::default()
+        };
+        let c = Config::load(Some(&p), &env_of(&[]), &flags).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::load(
+            Some(&write(&dir, "")),
+            &env_of(&[("PAYORCH_LOG_FORMAT", "json")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let e = Config::load(
+            Some(&p),
+            &env_of(&[("PAYORCH_LOG_FORMAT", "xml")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("PAYORCH_LOG_FORMAT"), "{e}");
+        let e = Config::load(
+            Some(&write(&dir, "log_format = \"xml\"\n")),
+            &env_of(&[]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("log_format"), "{e}");
+    }
+
+    #[test]
     fn defaults_without_file_env_or_flags() {
         let c = Config::load(
             Some(Path::new("/nonexistent/none.toml")),
@@ -512,6 +580,7 @@ mod tests {
             store_url: Some("sqlite://flag.db".into()),
             amqp_url: None,
             addr: Some("127.0.0.1:3333".into()),
+            log_format: None,
         };
         let c = Config::load(Some(&p), &env, &flags).unwrap();
         assert_eq!(

@@ -8,7 +8,10 @@
 mod app;
 mod commands;
 mod config;
+#[cfg(test)]
+mod config_reference;
 mod gauges;
+mod logging;
 mod output;
 mod store;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
+use payorch_engine::open_work::OpenWorkIndex;
 use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
 use payorch_postgres::AdvisoryLock;
 use payorch_postgres::PostgresStore;
@@ -30,6 +31,15 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite:` URL (`None` for in-memory databases and other
+/// schemes).
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then_some(path)
+}
+
 impl Store {
     /// Opens (does not migrate) the store at `url`.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
@@ -49,6 +59,22 @@ impl Store {
                 crate::config::redact_url(url)
             )
         }
+    }
+
+    /// Opens an existing store and applies the embedded migrations: a
+    /// SQLite file that does not exist is an error naming its path (the
+    /// commands that read history must not create an empty store and
+    /// report on it).
+    pub async fn open_existing_migrated(url: &str) -> anyhow::Result<Store> {
+        if let Some(path) = sqlite_path(url)
+            && !std::path::Path::new(path).exists()
+        {
+            anyhow::bail!(
+                "SQLite store {path} does not exist (store_url {url}); check the path, \
+                 or run `payorch migrate` to create an empty store"
+            );
+        }
+        Store::open_migrated(url).await
     }
 
     /// Opens and applies the embedded migrations.
@@ -92,6 +118,24 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.clone(),
             Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The reconciler's open-work index (the `open_work` table).
+    pub fn open_work(&self) -> Arc<dyn OpenWorkIndex> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// A wake-up source that announces appends from any process: Postgres
+    /// `LISTEN payorch_events` (a task holding one connection). `None` on
+    /// SQLite (tailers poll the local file).
+    pub fn wakeup(&self) -> Option<payorch_postgres::wakeup::PgWakeup> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(payorch_postgres::wakeup::PgWakeup::start(s.pool())),
         }
     }
 
@@ -144,7 +188,19 @@ impl LeaderLock for PgLeaderLock {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_url;
+    use super::{sqlite_path, sqlite_url};
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_path("sqlite://a.db"), Some("a.db"));
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/a.db?mode=rwc"),
+            Some("/tmp/a.db")
+        );
+        assert_eq!(sqlite_path("sqlite:a.db"), Some("a.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
 
     #[test]
     fn sqlite_urls_create_the_file() {

@@ -50,12 +50,12 @@ fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
     let v = demo(&store);
     let flows = v["flows"].as_array().unwrap();
     let expect = [
-        ("purchase", "Captured"),
-        ("preauth_partial_capture_refunds", "PartiallyRefunded"),
-        ("3ds_challenge", "Captured"),
-        ("void", "Voided"),
-        ("recurring_charges_cancel", "Cancelled"),
-        ("checkout_session", "Completed"),
+        ("purchase", "captured"),
+        ("preauth_partial_capture_refunds", "partially_refunded"),
+        ("3ds_challenge", "captured"),
+        ("void", "voided"),
+        ("recurring_charges_cancel", "cancelled"),
+        ("checkout_session", "completed"),
     ];
     assert_eq!(flows.len(), expect.len());
     for (flow, state) in expect {
@@ -75,7 +75,7 @@ fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
     let r = json_of(&out);
     assert_eq!(r["events"].as_u64().unwrap() as usize, timeline.len());
     assert_eq!(r["checkpoint"], timeline.last().unwrap()["position"]);
-    assert_eq!(r["by_status"]["Voided"], 1);
+    assert_eq!(r["by_status"]["voided"], 1);
     assert_eq!(r["totals"]["EUR"]["refunded"], 2500);
 
     // replay --verify accepts every history.
@@ -101,7 +101,7 @@ fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
     ]);
     let r = json_of(&out);
     assert_eq!(r["version"], 1);
-    assert_eq!(r["state"]["phase"], "AuthorisationPending");
+    assert_eq!(r["state"]["phase"], "authorisation_pending");
     let out = payorch(&[
         "--json",
         "--store-url",
@@ -112,7 +112,7 @@ fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
     ]);
     let r = json_of(&out);
     let steps = r["steps"].as_array().unwrap();
-    assert_eq!(steps.last().unwrap()["phase_after"], "Voided");
+    assert_eq!(steps.last().unwrap()["phase_after"], "voided");
     // --at: before the void was recorded, the order was still authorised.
     let authorised_at = steps
         .iter()
@@ -131,7 +131,7 @@ fn demo_reaches_every_expected_state_and_replay_export_import_agree() {
         &authorised_at,
     ]);
     let r = json_of(&out);
-    assert_eq!(r["state"]["phase"], "Authorised", "{r:#}");
+    assert_eq!(r["state"]["phase"], "authorised", "{r:#}");
     let out = payorch(&["--store-url", &store, "replay", "order-nope"]);
     assert!(!out.status.success());
 

@@ -19,7 +19,10 @@ use payorch_schemas::{Currency, Money};
 use crate::order::CallOutcome;
 
 /// Life of an agreement.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum AgreementPhase {
     #[default]
     New,
@@ -28,6 +31,24 @@ pub enum AgreementPhase {
     Cancelling,
     /// Terminal.
     Cancelled,
+}
+
+impl AgreementPhase {
+    /// snake_case, the one spelling on every surface.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgreementPhase::New => "new",
+            AgreementPhase::Active => "active",
+            AgreementPhase::Cancelling => "cancelling",
+            AgreementPhase::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for AgreementPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,7 +103,7 @@ impl AgreementCommand {
 /// Why an agreement command was refused ("fix the request").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgreementError {
-    #[error("command `{command}` is not allowed on an agreement in state {state:?}")]
+    #[error("command `{command}` is not allowed on an agreement in state {state}")]
     IllegalCommand {
         state: AgreementPhase,
         command: &'static str,

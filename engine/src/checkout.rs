@@ -7,7 +7,10 @@ use payorch_schemas::events::checkout::*;
 
 use crate::order::CallOutcome;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckoutPhase {
     #[default]
     New,
@@ -22,6 +25,26 @@ pub enum CheckoutPhase {
     Expired,
     /// Closed like `Expired` (also: PayKKa refused to create it).
     Cancelled,
+}
+
+impl CheckoutPhase {
+    /// snake_case, the one spelling on every surface.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckoutPhase::New => "new",
+            CheckoutPhase::Requested => "requested",
+            CheckoutPhase::Open => "open",
+            CheckoutPhase::Completed => "completed",
+            CheckoutPhase::Expired => "expired",
+            CheckoutPhase::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,7 +80,7 @@ impl CheckoutCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckoutError {
-    #[error("command `{command}` is not allowed on a checkout session in state {state:?}")]
+    #[error("command `{command}` is not allowed on a checkout session in state {state}")]
     IllegalCommand {
         state: CheckoutPhase,
         command: &'static str,

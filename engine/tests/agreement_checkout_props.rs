@@ -128,7 +128,7 @@ proptest! {
                             prop_assert_eq!(*st, before.phase);
                             prop_assert_eq!(*command, name);
                             let text = e.to_string();
-                            prop_assert!(text.contains(name) && text.contains(&format!("{:?}", before.phase)), "{}", text);
+                            prop_assert!(text.contains(name) && text.contains(before.phase.as_str()), "{}", text);
                         }
                         AgreementError::NonPositiveAmount(m) => {
                             prop_assert!(matches!(cmd, AgreementCommand::Charge { .. }), "non-positive on {}", name);
@@ -309,7 +309,7 @@ proptest! {
                     prop_assert_eq!(*st, before.phase);
                     prop_assert_eq!(*command, name);
                     let text = e.to_string();
-                    prop_assert!(text.contains(name) && text.contains(&format!("{:?}", before.phase)), "{}", text);
+                    prop_assert!(text.contains(name) && text.contains(before.phase.as_str()), "{}", text);
                     continue;
                 }
             };

@@ -364,7 +364,7 @@ async fn recurring_first_payment_creates_an_agreement_that_charges_and_cancels()
         .cancel_agreement(&ctx(), agreement_id, None)
         .await
         .unwrap();
-    assert_eq!(format!("{:?}", a.status), "Cancelled");
+    assert_eq!(a.status.to_string(), "cancelled");
     assert_eq!(a.charges, vec![charge.order_id]);
     assert!(
         w.engine
@@ -387,7 +387,7 @@ async fn a_checkout_session_is_completed_by_the_order_it_produces() {
                 capture_method: CaptureMode::Automatic,
                 session_mode: SessionMode::Hosted,
                 return_url: None,
-                expires_at: time::OffsetDateTime::from_unix_timestamp(1_767_229_200).unwrap(),
+                expires_at: Some(time::OffsetDateTime::from_unix_timestamp(1_767_229_200).unwrap()),
             },
         )
         .await

@@ -442,7 +442,7 @@ fn a_final_partial_capture_releases_the_remainder() {
     );
     given(h)
         .when(capture(2, Some(100), false))
-        .then_error("not allowed in state Captured");
+        .then_error("not allowed in state captured");
 }
 
 #[test]
@@ -471,7 +471,7 @@ fn void_releases_and_then_capture_names_state_and_command() {
     h.push(Voided {}.into());
     let e = given(h.clone())
         .when(capture(1, None, false))
-        .then_error("command `capture` is not allowed in state Voided");
+        .then_error("command `capture` is not allowed in state voided");
     assert_eq!(
         e,
         DomainError::IllegalCommand {
@@ -598,7 +598,7 @@ fn terminal_states_absorb_late_observations_and_outcomes() {
     }
     given(declined)
         .when(refund(1, 100))
-        .then_error("not allowed in state Declined");
+        .then_error("not allowed in state declined");
 }
 
 #[test]

@@ -17,13 +17,15 @@
 //! than silently ignored; a configuration that cannot be loaded is an
 //! error too. Everything else of the configuration (reconciler settings)
 //! applies; the store is `--store` or a new temp file, never the
-//! configured one.
+//! configured one. A `--store` that already holds events is refused (the
+//! demo's idempotency keys and timeline assume an empty store).
 
 use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use payorch_engine::agreement::AgreementPhase;
 use payorch_engine::checkout::CheckoutPhase;
 use payorch_engine::orchestrator::{
     CheckoutSessionCreate, CommandContext, Engine, OrderView, PlacePaymentRequest,
@@ -57,7 +59,8 @@ use crate::output::Output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Store to record into (default: a new SQLite file in the temp dir,
-    /// kept so that `payorch replay` can read it afterwards).
+    /// kept so that `payorch replay` can read it afterwards). It must be
+    /// empty: a store that already holds events is refused.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// How long to wait for each asynchronous outcome (notification).
@@ -139,8 +142,8 @@ fn result(
 ) -> FlowResult {
     FlowResult {
         flow,
-        expected: format!("{expected:?}"),
-        actual: format!("{:?}", o.status),
+        expected: expected.to_string(),
+        actual: o.status.to_string(),
         ok: o.status == expected && extra_ok,
         stream: stream_of(o),
         detail,
@@ -339,12 +342,12 @@ async fn recurring(d: &Demo<'_>) -> anyhow::Result<FlowResult> {
         && a.charges.len() == 2;
     Ok(FlowResult {
         flow: "recurring_charges_cancel",
-        expected: "Cancelled".into(),
-        actual: format!("{:?}", a.status),
-        ok: ok && format!("{:?}", a.status) == "Cancelled",
+        expected: AgreementPhase::Cancelled.to_string(),
+        actual: a.status.to_string(),
+        ok: ok && a.status == AgreementPhase::Cancelled,
         stream: Some(format!("agreement-{}", agreement.0)),
         detail: format!(
-            "first payment {:?}, charges {:?}/{:?}, {} charge(s) on the agreement",
+            "first payment {}, charges {}/{}, {} charge(s) on the agreement",
             o.status,
             c1.status,
             c2.status,
@@ -367,7 +370,7 @@ async fn checkout(
                 capture_method: CaptureMode::Automatic,
                 session_mode: SessionMode::Hosted,
                 return_url: None,
-                expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(30),
+                expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(30)),
             },
         )
         .await?;
@@ -391,16 +394,13 @@ async fn checkout(
     };
     Ok(FlowResult {
         flow: "checkout_session",
-        expected: "Completed".into(),
-        actual: format!("{:?}", view.status),
+        expected: CheckoutPhase::Completed.to_string(),
+        actual: view.status.to_string(),
         ok: view.status == CheckoutPhase::Completed
             && order.as_ref().is_some_and(|o| o.status == Phase::Captured),
         stream: Some(format!("checkout-{}", s.checkout_id.0)),
         detail: match &order {
-            Some(o) => format!(
-                "paid on the hosted page: order {:?} {}",
-                o.status, o.captured
-            ),
+            Some(o) => format!("paid on the hosted page: order {} {}", o.status, o.captured),
             None => "no order yet".into(),
         },
     })
@@ -445,6 +445,22 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = App::build(&config, &url).await?;
+        // Its idempotency keys and timeline assume an empty store: a second
+        // run into the same store would replay the first run's answers.
+        if !app
+            .store
+            .events()
+            .read_all(Position(0), 1)
+            .await?
+            .is_empty()
+        {
+            app.store.close().await;
+            bail!(
+                "store {} already holds events (an earlier demo run?); the demo records into \
+                 an empty store: omit --store for a new temp file, or give a new one",
+                crate::config::redact_url(&store_url)
+            );
+        }
         let state = AppState::new(
             app.engine.clone(),
             app.api_keys.clone(),

@@ -52,7 +52,7 @@ fn spinner(template: &str) -> ProgressBar {
 pub fn run_export(args: &ExportArgs, globals: &Globals, out: &Output) -> anyhow::Result<ExitCode> {
     let config = globals.config()?;
     crate::block_on(async {
-        let store = Store::open_migrated(&config.store_url).await?;
+        let store = Store::open_existing_migrated(&config.store_url).await?;
         let events = store.events();
         let mut sink: Box<dyn Write> = match &args.out {
             Some(p) => Box::new(BufWriter::new(

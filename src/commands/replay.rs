@@ -65,7 +65,7 @@ pub struct Args {
 pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitCode> {
     let config = globals.config()?;
     crate::block_on(async {
-        let store = Store::open_migrated(&config.store_url).await?;
+        let store = Store::open_existing_migrated(&config.store_url).await?;
         let result = if args.all {
             rebuild(&store, out).await
         } else if args.verify {
@@ -123,7 +123,7 @@ async fn one_stream(
             for st in &steps {
                 let o = st.order_after.as_ref();
                 s.push_str(&format!(
-                    "  v{:<3} {}  {:<28} -> {:?}{}\n",
+                    "  v{:<3} {}  {:<28} -> {}{}\n",
                     st.version,
                     st.recorded_at.format(&Rfc3339).unwrap_or_default(),
                     st.event_type,
@@ -149,14 +149,24 @@ async fn one_stream(
                 Some(t) => fold_to_time::<AgreementAggregate>(store, &id, t).await?,
                 None => fold_to_version::<AgreementAggregate>(store, &id, version).await?,
             };
-            json!({"state": format!("{s:?}")})
+            json!({
+                "phase": s.phase,
+                "version": s.version,
+                "charges": s.charges.iter().map(|(o, m)| json!({"order_id": o, "amount": m})).collect::<Vec<_>>(),
+                "cancel_outcome_unknown": s.cancel_outcome_unknown,
+            })
         }
         _ => {
             let s = match at {
                 Some(t) => fold_to_time::<CheckoutAggregate>(store, &id, t).await?,
                 None => fold_to_version::<CheckoutAggregate>(store, &id, version).await?,
             };
-            json!({"state": format!("{s:?}")})
+            json!({
+                "phase": s.phase,
+                "version": s.version,
+                "order_id": s.order_id,
+                "outcome_unknown": s.outcome_unknown,
+            })
         }
     };
     let value = json!({
@@ -201,7 +211,7 @@ impl OrderSummary {
         let mut by_status = BTreeMap::new();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
         for s in self.orders.values() {
-            *by_status.entry(format!("{:?}", s.phase())).or_insert(0) += 1;
+            *by_status.entry(s.phase().to_string()).or_insert(0) += 1;
             if let Some(v) = OrderView::from_state(s) {
                 let t = totals
                     .entry(v.amount.currency.code().to_owned())

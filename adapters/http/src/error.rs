@@ -1,7 +1,14 @@
 //! The one error shape of the merchant API:
-//! `{"error":{"code":"<stable_snake_case_code>","message":"...","param":"field.path"}}`
-//! (`param` only when one request field is at fault), and the
-//! mapping of [`EngineError`] onto HTTP statuses.
+//! `{"error":{"type":"invalid_request_error","code":"<stable_snake_case_code>","message":"...","param":"field.path","request_id":"..."}}`
+//! (`param` only when one request field is at fault; `request_id` is added
+//! by [`crate::request_id`] to every error body), and the mapping of
+//! [`EngineError`] onto HTTP statuses.
+//!
+//! `type` is the broad class a client branches on ([`ApiError::kind`]):
+//! `invalid_request_error` (fix the request), `authentication_error` (the
+//! API key), `idempotency_error` (the `Idempotency-Key`), `card_error`
+//! (PayKKa declined), `api_error` (our side or PayKKa's: retry later with
+//! the same `Idempotency-Key`).
 //!
 //! Codes are part of the API contract (clients match on them); messages are
 //! for humans and name the field or state at fault. No message ever carries
@@ -13,6 +20,10 @@ use axum::response::{IntoResponse, Response};
 use payorch_engine::orchestrator::EngineError;
 use payorch_engine::order::DomainError;
 use payorch_engine::store::StoreError;
+
+/// The code of 409 "another request with this key is still executing"
+/// (answered with `Retry-After`).
+pub const IN_PROGRESS: &str = "idempotency_key_in_progress";
 
 /// An API error: HTTP status, stable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,14 +76,21 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    /// The JSON body of this error.
+    /// The error's `type`: its broad class (see the module docs).
+    pub fn kind(&self) -> &'static str {
+        error_type(self.status, self.code)
+    }
+
+    /// The JSON body of this error (without `request_id`, which the
+    /// request-id middleware adds).
     pub fn body(&self) -> serde_json::Value {
-        match &self.param {
-            Some(p) => serde_json::json!({
-                "error": {"code": self.code, "message": self.message, "param": p}
-            }),
-            None => serde_json::json!({"error": {"code": self.code, "message": self.message}}),
+        let mut e = serde_json::json!({
+            "type": self.kind(), "code": self.code, "message": self.message
+        });
+        if let Some(p) = &self.param {
+            e["param"] = serde_json::Value::from(p.as_str());
         }
+        serde_json::json!({ "error": e })
     }
 }
 
@@ -88,9 +106,27 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            StatusCode::CONFLICT if self.code == IN_PROGRESS => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         resp
+    }
+}
+
+/// The `type` of an error with this status and code.
+pub fn error_type(status: StatusCode, code: &str) -> &'static str {
+    if code.contains("idempotency") {
+        return "idempotency_error";
+    }
+    match status.as_u16() {
+        401 | 403 => "authentication_error",
+        402 => "card_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
     }
 }
 
@@ -134,6 +170,16 @@ impl From<EngineError> for ApiError {
             }
             EngineError::IdempotencyConflict { key } => {
                 return crate::idempotency::reused(key);
+            }
+            EngineError::IdempotencyInProgress { key, .. } => {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    IN_PROGRESS,
+                    format!(
+                        "a request with header `Idempotency-Key` {key:?} is still in progress; \
+                         retry after the `Retry-After` delay to get its answer"
+                    ),
+                );
             }
             EngineError::Contention { .. } => (StatusCode::SERVICE_UNAVAILABLE, "contention"),
             EngineError::Store(StoreError::Unavailable(_)) => {

@@ -23,7 +23,6 @@
 //! let keys = ApiKeys::new().with_hashed_key("18356675194960", &merchant.api_key_sha256)?;
 //! let state = AppState::new(engine, keys, Arc::new(PaykkaVerifier { receiver, clock }))
 //!     .with_metrics(metrics)
-//!     .with_idempotency_store(store.clone())
 //!     .with_health_check(store_check)
 //!     .with_health_check(broker_check);
 //! payorch_http::serve(listener, payorch_http::router(state), shutdown_signal).await?;
@@ -53,6 +52,7 @@ mod handlers;
 mod idempotency;
 pub mod metrics;
 pub mod openapi;
+pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod webhook;
@@ -70,8 +70,9 @@ pub use state::{AppState, HealthCheck, HttpConfig};
 pub use webhook::{WebhookRejection, WebhookVerifier};
 
 /// The service's router: every route of [`routes::routes`], JSON errors
-/// for unknown routes and methods, the body limit, request metrics and a
-/// trace span per request.
+/// for unknown routes and methods, the body limit, request metrics, a
+/// trace span per request and, outermost, the request id
+/// ([`request_id`]: `X-Request-Id` on every response and error body).
 pub fn router(state: AppState) -> Router {
     let config = state.config().clone();
     let mut r: Router<AppState> = Router::new();
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             metrics::track_requests,
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 

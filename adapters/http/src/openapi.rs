@@ -27,10 +27,13 @@ fn schemas() -> Value {
             "required": ["error"],
             "properties": {"error": {
                 "type": "object",
-                "required": ["code", "message"],
+                "required": ["type", "code", "message", "request_id"],
                 "properties": {
+                    "type": {"type": "string", "enum": ["invalid_request_error", "authentication_error", "idempotency_error", "card_error", "rate_limit_error", "api_error"], "description": "Broad class of the error"},
                     "code": {"type": "string", "description": "Stable snake_case code"},
-                    "message": {"type": "string"}
+                    "message": {"type": "string"},
+                    "param": {"type": "string", "description": "The request field at fault (e.g. amount.minor), when one is"},
+                    "request_id": {"type": "string", "description": "The request's X-Request-Id (given or generated)"}
                 }
             }}
         },
@@ -222,7 +225,7 @@ pub fn document() -> Value {
                 if r.method == Method::Post {
                     params.push(json!({
                         "name": "Idempotency-Key", "in": "header", "required": true,
-                        "description": "Unique per operation; resend it on retries. Same key + same body returns the resource the key created; same key + another body is 409.",
+                        "description": "Unique per request, scoped per merchant; resend it on retries. Same key + same request returns the stored response of the request that executed (same status and body); same key + another request is 409 idempotency_key_reused; while that request still executes, 409 idempotency_key_in_progress with Retry-After.",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}
                     }));
                 }
@@ -234,6 +237,11 @@ pub fn document() -> Value {
                 op.insert("security".into(), json!([]));
             }
         }
+        params.push(json!({
+            "name": "X-Request-Id", "in": "header", "required": false,
+            "description": "Your id for this request (1-128 visible ASCII characters; a UUID also becomes the events' correlation id); generated when absent, echoed in the response header and error bodies.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128}
+        }));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
@@ -273,7 +281,7 @@ pub fn document() -> Value {
                     error_response("Not found (or owned by another merchant)"),
                 );
                 if r.method == Method::Post {
-                    responses.insert("409".into(), error_response("Illegal in the current state, or Idempotency-Key reused with another body"));
+                    responses.insert("409".into(), error_response("Illegal in the current state, Idempotency-Key reused with another request, or its request still in progress (Retry-After)"));
                     responses.insert("413".into(), error_response("Body larger than the limit"));
                     responses.insert(
                         "422".into(),
@@ -308,7 +316,7 @@ pub fn document() -> Value {
         "info": {
             "title": "payorch merchant API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Payments on PayKKa v1.2 through payorch. Every POST needs an Idempotency-Key header. Errors are {\"error\":{\"code\",\"message\"}}."
+            "description": "Payments on PayKKa v1.2 through payorch. Every POST needs an Idempotency-Key header. Errors are {\"error\":{\"type\",\"code\",\"message\",\"param\",\"request_id\"}}; every response carries X-Request-Id."
         },
         "paths": paths,
         "components": {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use payorch_engine::orchestrator::Engine;
-use payorch_engine::store::IdempotencyStore;
 
 use crate::auth::ApiKeys;
 use crate::metrics::Metrics;
@@ -32,8 +31,6 @@ pub struct HttpConfig {
     pub max_webhook_body_bytes: usize,
     /// Time budget of each health check (a check that takes longer fails).
     pub health_check_timeout: Duration,
-    /// Lifetime of a checkout session when the request gives no `expires_at`.
-    pub default_checkout_ttl: Duration,
 }
 
 impl Default for HttpConfig {
@@ -42,7 +39,6 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             max_webhook_body_bytes: 64 * 1024,
             health_check_timeout: Duration::from_secs(2),
-            default_checkout_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -54,7 +50,6 @@ struct Inner {
     metrics: Metrics,
     health: Vec<Arc<dyn HealthCheck>>,
     config: HttpConfig,
-    idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -85,7 +80,6 @@ impl AppState {
                 metrics: Metrics::new(),
                 health: Vec::new(),
                 config: HttpConfig::default(),
-                idempotency: None,
             }),
         }
     }
@@ -100,7 +94,6 @@ impl AppState {
                 metrics: shared.metrics.clone(),
                 health: shared.health.clone(),
                 config: shared.config.clone(),
-                idempotency: shared.idempotency.clone(),
             },
         };
         f(&mut inner);
@@ -122,20 +115,6 @@ impl AppState {
     /// Replaces the HTTP settings.
     pub fn with_config(self, config: HttpConfig) -> Self {
         self.map(|i| i.config = config)
-    }
-
-    /// The engine's idempotency store (the same one the engine was built
-    /// with). With it, the POSTs the engine records no idempotency for
-    /// (cancel agreement, token query/remove, Apple Pay session) replay
-    /// their stored answer, and agreement charges are replay-checked before
-    /// the engine runs (see [`crate::idempotency`]).
-    pub fn with_idempotency_store(self, store: Arc<dyn IdempotencyStore>) -> Self {
-        self.map(|i| i.idempotency = Some(store))
-    }
-
-    /// The idempotency store, when configured.
-    pub fn idempotency_store(&self) -> Option<&Arc<dyn IdempotencyStore>> {
-        self.inner.idempotency.as_ref()
     }
 
     /// The engine.

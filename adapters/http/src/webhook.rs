@@ -188,7 +188,7 @@ async fn receive(
             };
         }
     };
-    let correlation_id = Some(uuid::Uuid::now_v7());
+    let correlation_id = Some(crate::request_id::correlation_id());
     let engine = state.engine();
     // Route by content, not endpoint: PayKKa may post both kinds to one URL.
     let (kind, result) = match &notification {
@@ -207,7 +207,7 @@ async fn receive(
     match result {
         Ok(Some(view)) => {
             metrics.record_webhook(kind, "applied");
-            tracing::info!(kind, order_id = %view.order_id, status = ?view.status, "notification applied");
+            tracing::info!(kind, order_id = %view.order_id, status = %view.status, "notification applied");
             answer(StatusCode::OK, ACK_BODY.to_owned())
         }
         Ok(None) => {

@@ -25,7 +25,10 @@ pub use table::{TRANSITIONS, explore, mermaid};
 
 /// Where an order is in its life. Terminal phases absorb every late
 /// observation or outcome without new events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// No events yet.
     New,
@@ -85,16 +88,36 @@ impl Phase {
             Phase::Voided => "Voided",
         }
     }
+
+    /// The one spelling of the phase on every surface (API `status`,
+    /// error messages, CLI output, serialization): snake_case, e.g.
+    /// `partially_refunded`. [`Phase::name`] is the diagram's node name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::New => "new",
+            Phase::AuthorisationPending => "authorisation_pending",
+            Phase::AuthorisationUnknown => "authorisation_unknown",
+            Phase::ChallengeRequired => "challenge_required",
+            Phase::Authorised => "authorised",
+            Phase::PartiallyCaptured => "partially_captured",
+            Phase::Captured => "captured",
+            Phase::PartiallyRefunded => "partially_refunded",
+            Phase::Refunded => "refunded",
+            Phase::Declined => "declined",
+            Phase::Voided => "voided",
+        }
+    }
 }
 
+/// snake_case ([`Phase::as_str`]).
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 
 /// Progress of a capture, void or refund call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallProgress {
     Requested,
@@ -110,7 +133,7 @@ impl CallProgress {
 }
 
 /// One capture of the order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CaptureEntry {
     pub capture_id: CaptureId,
     pub amount: Money,
@@ -119,7 +142,7 @@ pub struct CaptureEntry {
 }
 
 /// One refund of the order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RefundEntry {
     pub refund_id: RefundId,
     pub refund_trans_id: RefundTransId,

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use payorch_engine::gateway::{GatewayOutcome, PaymentGateway, RejectionClass};
 use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::store::{
-    AppendOutcome, AppendRequest, Clock, EventStore, ExpectedVersion, IdempotencyRecord,
-    IdempotencyStore, Position, RecordedEvent, StoreError, StreamId, Version,
+    AppendOutcome, AppendRequest, Clock, EventStore, ExpectedVersion, IdempotencyCompletion,
+    IdempotencyRecord, IdempotencyStore, Position, RecordedEvent, StoreError, StreamId, Version,
 };
 use payorch_schemas::paykka::{
     ApplePaySessionRequest, ApplePaySessionResponse, CaptureRequest, CheckoutSessionQueryRequest,
@@ -608,6 +608,16 @@ impl IdempotencyStore for SimStore {
             return Ok(());
         }
         self.inner.put_idempotency(record).await
+    }
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError> {
+        pause(&self.world, 1).await;
+        if self.bugs().idempotency_forgets {
+            return Ok(false);
+        }
+        self.inner.complete_idempotency(completion).await
     }
 }
 
