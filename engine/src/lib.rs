@@ -43,6 +43,7 @@ pub mod checkout;
 pub mod codec;
 pub mod command;
 pub mod gateway;
+pub mod listing;
 pub mod orchestrator;
 pub mod order;
 pub mod read;

@@ -110,7 +110,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         )
         .with_metrics(app.metrics.clone())
         // Replays answer the stored response (payorch_http::idempotency).
-        .with_idempotency_store(app.store.idempotency());
+        .with_idempotency_store(app.store.idempotency())
+        // GET /v1/payments and the other lists (payorch_http::listing).
+        .with_indexer(app.store.indexer());
         for check in app.health_checks() {
             state = state.with_health_check(check);
         }

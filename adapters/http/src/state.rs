@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use payorch_engine::listing::Indexer;
 use payorch_engine::orchestrator::Engine;
 use payorch_engine::store::IdempotencyStore;
 
@@ -55,6 +56,7 @@ struct Inner {
     health: Vec<Arc<dyn HealthCheck>>,
     config: HttpConfig,
     idempotency: Option<Arc<dyn IdempotencyStore>>,
+    indexer: Option<Arc<Indexer>>,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -86,6 +88,7 @@ impl AppState {
                 health: Vec::new(),
                 config: HttpConfig::default(),
                 idempotency: None,
+                indexer: None,
             }),
         }
     }
@@ -101,6 +104,7 @@ impl AppState {
                 health: shared.health.clone(),
                 config: shared.config.clone(),
                 idempotency: shared.idempotency.clone(),
+                indexer: shared.indexer.clone(),
             },
         };
         f(&mut inner);
@@ -131,6 +135,17 @@ impl AppState {
     /// the engine runs (see [`crate::idempotency`]).
     pub fn with_idempotency_store(self, store: Arc<dyn IdempotencyStore>) -> Self {
         self.map(|i| i.idempotency = Some(store))
+    }
+
+    /// The listing index feeder (`GET /v1/payments` and the other lists,
+    /// see [`crate::listing`]); without it the lists answer 501.
+    pub fn with_indexer(self, indexer: Arc<Indexer>) -> Self {
+        self.map(|i| i.indexer = Some(indexer))
+    }
+
+    /// The listing indexer, when configured.
+    pub fn indexer(&self) -> Option<&Arc<Indexer>> {
+        self.inner.indexer.as_ref()
     }
 
     /// The idempotency store, when configured.

@@ -65,6 +65,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod index;
 mod lock;
 
 pub use lock::AdvisoryLock;
