@@ -176,6 +176,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             }
         });
 
+        // Merchant webhooks out ([[webhooks]]), one pass per second.
+        let webhook_task = crate::webhooks_out::spawn(&config, &app, stop_tx.subscribe())?;
+
         // Relay lag gauge (see crate::gauges), refreshed every second.
         let lag_task = relay_name.map(|name| {
             let (events, checkpoints) = (app.store.events(), app.store.checkpoints());
@@ -236,6 +239,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         tracing::info!("shutting down: HTTP stopped, stopping reconciler and relay");
         let _ = stop_tx.send(true);
         let _ = reconcile_task.await;
+        if let Some(t) = webhook_task {
+            let _ = t.await;
+        }
         if let Some(t) = lag_task {
             let _ = t.await;
         }
