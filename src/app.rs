@@ -522,6 +522,16 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_merchant_id_names_the_merchant_too() {
+        // PayKKa's v1.0 example sends merchant_id as a JSON number.
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        let numeric = body(serde_json::json!(18_356_675_194_960_u64), now_ms());
+        let r = v.verify(&signed(&pa, A, &numeric), &numeric);
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
     fn an_unknown_or_missing_merchant_is_refused_in_every_mode() {
         let (pa, pb) = (platform(), platform());
         for mode in [

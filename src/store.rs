@@ -8,6 +8,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
 use payorch_engine::listing::{Indexer, ResourceIndex};
+use payorch_engine::open_work::OpenWorkIndex;
 use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
 use payorch_postgres::AdvisoryLock;
 use payorch_postgres::PostgresStore;
@@ -136,6 +137,24 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.clone(),
             Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The reconciler's open-work index (the `open_work` table).
+    pub fn open_work(&self) -> Arc<dyn OpenWorkIndex> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// A wake-up source that announces appends from any process: Postgres
+    /// `LISTEN payorch_events` (a task holding one connection). `None` on
+    /// SQLite (tailers poll the local file).
+    pub fn wakeup(&self) -> Option<payorch_postgres::wakeup::PgWakeup> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(payorch_postgres::wakeup::PgWakeup::start(s.pool())),
         }
     }
 

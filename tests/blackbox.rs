@@ -755,11 +755,11 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
         let log_path = &log_path;
         async move {
             let log = std::fs::read_to_string(log_path).unwrap_or_default();
-            (log.contains("reconciler pass") && log.contains("resolved: 1")).then_some(log)
+            (log.contains("reconciler pass") && log.contains("resolved=1")).then_some(log)
         }
     })
     .await;
-    assert!(log.contains("resolved: 1"), "{log}");
+    assert!(log.contains("resolved=1"), "{log}");
     payments.push(crashed);
     let ledger = sandbox.ledger();
     let books = ledger.merchant(MERCHANT).expect("merchant books");

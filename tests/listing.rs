@@ -55,9 +55,7 @@ impl Api {
             .with_plain_key("merchant-a", KEY_A)
             .with_plain_key("merchant-b", KEY_B);
         let indexer = Arc::new(Indexer::new(store.clone(), store.clone(), store.clone()));
-        let state = AppState::new(engine, keys, Arc::new(Refuse))
-            .with_idempotency_store(store.clone())
-            .with_indexer(indexer.clone());
+        let state = AppState::new(engine, keys, Arc::new(Refuse)).with_indexer(indexer.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -128,6 +128,8 @@ fn spawned_full_mix_on_sqlite_reports_every_flow_without_errors() {
         "{ops:#}"
     );
     assert!(ops["get_payment"]["count"].as_u64() >= Some(4), "{ops:#}");
+    // Recurring charges wait for the agreement to be active.
+    assert!(ops["get_agreement"]["count"].as_u64() >= Some(4), "{ops:#}");
     // SQLite, no broker: no Postgres counters, no relay.
     assert!(r["postgres"].is_null(), "{r:#}");
     assert!(r["relay"].is_null(), "{r:#}");

@@ -19,7 +19,9 @@ use payorch_schemas::{Currency, Money};
 use crate::order::CallOutcome;
 
 /// Life of an agreement.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgreementPhase {
     #[default]

@@ -7,7 +7,9 @@ use payorch_schemas::events::checkout::*;
 
 use crate::order::CallOutcome;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckoutPhase {
     #[default]

@@ -20,6 +20,8 @@
 //! * [`orchestrator`]: re-exports of the names the engine had before the
 //!   split, for existing callers.
 //! * [`reconciler`]: resolves calls whose outcome is open by querying PayKKa.
+//! * [`open_work`]: the open-work index the reconciler reads (port,
+//!   in-memory implementation, checkpointed projector).
 //!
 //! Read side (imports nothing from the write side):
 //!
@@ -34,6 +36,8 @@
 //!   the conformance suite every store adapter runs.
 //! * [`gateway`]: the PayKKa port, outcome classes and a fake gateway.
 //! * [`bus`]: events out: envelope, routing keys, subscriber API, in-process bus, leader lock.
+//! * [`wakeup`]: "new events were committed" signals (Postgres
+//!   LISTEN/NOTIFY, in process elsewhere) so tailers sleep instead of poll.
 //! * [`testing`]: helpers for tests (fixed clock...).
 
 pub mod aggregate;
@@ -44,6 +48,7 @@ pub mod codec;
 pub mod command;
 pub mod gateway;
 pub mod listing;
+pub mod open_work;
 pub mod orchestrator;
 pub mod order;
 pub mod read;
@@ -52,3 +57,4 @@ pub mod replay;
 pub mod store;
 pub mod testing;
 pub mod view;
+pub mod wakeup;

@@ -1,7 +1,14 @@
 //! The reconciler: resolves PayKKa calls whose answer never came.
 //!
-//! It scans order streams (`EventStore::list_streams("order")`) and picks
-//! those with an open call — initiate, capture, void or refund still
+//! **What a pass costs: what is open, not what was ever written.** A pass
+//! first brings the open-work index up to date ([`crate::open_work`]: a
+//! checkpointed projection of `read_all`, so O(new events)), then lists
+//! the open streams of each kind from the index and reads only those. With
+//! nothing open and nothing new, a pass is one empty `read_all`, one
+//! checkpoint read and three index lists, whatever the size of history.
+//! Run one reconciler per store (the service runs it under a leader lease).
+//!
+//! It looks at order streams with an open call — initiate, capture, void or refund still
 //! `*Requested` or `*OutcomeUnknown`, or a 3DS challenge — whose last
 //! event is older than [`ReconcilerConfig::threshold`]. For each it runs
 //! Transaction Query (and Refund Query per open refund) through
@@ -22,7 +29,7 @@
 //! * Before the grace period such observations are applied with
 //!   `settled = false`, which the aggregate ignores.
 //!
-//! It also scans agreement and checkout streams:
+//! It also looks at agreement and checkout streams:
 //! * An agreement whose cancel is requested or unknown gets the cancel sent
 //!   again ([`Engine::resend_agreement_cancel`]): PayKKa has no agreement
 //!   query and a cancel is idempotent in effect; only success, 2015 or 2016
@@ -57,19 +64,20 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use payorch_schemas::events::{
-    AGREEMENT_STREAM_TYPE, CHECKOUT_STREAM_TYPE, ORDER_STREAM_TYPE, OrderEvent, OrderId,
-};
+use payorch_schemas::events::{OrderEvent, OrderId};
 
 use crate::agreement::AgreementPhase;
+use crate::bus::LeaseGuard;
 use crate::checkout::CheckoutPhase;
 use crate::codec;
+use crate::open_work::{InMemoryOpenWorkIndex, OpenWorkIndex, OpenWorkProjector, WorkKind};
 use crate::orchestrator::{
     AgreementAggregate, CheckoutAggregate, CommandContext, Engine, EngineError,
     SessionPaymentCheck, fold_recorded, read_whole_stream,
 };
 use crate::order::{self, OrderState, Phase};
-use crate::store::{RecordedEvent, StreamId};
+use crate::store::memory::InMemoryStore;
+use crate::store::{CheckpointStore, RecordedEvent, StreamId};
 
 /// Settings of the reconciler.
 #[derive(Clone, Debug)]
@@ -83,7 +91,7 @@ pub struct ReconcilerConfig {
     /// First backoff between two queries of one stream (doubles).
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Streams listed per page.
+    /// Open-work rows listed per page.
     pub page: usize,
 }
 
@@ -103,7 +111,19 @@ impl Default for ReconcilerConfig {
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
+    /// Streams with open work listed from the index (fresh ones included).
     pub scanned: usize,
+    /// Events the open-work projection read before the pass.
+    pub projected_events: usize,
+    /// Orders with a PayKKa call (or a 3DS challenge) open for longer than
+    /// the threshold, backed-off ones included.
+    pub due_orders: usize,
+    /// Agreements whose cancel is unanswered for longer than the threshold.
+    pub due_agreements: usize,
+    /// Checkout sessions older than the threshold whose create is
+    /// unanswered or that are open (waiting for the shopper, checked for a
+    /// lost payment notification).
+    pub due_checkout_sessions: usize,
     /// Streams with a PayKKa call requested or unanswered for longer than
     /// the threshold (backed-off ones included): the reconciler's backlog.
     pub candidates: usize,
@@ -124,6 +144,9 @@ pub struct ReconcileReport {
     /// counted in `resolved`.
     pub checkout_paid: usize,
     pub errors: usize,
+    /// The pass stopped early because its lease was lost
+    /// ([`Reconciler::run_once_leased`]).
+    pub lease_lost: bool,
 }
 
 /// Why a stream is looked at: an open PayKKa call, or an open checkout
@@ -134,59 +157,132 @@ enum Due {
     OpenSession,
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Order,
-    Agreement,
-    Checkout,
-}
-
 /// See the module docs.
 pub struct Reconciler {
     engine: Arc<Engine>,
     config: ReconcilerConfig,
+    /// Keeps the open-work index current; run before each pass.
+    open_work: OpenWorkProjector,
     /// Per stream: attempts so far and the earliest next query.
     backoff: Mutex<HashMap<StreamId, (u32, OffsetDateTime)>>,
 }
 
 impl Reconciler {
+    /// A reconciler with an in-memory open-work index, projected from
+    /// position 0 on its first pass (reads the whole history once per
+    /// process). Services pass a persistent index with
+    /// [`Reconciler::with_open_work`].
     pub fn new(engine: Arc<Engine>, config: ReconcilerConfig) -> Self {
+        let checkpoints: Arc<dyn CheckpointStore> = Arc::new(InMemoryStore::new());
+        Self::with_open_work(
+            engine,
+            config,
+            Arc::new(InMemoryOpenWorkIndex::new()),
+            checkpoints,
+        )
+    }
+
+    /// A reconciler over a persistent open-work index whose projection
+    /// checkpoint lives in `checkpoints`.
+    pub fn with_open_work(
+        engine: Arc<Engine>,
+        config: ReconcilerConfig,
+        index: Arc<dyn OpenWorkIndex>,
+        checkpoints: Arc<dyn CheckpointStore>,
+    ) -> Self {
+        let open_work = OpenWorkProjector::new(engine.store().clone(), checkpoints, index);
         Reconciler {
             engine,
             config,
+            open_work,
             backoff: Mutex::new(HashMap::new()),
         }
     }
 
-    /// One pass over every order, agreement and checkout stream.
+    /// The projector of the open-work index (e.g. to rebuild it).
+    pub fn open_work(&self) -> &OpenWorkProjector {
+        &self.open_work
+    }
+
+    /// One pass: bring the open-work index up to date, then look at every
+    /// stream it lists as open (orders, agreements, checkout sessions).
     pub async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
+        self.pass(None).await
+    }
+
+    /// [`Reconciler::run_once`] for the holder of a leader lease: checks
+    /// the lease before the pass and again right before each stream it
+    /// would query or re-send for, and stops at once (`lease_lost`) when it
+    /// is gone. So a node that lost its lease makes at most the one call it
+    /// had already started (queries are reads; a re-sent cancel is
+    /// idempotent in effect; appends check the stream version).
+    pub async fn run_once_leased(
+        &self,
+        lease: &dyn LeaseGuard,
+    ) -> Result<ReconcileReport, EngineError> {
+        self.pass(Some(lease)).await
+    }
+
+    async fn pass(&self, lease: Option<&dyn LeaseGuard>) -> Result<ReconcileReport, EngineError> {
         let mut report = ReconcileReport::default();
-        for kind in [Kind::Order, Kind::Agreement, Kind::Checkout] {
-            self.scan(kind, &mut report).await?;
+        if let Some(l) = lease
+            && l.is_lost().await
+        {
+            report.lease_lost = true;
+            return Ok(report);
+        }
+        let caught_up = self.open_work.catch_up().await?;
+        report.projected_events = caught_up.events;
+        report.errors += caught_up.errors;
+        if !caught_up.closed.is_empty() {
+            let mut backoff = self.lock();
+            for stream in &caught_up.closed {
+                backoff.remove(stream);
+            }
+        }
+        for kind in WorkKind::ALL {
+            self.scan(kind, lease, &mut report).await?;
+            if report.lease_lost {
+                break;
+            }
         }
         Ok(report)
     }
 
-    async fn scan(&self, kind: Kind, report: &mut ReconcileReport) -> Result<(), EngineError> {
-        let store = self.engine.store().clone();
-        let stream_type = match kind {
-            Kind::Order => ORDER_STREAM_TYPE,
-            Kind::Agreement => AGREEMENT_STREAM_TYPE,
-            Kind::Checkout => CHECKOUT_STREAM_TYPE,
-        };
+    async fn scan(
+        &self,
+        kind: WorkKind,
+        lease: Option<&dyn LeaseGuard>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), EngineError> {
+        let index = self.open_work.index().clone();
         let mut after: Option<StreamId> = None;
         loop {
-            let page = store
-                .list_streams(stream_type, after.as_ref(), self.config.page)
+            let page = index
+                .list(kind, None, after.as_ref(), self.config.page)
                 .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (stream, _) in &page {
+            let Some(last) = page.last() else { break };
+            after = Some(last.stream_id.clone());
+            let now = self.engine.clock().now();
+            for item in &page {
                 report.scanned += 1;
+                // Too fresh to look at (the answer or the webhook may still
+                // come): skip without reading. The stream is read below, so
+                // a stale row only costs one read.
+                if now - item.touched_at < self.config.threshold {
+                    continue;
+                }
+                if let Some(l) = lease
+                    && l.is_lost().await
+                {
+                    report.lease_lost = true;
+                    return Ok(());
+                }
+                let stream = &item.stream_id;
                 let done = match kind {
-                    Kind::Order => self.reconcile_stream(stream, report).await,
-                    Kind::Agreement => self.reconcile_agreement(stream, report).await,
-                    Kind::Checkout => self.reconcile_checkout(stream, report).await,
+                    WorkKind::OrderCall => self.reconcile_stream(stream, report).await,
+                    WorkKind::AgreementCancel => self.reconcile_agreement(stream, report).await,
+                    WorkKind::CheckoutSession => self.reconcile_checkout(stream, report).await,
                 };
                 if let Err(e) = done {
                     report.errors += 1;
@@ -215,7 +311,13 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
-        let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
+        let Some(attempts) = self.due(
+            stream,
+            last.recorded_at,
+            Due::Call,
+            WorkKind::AgreementCancel,
+            report,
+        ) else {
             return Ok(());
         };
         report.queried += 1;
@@ -243,8 +345,13 @@ impl Reconciler {
             // per pass and per backoff step. Only a definitive "not paid"
             // past its expiry (plus the threshold, for a late notification)
             // closes it locally (flows.md §8); a non-answer leaves it open.
-            let Some(attempts) = self.due(stream, last.recorded_at, Due::OpenSession, report)
-            else {
+            let Some(attempts) = self.due(
+                stream,
+                last.recorded_at,
+                Due::OpenSession,
+                WorkKind::CheckoutSession,
+                report,
+            ) else {
                 return Ok(());
             };
             let now = self.engine.clock().now();
@@ -277,7 +384,13 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
-        let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
+        let Some(attempts) = self.due(
+            stream,
+            last.recorded_at,
+            Due::Call,
+            WorkKind::CheckoutSession,
+            report,
+        ) else {
             return Ok(());
         };
         let settled = self.settled(&recorded);
@@ -300,11 +413,17 @@ impl Reconciler {
         stream: &StreamId,
         last: OffsetDateTime,
         why: Due,
+        kind: WorkKind,
         report: &mut ReconcileReport,
     ) -> Option<u32> {
         let now = self.engine.clock().now();
         if now - last < self.config.threshold {
             return None;
+        }
+        match kind {
+            WorkKind::OrderCall => report.due_orders += 1,
+            WorkKind::AgreementCancel => report.due_agreements += 1,
+            WorkKind::CheckoutSession => report.due_checkout_sessions += 1,
         }
         match why {
             Due::Call => report.candidates += 1,
@@ -372,7 +491,13 @@ impl Reconciler {
             self.lock().remove(stream);
             return Ok(());
         };
-        let Some(attempts) = self.due(stream, last.recorded_at, Due::Call, report) else {
+        let Some(attempts) = self.due(
+            stream,
+            last.recorded_at,
+            Due::Call,
+            WorkKind::OrderCall,
+            report,
+        ) else {
             return Ok(());
         };
         let now = self.engine.clock().now();

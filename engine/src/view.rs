@@ -5,14 +5,15 @@ use payorch_schemas::Money;
 use payorch_schemas::events::{
     AgreementId, CaptureMode, CardSummary, CheckoutId, MerchantId, OrderId, PaymentKind,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
-use crate::agreement::AgreementPhase;
-use crate::checkout::CheckoutPhase;
+use crate::agreement::{AgreementPhase, AgreementState};
+use crate::checkout::{CheckoutPhase, CheckoutState};
 use crate::order::{CallProgress, CaptureEntry, OrderState, Phase, RefundEntry};
 
 /// What the HTTP API and the CLI show of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub merchant_id: MerchantId,
@@ -83,7 +84,7 @@ impl OrderView {
 }
 
 /// What the API shows of an agreement.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgreementView {
     pub agreement_id: AgreementId,
     pub merchant_id: MerchantId,
@@ -95,7 +96,7 @@ pub struct AgreementView {
 }
 
 /// What the API shows of a checkout session.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckoutView {
     pub checkout_id: CheckoutId,
     pub merchant_id: MerchantId,
@@ -107,5 +108,43 @@ pub struct CheckoutView {
     pub session_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<OrderId>,
+    /// When the session expires (the request's, or the default resolved
+    /// when it was created).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
     pub version: u64,
+}
+
+impl AgreementView {
+    /// `None` for an agreement with no events.
+    pub fn from_state(s: &AgreementState) -> Option<AgreementView> {
+        let c = s.created.as_ref()?;
+        Some(AgreementView {
+            agreement_id: c.agreement_id,
+            merchant_id: c.merchant_id.clone(),
+            status: s.phase,
+            first_order_id: c.first_order_id,
+            shopper_reference: c.shopper_reference.clone(),
+            charges: s.charges.iter().map(|(o, _)| *o).collect(),
+            version: s.version,
+        })
+    }
+}
+
+impl CheckoutView {
+    /// `None` for a session with no events.
+    pub fn from_state(s: &CheckoutState) -> Option<CheckoutView> {
+        let r = s.requested.as_ref()?;
+        Some(CheckoutView {
+            checkout_id: r.checkout_id,
+            merchant_id: r.merchant_id.clone(),
+            status: s.phase,
+            amount: r.amount,
+            session_id: s.created.as_ref().map(|c| c.session_id.as_str().to_owned()),
+            session_url: s.created.as_ref().and_then(|c| c.session_url.clone()),
+            order_id: s.order_id,
+            expires_at: r.expires_at,
+            version: s.version,
+        })
+    }
 }

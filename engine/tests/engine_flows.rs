@@ -387,7 +387,7 @@ async fn a_checkout_session_is_completed_by_the_order_it_produces() {
                 capture_method: CaptureMode::Automatic,
                 session_mode: SessionMode::Hosted,
                 return_url: None,
-                expires_at: time::OffsetDateTime::from_unix_timestamp(1_767_229_200).unwrap(),
+                expires_at: Some(time::OffsetDateTime::from_unix_timestamp(1_767_229_200).unwrap()),
             },
         )
         .await

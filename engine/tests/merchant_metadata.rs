@@ -257,7 +257,7 @@ async fn every_event_names_its_merchant_whatever_path_recorded_it() {
                 capture_method: CaptureMode::Automatic,
                 session_mode: SessionMode::Hosted,
                 return_url: None,
-                expires_at: clock.now() + time::Duration::hours(1),
+                expires_at: Some(clock.now() + time::Duration::hours(1)),
             },
         )
         .await

@@ -150,7 +150,7 @@ fn session() -> CheckoutSessionCreate {
         capture_method: CaptureMode::Automatic,
         session_mode: SessionMode::Hosted,
         return_url: None,
-        expires_at: time::OffsetDateTime::from_unix_timestamp(1_767_229_200).unwrap(),
+        expires_at: Some(time::OffsetDateTime::from_unix_timestamp(1_767_229_200).unwrap()),
     }
 }
 
@@ -237,7 +237,7 @@ async fn an_unpaid_open_session_is_expired_after_expires_at() {
     let rec = Reconciler::new(w.engine.clone(), config);
 
     // Before expires_at + threshold: nothing is written.
-    let expires_at = session().expires_at;
+    let expires_at = session().expires_at.unwrap();
     advance_to(&w.clock, expires_at);
     let r = rec.run_once().await.unwrap();
     assert_eq!(r.expired, 0);

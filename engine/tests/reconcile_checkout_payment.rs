@@ -36,7 +36,7 @@ fn session(capture_method: CaptureMode) -> CheckoutSessionCreate {
         capture_method,
         session_mode: SessionMode::Hosted,
         return_url: None,
-        expires_at: expires_at(),
+        expires_at: Some(expires_at()),
     }
 }
 

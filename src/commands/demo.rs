@@ -370,7 +370,7 @@ async fn checkout(
                 capture_method: CaptureMode::Automatic,
                 session_mode: SessionMode::Hosted,
                 return_url: None,
-                expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(30),
+                expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(30)),
             },
         )
         .await?;

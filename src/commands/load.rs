@@ -225,6 +225,7 @@ enum Op {
     ShopperCheckout,
     GetPayment,
     GetCheckout,
+    GetAgreement,
 }
 
 impl Op {
@@ -239,6 +240,7 @@ impl Op {
             Op::ShopperCheckout => "shopper_checkout_page",
             Op::GetPayment => "get_payment",
             Op::GetCheckout => "get_checkout_session",
+            Op::GetAgreement => "get_agreement",
         }
     }
 }
@@ -463,6 +465,24 @@ fn str_field(op: Op, v: &Value, field: &str) -> Result<String, FlowError> {
         })
 }
 
+/// The pauses between two polls of one flow: 5 ms, doubling up to 50 ms
+/// (fine latency resolution for quick outcomes without flooding a slow
+/// service with GETs).
+struct Poll(Duration);
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll(Duration::from_millis(5))
+    }
+}
+
+impl Poll {
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(50));
+    }
+}
+
 /// Payment statuses that may still become the expected one.
 fn payment_may_progress(status: &str) -> bool {
     !matches!(status, "declined" | "voided" | "refunded")
@@ -564,6 +584,7 @@ impl<'a> FlowRun<'a> {
         }
         let id = str_field(op, &v, "id")?;
         let deadline = Instant::now() + self.t.timeout;
+        let mut pause = Poll::default();
         let mut last = v;
         loop {
             let s = status_of(&last);
@@ -582,10 +603,38 @@ impl<'a> FlowRun<'a> {
                     what: format!("payment still {s} after the timeout, expected {want}"),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            pause.wait().await;
             last = self
                 .get(Op::GetPayment, &format!("/v1/payments/{id}"))
                 .await?;
+        }
+    }
+
+    /// Polls the agreement until it exists and is `active` (404 while
+    /// it does not exist yet).
+    async fn until_agreement_active(&mut self, agreement: &str) -> Result<(), FlowError> {
+        let deadline = Instant::now() + self.t.timeout;
+        let mut pause = Poll::default();
+        loop {
+            let what = match self
+                .get(
+                    Op::GetAgreement,
+                    &format!("/v1/recurring-agreements/{agreement}"),
+                )
+                .await
+            {
+                Ok(a) if status_of(&a) == "active" => return Ok(()),
+                Ok(a) => format!("agreement {}", status_of(&a)),
+                Err(FlowError::Http { status: 404, .. }) => "agreement not found".to_owned(),
+                Err(e) => return Err(e),
+            };
+            if Instant::now() >= deadline {
+                return Err(FlowError::Unexpected {
+                    op: Op::GetAgreement,
+                    what: format!("{what} after the timeout, expected active"),
+                });
+            }
+            pause.wait().await;
         }
     }
 
@@ -675,6 +724,10 @@ impl<'a> FlowRun<'a> {
                     Some(a) => a.to_owned(),
                     None => str_field(Op::CreatePayment, &p, "id")?,
                 };
+                // The agreement is created from the stored token, which may
+                // come with the notification after the payment answered
+                // `captured`: wait until it can be charged.
+                self.until_agreement_active(&agreement).await?;
                 let c = self
                     .post(
                         Op::ChargeAgreement,
@@ -698,6 +751,7 @@ impl<'a> FlowRun<'a> {
                 self.shopper(Op::ShopperCheckout, &page, &format!("card={VISA}"))
                     .await?;
                 let deadline = Instant::now() + self.t.timeout;
+                let mut pause = Poll::default();
                 loop {
                     let v = self
                         .get(Op::GetCheckout, &format!("/v1/checkout-sessions/{id}"))
@@ -712,7 +766,7 @@ impl<'a> FlowRun<'a> {
                             what: format!("checkout session {st}, expected completed"),
                         });
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    pause.wait().await;
                 }
             }
         }
@@ -1091,6 +1145,9 @@ impl PgProbe {
 /// Postgres counters settle about 1 s after a backend goes idle.
 const PG_SETTLE: Duration = Duration::from_millis(1500);
 
+/// Below this rate the store's database counts as quiet after a run.
+const PG_QUIET_TX_PER_S: f64 = 50.0;
+
 // ---------------------------------------------------------------- serve
 
 /// A `payorch serve` started by `--spawn`; SIGKILLed if dropped unstopped.
@@ -1235,6 +1292,7 @@ struct Measured {
     stats: Stats,
     elapsed: f64,
     cpu: Value,
+    cpu_until_quiet: Value,
     relay: Value,
     postgres: Value,
 }
@@ -1404,10 +1462,13 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         }
 
         let pg_start = match pg.as_mut() {
-            Some(p) => Some(p.sample().await?),
+            Some(p) => {
+                let (x, st) = p.sample().await?;
+                Some((x, st, p.own))
+            }
             None => None,
         };
-        let cpu = CpuProbe::start(serve_pid, &args.cpu_processes, &args.cpu_pids);
+        let cpu_probe = CpuProbe::start(serve_pid, &args.cpu_processes, &args.cpu_pids);
         let bar_len = match (args.count, duration) {
             (Some(c), _) => Some(c),
             (None, d) => Some(d.unwrap_or(Duration::from_secs(30)).as_secs().max(1)),
@@ -1425,7 +1486,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         let elapsed = (ended - start).as_secs_f64();
         ticker.abort();
         bar.finish_and_clear();
-        let cpu = cpu.finish(elapsed);
+        let cpu = cpu_probe.finish(elapsed);
 
         // Relay lag when the load stopped, then the time to 0 (a spawned
         // serve without a broker relays nothing).
@@ -1451,26 +1512,38 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             None => Value::Null,
         };
 
+        // Work the load caused still runs after it stopped (notifications
+        // queued at the sandbox, the relay): with Postgres, wait until the
+        // database is quiet, so that transactions and CPU per order
+        // include it.
         let postgres = match (pg.as_mut(), pg_start) {
-            (Some(p), Some((x0, s0))) => {
+            (Some(p), Some((x0, s0, own0))) => {
                 let since = ended.elapsed();
                 if since < PG_SETTLE {
                     tokio::time::sleep(PG_SETTLE - since).await;
                 }
-                let own_before = p.own;
-                let (x1, s1) = p.sample().await?;
-                let own_run = p.own - own_before;
-                // Idle background (relay polling, reconciler, gauges).
-                let idle_start = Instant::now();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let own_mid = p.own;
-                let (x2, _) = p.sample().await?;
-                let idle = x2.saturating_sub(x1).saturating_sub(p.own - own_mid) as f64
-                    / idle_start.elapsed().as_secs_f64();
-                let xacts = x1.saturating_sub(x0).saturating_sub(own_run);
+                let mut last = p.sample().await?;
+                let mut last_t = Instant::now();
+                let quiet_deadline = Instant::now() + timeout;
+                let rate = loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let own_before = p.own;
+                    let cur = p.sample().await?;
+                    let d = cur
+                        .0
+                        .saturating_sub(last.0)
+                        .saturating_sub(p.own - own_before);
+                    let rate = d as f64 / last_t.elapsed().as_secs_f64();
+                    last = cur;
+                    last_t = Instant::now();
+                    if rate < PG_QUIET_TX_PER_S || Instant::now() >= quiet_deadline {
+                        break rate;
+                    }
+                };
+                let xacts = last.0.saturating_sub(x0).saturating_sub(p.own - own0);
                 let orders = orders_of(&stats);
                 let per = |n: u64| (orders > 0).then(|| round3(n as f64 / orders as f64));
-                let statements = match (s0, s1) {
+                let statements = match (s0, last.1) {
                     (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                     _ => None,
                 };
@@ -1479,16 +1552,19 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                     "transactions_per_order": per(xacts),
                     "statements": statements,
                     "statements_per_order": statements.and_then(per),
-                    "idle_background_transactions_per_s": round3(idle),
-                    "note": "pg_stat_database xact_commit+xact_rollback of the store's database over the measured phase (+1.5 s for the counters to settle), all its sessions: the relay's and reconciler's background work is included; statements from pg_stat_statements when installed (null otherwise)",
+                    "quiet_after_secs": round3(ended.elapsed().as_secs_f64()),
+                    "quiet_transactions_per_s": round3(rate),
+                    "note": "pg_stat_database xact_commit+xact_rollback of the store's database from the start of the measured phase until the database is quiet again (below 50 transactions/s; idle serve: about 13/s), all its sessions: notifications applied after the load stopped, the relay and the reconciler are included; statements from pg_stat_statements when installed (null otherwise)",
                 })
             }
             _ => Value::Null,
         };
+        let cpu_until_quiet = cpu_probe.finish(ended.elapsed().as_secs_f64() + elapsed);
         Ok(Measured {
             stats,
             elapsed,
             cpu,
+            cpu_until_quiet,
             relay,
             postgres,
         })
@@ -1584,10 +1660,24 @@ fn report(
         mut stats,
         elapsed,
         cpu,
+        mut cpu_until_quiet,
         relay,
         postgres,
     } = m;
     let completed: u64 = stats.flows.values().map(|v| v.len() as u64).sum();
+    // CPU per flow: robust to other load on the machine, unlike flows/s.
+    let per_flow_ms = |v: &mut Value| {
+        if let Some(s) = v["cpu_secs"].as_f64()
+            && completed > 0
+        {
+            v["ms_per_flow"] = json!(round3(s * 1000.0 / completed as f64));
+        }
+    };
+    per_flow_ms(&mut cpu_until_quiet["serve"]);
+    per_flow_ms(&mut cpu_until_quiet["load_tool"]);
+    if let Some(p) = cpu_until_quiet["processes"].as_object_mut() {
+        p.values_mut().for_each(per_flow_ms);
+    }
     let failed: u64 = stats.failed.values().sum();
     let orders = orders_of(&stats);
     let requests: u64 = stats.ops.values().map(|v| v.len() as u64).sum();
@@ -1663,6 +1753,7 @@ fn report(
         "postgres": postgres,
         "relay": relay,
         "cpu": cpu,
+        "cpu_until_quiet": cpu_until_quiet,
     })
 }
 
@@ -1776,6 +1867,17 @@ fn render(r: &Value) -> String {
                 ", {name} {} s ({} cores)",
                 v["cpu_secs"], v["cores"]
             ));
+        }
+    }
+    s.push('\n');
+    let q = &r["cpu_until_quiet"];
+    s.push_str(&format!(
+        "cpu per flow until quiet: serve {} ms, load tool {} ms",
+        q["serve"]["ms_per_flow"], q["load_tool"]["ms_per_flow"]
+    ));
+    if let Some(p) = q["processes"].as_object() {
+        for (name, v) in p {
+            s.push_str(&format!(", {name} {} ms", v["ms_per_flow"]));
         }
     }
     s.push('\n');

@@ -1,27 +1,46 @@
 //! `payorch serve [--addr HOST:PORT]`: the service.
 //!
 //! Builds the parts from the configuration ([`crate::app::App`]), then runs
-//! the merchant API and PayKKa webhook endpoints (payorch-http), the
-//! reconciler loop, and events out: the RabbitMQ relay when `amqp_url` is
-//! set (leader lock: Postgres advisory lock on Postgres, in-memory on
-//! SQLite), else the in-process bus. Ctrl-C or SIGTERM: stop accepting,
-//! finish in-flight requests, stop the reconciler and the relay (its
-//! checkpoint covers every confirmed event), close the store.
+//! the merchant API and PayKKa webhook endpoints (payorch-http) on every
+//! node, and two leader roles, each under its own lease (`LeaderLock`:
+//! a Postgres session advisory lock on Postgres, in-process on SQLite):
 //!
-//! `/metrics` gauges: the reconciler backlog is set from each pass
-//! (`candidates`), the relay lag every second (see [`crate::gauges`]; 0
-//! without a broker). `/healthz` checks the store, and the broker when
-//! `amqp_url` is set.
+//! * the reconciler ([`RECONCILER_LEASE`]): a standby retries the lease
+//!   every [`STANDBY_POLL`]; the holder checks the lease before each pass
+//!   and before each PayKKa call of a pass
+//!   ([`Reconciler::run_once_leased`]) and stands by again once it is
+//!   lost. Its open-work index is the store's `open_work` table.
+//! * events out: the RabbitMQ relay when `amqp_url` is set (same lease
+//!   scheme, see payorch-rabbitmq), else the in-process bus.
+//!
+//! Fencing: the advisory lock belongs to one Postgres session; the server
+//! frees it only when that session ends (connection closed, process
+//! killed, backend terminated), and the holder's lease check runs on that
+//! same session, so once another node can take the lease the old holder's
+//! next check fails and it stops. What it may still do is the one call it
+//! had started after its last check: queries are reads, a re-sent cancel
+//! is idempotent in effect, and appends check the stream version.
+//!
+//! Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, stop the
+//! reconciler and the relay (its checkpoint covers every confirmed event),
+//! close the store (which frees the leases).
+//!
+//! `/metrics` gauges: the reconciler backlog per kind is set from each
+//! pass, the relay lag every second (see [`crate::gauges`]; 0 without a
+//! broker), and `payorch_role{role}` says which leases this node holds.
+//! `/healthz` checks the store, and the broker when `amqp_url` is set.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use payorch_engine::bus::InProcessBus;
+use payorch_engine::bus::{InProcessBus, LeaderLock};
 use payorch_engine::reconciler::Reconciler;
+use payorch_engine::wakeup::EventWakeup;
 use payorch_http::AppState;
-use payorch_rabbitmq::{Relay, RelayConfig};
+use payorch_http::Metrics;
+use payorch_rabbitmq::{Relay, RelayConfig, RelayState};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -49,8 +68,20 @@ pub struct Args {
     log_format: Option<crate::config::LogFormat>,
 }
 
-/// How often the relay-lag gauge is refreshed.
+/// How often the relay-lag gauge is refreshed while the relay lags (or
+/// without a wake-up source).
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// With a wake-up source and no lag: refreshed on the next append, or
+/// after this long.
+const LAG_IDLE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The reconciler's leader lease.
+pub const RECONCILER_LEASE: &str = "payorch.reconciler";
+
+/// How often a standby reconciler retries the lease: a standby takes over
+/// within this (plus one pass interval) of the leader's session ending.
+pub const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// A count as a gauge value (saturating).
 fn gauge(n: u64) -> i64 {
@@ -76,6 +107,67 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// The reconciler loop: stand by until the lease is ours, then run a pass
+/// every `interval` while it stays ours; back to standby when it is lost.
+async fn reconcile_under_lease(
+    reconciler: Reconciler,
+    lock: Arc<dyn LeaderLock>,
+    interval: Duration,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    metrics.set_role("reconciler", false);
+    loop {
+        match lock.try_acquire(RECONCILER_LEASE).await {
+            Ok(Some(lease)) => {
+                tracing::info!("reconciler lease taken: this node reconciles");
+                metrics.set_role("reconciler", true);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => {
+                            metrics.set_role("reconciler", false);
+                            return;
+                        }
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    match reconciler.run_once_leased(lease.as_ref()).await {
+                        Ok(r) if r.lease_lost => break,
+                        Ok(r) => {
+                            metrics.set_reconciler_backlog(gauge(r.candidates as u64));
+                            metrics.set_reconciler_open(
+                                gauge(r.due_orders as u64),
+                                gauge(r.due_agreements as u64),
+                                gauge(r.due_checkout_sessions as u64),
+                            );
+                            if r.queried > 0 || r.errors > 0 {
+                                tracing::info!(
+                                    candidates = r.candidates,
+                                    queried = r.queried,
+                                    resolved = r.resolved,
+                                    backed_off = r.backed_off,
+                                    expired = r.expired,
+                                    checkout_paid = r.checkout_paid,
+                                    errors = r.errors,
+                                    "reconciler pass"
+                                );
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
+                    }
+                }
+                metrics.set_role("reconciler", false);
+                tracing::warn!("reconciler lease lost: standing by");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciler lease unavailable; standing by"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
     }
 }
 
@@ -109,8 +201,6 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             app.verifier.clone(),
         )
         .with_metrics(app.metrics.clone())
-        // Replays answer the stored response (payorch_http::idempotency).
-        .with_idempotency_store(app.store.idempotency())
         // GET /v1/payments and the other lists (payorch_http::listing).
         .with_indexer(app.store.indexer());
         for check in app.health_checks() {
@@ -118,21 +208,24 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         }
         let router = payorch_http::router(state);
 
-        // Events out.
+        // Events out. On Postgres the relay sleeps on LISTEN/NOTIFY while
+        // idle instead of polling.
+        let wakeup = app.store.wakeup();
         let mut relay_name = None;
         let relay = match &config.amqp_url {
             Some(amqp) => {
                 let relay_config = RelayConfig::new(amqp.clone());
                 relay_name = Some(relay_config.name.clone());
-                Some(
-                    Relay::new(
-                        app.store.events(),
-                        app.store.checkpoints(),
-                        app.store.leader_lock(),
-                        relay_config,
-                    )
-                    .spawn(),
-                )
+                let mut relay = Relay::new(
+                    app.store.events(),
+                    app.store.checkpoints(),
+                    app.store.leader_lock(),
+                    relay_config,
+                );
+                if let Some(w) = &wakeup {
+                    relay = relay.with_wakeup(Arc::new(w.signal().subscribe()));
+                }
+                Some(relay.spawn())
             }
             None => None,
         };
@@ -145,36 +238,22 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             ))
         });
 
-        // Reconciler loop; each pass sets the backlog gauge.
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let reconciler = Reconciler::new(app.engine.clone(), config.reconciler());
+        // Reconciler: one active node per store, under its lease.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reconciler = Reconciler::with_open_work(
+            app.engine.clone(),
+            config.reconciler(),
+            app.store.open_work(),
+            app.store.checkpoints(),
+        );
         let interval = Duration::from_secs(config.reconcile_interval_secs.max(1));
-        let metrics = app.metrics.clone();
-        let reconcile_task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop_rx.changed() => break,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                match reconciler.run_once().await {
-                    Ok(r) => {
-                        metrics.set_reconciler_backlog(gauge(r.candidates as u64));
-                        if r.queried > 0 {
-                            tracing::info!(
-                                candidates = r.candidates,
-                                queried = r.queried,
-                                resolved = r.resolved,
-                                backed_off = r.backed_off,
-                                expired = r.expired,
-                                checkout_paid = r.checkout_paid,
-                                "reconciler pass"
-                            );
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
-                }
-            }
-        });
+        let reconcile_task = tokio::spawn(reconcile_under_lease(
+            reconciler,
+            app.store.leader_lock(),
+            interval,
+            app.metrics.clone(),
+            stop_rx,
+        ));
 
         // Merchant webhooks out ([[webhooks]]), one pass per second.
         let webhook_task = crate::webhooks_out::spawn(&config, &app, stop_tx.subscribe())?;
@@ -184,15 +263,34 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             let (events, checkpoints) = (app.store.events(), app.store.checkpoints());
             let metrics = app.metrics.clone();
             let mut stop_rx = stop_tx.subscribe();
+            let relay_status = relay.as_ref().map(|r| r.watch());
+            let wake = wakeup.as_ref().map(|w| w.signal().subscribe());
             tokio::spawn(async move {
+                let mut lag = 0;
                 loop {
+                    if let Some(s) = &relay_status {
+                        metrics.set_role("relay", s.borrow().state == RelayState::Active);
+                    }
                     match crate::gauges::lag(events.as_ref(), checkpoints.as_ref(), &name).await {
-                        Ok(lag) => metrics.set_relay_lag(gauge(lag)),
+                        Ok(n) => {
+                            lag = n;
+                            metrics.set_relay_lag(gauge(n));
+                        }
                         Err(e) => tracing::warn!(error = %e, "relay lag not measured"),
                     }
+                    // Caught up and told of appends: sleep until the next
+                    // one (or LAG_IDLE_INTERVAL); otherwise every second.
+                    let pause = async {
+                        match &wake {
+                            Some(w) if lag == 0 => {
+                                w.wait(LAG_IDLE_INTERVAL).await;
+                            }
+                            _ => tokio::time::sleep(LAG_INTERVAL).await,
+                        }
+                    };
                     tokio::select! {
                         _ = stop_rx.changed() => break,
-                        _ = tokio::time::sleep(LAG_INTERVAL) => {}
+                        _ = pause => {}
                     }
                 }
             })
@@ -251,4 +349,83 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         app.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payorch_engine::bus::InMemoryLeaderLock;
+    use payorch_engine::gateway::fake::FakeGateway;
+    use payorch_engine::orchestrator::{Engine, EngineConfig};
+    use payorch_engine::reconciler::ReconcilerConfig;
+    use payorch_engine::store::SystemClock;
+    use payorch_engine::store::memory::InMemoryStore;
+
+    fn holds(m: &Metrics) -> bool {
+        m.render().contains("payorch_role{role=\"reconciler\"} 1")
+    }
+
+    fn node(store: &Arc<InMemoryStore>) -> Reconciler {
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            store.clone(),
+            Arc::new(FakeGateway::new()),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+        ));
+        Reconciler::new(engine, ReconcilerConfig::default())
+    }
+
+    /// Two nodes on one lock: exactly one reconciles; when its lease is
+    /// lost the other takes over, and the first stands by.
+    #[tokio::test]
+    async fn one_reconciler_at_a_time_and_a_standby_takes_over() {
+        let store = Arc::new(InMemoryStore::new());
+        let lock = InMemoryLeaderLock::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ma, mb) = (Metrics::new(), Metrics::new());
+        let tick = Duration::from_millis(20);
+        let a = tokio::spawn(reconcile_under_lease(
+            node(&store),
+            Arc::new(lock.clone()),
+            tick,
+            ma.clone(),
+            stop_rx.clone(),
+        ));
+        let b = tokio::spawn(reconcile_under_lease(
+            node(&store),
+            Arc::new(lock.clone()),
+            tick,
+            mb.clone(),
+            stop_rx,
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let wait = |what: &'static str, cond: &dyn Fn() -> bool| {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            cond()
+        };
+        while !wait("nobody took the lease", &|| holds(&ma) || holds(&mb)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // While the lease is held, the other node keeps standing by.
+        for _ in 0..20 {
+            assert!(!(holds(&ma) && holds(&mb)), "two reconcilers at once");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first_was_a = holds(&ma);
+        // The holder's session dies (the lease is free for the standby).
+        lock.revoke(RECONCILER_LEASE);
+        let other_holds = || if first_was_a { holds(&mb) } else { holds(&ma) };
+        while !wait("the standby never took over", &other_holds) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let first = if first_was_a { &ma } else { &mb };
+        while !wait("the old holder never stood down", &|| !holds(first)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        a.await.unwrap();
+        b.await.unwrap();
+        assert!(!holds(&ma) && !holds(&mb), "roles cleared on stop");
+    }
 }

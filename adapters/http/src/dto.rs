@@ -327,18 +327,15 @@ pub struct CreateCheckoutBody {
     pub session_mode: Option<String>,
     #[serde(default)]
     pub return_url: Option<String>,
-    /// RFC 3339; default now + the configured session lifetime.
+    /// RFC 3339; default now + the engine's `checkout_ttl`, fixed by the
+    /// first execution of the request (a replay returns the same).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
 impl CreateCheckoutBody {
     /// Validates and maps to the engine's request.
-    pub fn into_engine(
-        self,
-        now: OffsetDateTime,
-        default_ttl: std::time::Duration,
-    ) -> Result<CheckoutSessionCreate, ApiError> {
+    pub fn into_engine(self, now: OffsetDateTime) -> Result<CheckoutSessionCreate, ApiError> {
         positive("amount.minor", &self.amount)?;
         let session_mode = match self.session_mode.as_deref() {
             None => SessionMode::Hosted,
@@ -359,8 +356,9 @@ impl CreateCheckoutBody {
                     "must be in the future",
                 ));
             }
-            Some(t) => t,
-            None => now + default_ttl,
+            // Absent stays absent: the engine resolves the default once,
+            // so an identical retry is the same request.
+            other => other,
         };
         Ok(CheckoutSessionCreate {
             amount: self.amount,
@@ -589,6 +587,9 @@ pub struct CheckoutSessionView {
     /// The payment, once the shopper paid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<OrderId>,
+    /// When the session expires (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
     pub version: u64,
 }
 
@@ -601,6 +602,7 @@ impl From<CheckoutView> for CheckoutSessionView {
             session_id: v.session_id,
             session_url: v.session_url,
             payment_id: v.order_id,
+            expires_at: v.expires_at,
             version: v.version,
         }
     }

@@ -21,6 +21,10 @@ use payorch_engine::orchestrator::EngineError;
 use payorch_engine::order::DomainError;
 use payorch_engine::store::StoreError;
 
+/// The code of 409 "another request with this key is still executing"
+/// (answered with `Retry-After`).
+pub const IN_PROGRESS: &str = "idempotency_key_in_progress";
+
 /// An API error: HTTP status, stable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -102,6 +106,10 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            StatusCode::CONFLICT if self.code == IN_PROGRESS => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         resp
@@ -162,6 +170,16 @@ impl From<EngineError> for ApiError {
             }
             EngineError::IdempotencyConflict { key } => {
                 return crate::idempotency::reused(key);
+            }
+            EngineError::IdempotencyInProgress { key, .. } => {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    IN_PROGRESS,
+                    format!(
+                        "a request with header `Idempotency-Key` {key:?} is still in progress; \
+                         retry after the `Retry-After` delay to get its answer"
+                    ),
+                );
             }
             EngineError::Contention { .. } => (StatusCode::SERVICE_UNAVAILABLE, "contention"),
             EngineError::Store(StoreError::Unavailable(_)) => {

@@ -6,15 +6,11 @@
 //! commands answer 200. A declined payment is still a created resource
 //! (201, `status: declined`, `decline` set).
 //!
-//! Idempotency: POSTs pass `Idempotency-Key` to the engine
-//! (`CommandContext::with_idempotency_key`), which stores one record per
-//! (merchant, key) together with the command's first events and decides
-//! whether a repeat is the same request. A repeat with the same request
-//! returns the stored response of the first one (status and body as they
-//! were then, see [`crate::idempotency`]); another request under the same
-//! key is 409 `idempotency_key_reused` naming the key. The POSTs the
-//! engine records nothing for store their answer in [`crate::idempotency`]
-//! too (one key space per merchant across all routes).
+//! Idempotency: every POST passes `Idempotency-Key` to the engine
+//! (`CommandContext::with_idempotency_key`), which keeps one record per
+//! (merchant, key) and answers a repeat with the stored response of the
+//! request that executed; the status derives from that response as it did
+//! for the first caller (see [`crate::idempotency`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -31,7 +27,6 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, IdempotencyKey, OptionalJson};
-use crate::idempotency;
 use crate::state::AppState;
 
 type ApiResult = Result<Response, ApiError>;
@@ -85,13 +80,7 @@ pub(crate) async fn create_payment(
 ) -> ApiResult {
     let req = body.into_engine()?;
     let ctx = ctx(&m, Some(key));
-    idempotency::engine_command(&s, &ctx, || async {
-        Ok(payment_parts(
-            s.engine().place_payment(&ctx, req).await?,
-            true,
-        ))
-    })
-    .await
+    Ok(payment(s.engine().place_payment(&ctx, req).await?, true))
 }
 
 /// `GET /v1/payments/{id}`.
@@ -123,14 +112,11 @@ pub(crate) async fn capture(
         ));
     }
     let ctx = ctx(&m, Some(key));
-    idempotency::engine_command(&s, &ctx, || async {
-        let view = s
-            .engine()
-            .capture(&ctx, id, body.amount, body.final_capture)
-            .await?;
-        Ok(payment_parts(view, false))
-    })
-    .await
+    let view = s
+        .engine()
+        .capture(&ctx, id, body.amount, body.final_capture)
+        .await?;
+    Ok(payment(view, false))
 }
 
 /// `POST /v1/payments/{id}/void`.
@@ -143,11 +129,8 @@ pub(crate) async fn void(
 ) -> ApiResult {
     let id = order_id(&id)?;
     let ctx = ctx(&m, Some(key));
-    idempotency::engine_command(&s, &ctx, || async {
-        let view = s.engine().void(&ctx, id, body.reason).await?;
-        Ok(payment_parts(view, false))
-    })
-    .await
+    let view = s.engine().void(&ctx, id, body.reason).await?;
+    Ok(payment(view, false))
 }
 
 /// `POST /v1/payments/{id}/refunds`.
@@ -166,14 +149,11 @@ pub(crate) async fn refund(
         ));
     }
     let ctx = ctx(&m, Some(key));
-    idempotency::engine_command(&s, &ctx, || async {
-        let view = s
-            .engine()
-            .refund(&ctx, id, body.amount, body.reason)
-            .await?;
-        Ok(payment_parts(view, false))
-    })
-    .await
+    let view = s
+        .engine()
+        .refund(&ctx, id, body.amount, body.reason)
+        .await?;
+    Ok(payment(view, false))
 }
 
 /// `POST /v1/checkout-sessions`.
@@ -184,19 +164,16 @@ pub(crate) async fn create_checkout_session(
     ApiJson(body): ApiJson<CreateCheckoutBody>,
 ) -> ApiResult {
     let now = s.engine().clock().now();
-    let req = body.into_engine(now, s.config().default_checkout_ttl)?;
+    let req = body.into_engine(now)?;
     let ctx = ctx(&m, Some(key));
-    idempotency::engine_command(&s, &ctx, || async {
-        let view = s.engine().create_checkout_session(&ctx, req).await?;
-        let v = CheckoutSessionView::from(view);
-        let status = if v.status == "requested" {
-            StatusCode::ACCEPTED
-        } else {
-            StatusCode::CREATED
-        };
-        Ok((status, body_value(&v)))
-    })
-    .await
+    let view = s.engine().create_checkout_session(&ctx, req).await?;
+    let v = CheckoutSessionView::from(view);
+    let status = if v.status == "requested" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(v)).into_response())
 }
 
 /// `GET /v1/checkout-sessions/{id}`.
@@ -221,16 +198,10 @@ pub(crate) async fn charge_agreement(
     let id = agreement_id(&id)?;
     let amount = body.amount()?;
     let ctx = ctx(&m, Some(key));
-    let prior = idempotency::prior(&s, &ctx).await?;
-    if let Some(order) = idempotency::charge_replay(&s, &ctx, id, amount).await? {
-        if let idempotency::Prior::Seen(Some(stored)) = prior {
-            return Ok(stored);
-        }
-        let view = s.engine().get_order(&ctx, order).await?;
-        return Ok(payment(view, true));
-    }
-    let (status, body) = payment_parts(s.engine().charge_agreement(&ctx, id, amount).await?, true);
-    idempotency::finish(&s, &ctx, prior, status, body).await
+    Ok(payment(
+        s.engine().charge_agreement(&ctx, id, amount).await?,
+        true,
+    ))
 }
 
 fn body_value<T: serde::Serialize>(body: &T) -> serde_json::Value {
@@ -247,18 +218,14 @@ pub(crate) async fn cancel_agreement(
 ) -> ApiResult {
     let id = agreement_id(&id)?;
     let ctx = ctx(&m, Some(key));
-    let fp = idempotency::fingerprint("cancel_agreement", &id.to_string(), &body_value(&body));
-    idempotency::run(&s, &ctx, fp, || async {
-        let view = s.engine().cancel_agreement(&ctx, id, body.reason).await?;
-        let v = RecurringAgreementView::from(view);
-        let status = if v.status == "cancelling" {
-            StatusCode::ACCEPTED
-        } else {
-            StatusCode::OK
-        };
-        Ok((status, body_value(&v)))
-    })
-    .await
+    let view = s.engine().cancel_agreement(&ctx, id, body.reason).await?;
+    let v = RecurringAgreementView::from(view);
+    let status = if v.status == "cancelling" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(v)).into_response())
 }
 
 /// `GET /v1/recurring-agreements/{id}`.
@@ -281,21 +248,15 @@ pub(crate) async fn token_query(
 ) -> ApiResult {
     require_text("shopper_reference", &body.shopper_reference, 64)?;
     let ctx = ctx(&m, Some(key));
-    let fp = idempotency::fingerprint("token_query", "", &body_value(&body));
-    idempotency::run(&s, &ctx, fp, || async {
-        let r = s
-            .engine()
-            .token_query(&ctx, &body.shopper_reference)
-            .await?;
-        Ok((
-            StatusCode::OK,
-            serde_json::json!({
-                "shopper_reference": r.shopper_reference.unwrap_or(body.shopper_reference),
-                "tokens": r.tokens,
-            }),
-        ))
-    })
-    .await
+    let r = s
+        .engine()
+        .token_query(&ctx, &body.shopper_reference)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "shopper_reference": r.shopper_reference.unwrap_or(body.shopper_reference),
+        "tokens": r.tokens,
+    }))
+    .into_response())
 }
 
 /// `POST /v1/tokens/remove`.
@@ -308,17 +269,10 @@ pub(crate) async fn token_remove(
     require_text("token", &body.token, 64)?;
     require_text("shopper_reference", &body.shopper_reference, 64)?;
     let ctx = ctx(&m, Some(key));
-    let fp = idempotency::fingerprint("token_remove", "", &body_value(&body));
-    idempotency::run(&s, &ctx, fp, || async {
-        s.engine()
-            .token_remove(&ctx, &body.token, &body.shopper_reference)
-            .await?;
-        Ok((
-            StatusCode::OK,
-            serde_json::json!({ "token": body.token, "removed": true }),
-        ))
-    })
-    .await
+    s.engine()
+        .token_remove(&ctx, &body.token, &body.shopper_reference)
+        .await?;
+    Ok(Json(serde_json::json!({ "token": body.token, "removed": true })).into_response())
 }
 
 /// `POST /v1/apple-pay/sessions`.
@@ -330,25 +284,18 @@ pub(crate) async fn apple_pay_session(
 ) -> ApiResult {
     require_text("domain_name", &body.domain_name, 255)?;
     let ctx = ctx(&m, Some(key));
-    let fp = idempotency::fingerprint("apple_pay_session", "", &body_value(&body));
-    idempotency::run(&s, &ctx, fp, || async {
-        let r = s
-            .engine()
-            .apple_pay_session(&ctx, &body.domain_name, body.display_name)
-            .await?;
-        // PayKKa answers Apple's merchant session, sometimes as a JSON string.
-        let session = match r.0 {
-            serde_json::Value::String(text) => {
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-            }
-            other => other,
-        };
-        Ok((
-            StatusCode::OK,
-            serde_json::json!({ "merchant_session": session }),
-        ))
-    })
-    .await
+    let r = s
+        .engine()
+        .apple_pay_session(&ctx, &body.domain_name, body.display_name)
+        .await?;
+    // PayKKa answers Apple's merchant session, sometimes as a JSON string.
+    let session = match r.0 {
+        serde_json::Value::String(text) => {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        }
+        other => other,
+    };
+    Ok(Json(serde_json::json!({ "merchant_session": session })).into_response())
 }
 
 /// `GET /healthz`: 200 when every check passes, 503 otherwise.

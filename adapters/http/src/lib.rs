@@ -23,7 +23,6 @@
 //! let keys = ApiKeys::new().with_hashed_key("18356675194960", &merchant.api_key_sha256)?;
 //! let state = AppState::new(engine, keys, Arc::new(PaykkaVerifier { receiver, clock }))
 //!     .with_metrics(metrics)
-//!     .with_idempotency_store(store.clone())
 //!     .with_health_check(store_check)
 //!     .with_health_check(broker_check);
 //! payorch_http::serve(listener, payorch_http::router(state), shutdown_signal).await?;

@@ -11,7 +11,16 @@
 //! * `payorch_paykka_calls_total{operation,outcome}` (counter)
 //! * `payorch_paykka_call_duration_seconds{operation}` (histogram)
 //! * `payorch_webhook_notifications_total{kind,result}` (counter)
-//! * `payorch_relay_lag_events` (gauge), `payorch_reconciler_backlog_orders` (gauge)
+//! * `payorch_relay_lag_events` (gauge)
+//! * `payorch_role{role}` (gauge): 1 while this node holds the leader lease
+//!   of `role` (`relay`, `reconciler`), 0 while it stands by
+//! * `payorch_reconciler_open_orders`, `payorch_reconciler_open_agreements`,
+//!   `payorch_reconciler_open_checkout_sessions` (gauges): per kind, the
+//!   streams the last reconciler pass found with work open for longer than
+//!   its threshold (backed-off ones included)
+//! * `payorch_reconciler_backlog_orders` (gauge, kept for dashboards: the
+//!   streams of every kind with a PayKKa call open past the threshold;
+//!   despite its name not only orders; prefer the three above)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,6 +89,7 @@ struct Inner {
     paykka_calls: BTreeMap<(&'static str, &'static str), u64>,
     paykka_latency: BTreeMap<&'static str, Histogram>,
     webhooks: BTreeMap<(&'static str, &'static str), u64>,
+    roles: BTreeMap<&'static str, bool>,
 }
 
 /// See the module docs. Clones share the same series.
@@ -88,6 +98,9 @@ pub struct Metrics {
     inner: Arc<Mutex<Inner>>,
     relay_lag: Arc<AtomicI64>,
     reconciler_backlog: Arc<AtomicI64>,
+    open_orders: Arc<AtomicI64>,
+    open_agreements: Arc<AtomicI64>,
+    open_checkout_sessions: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,6 +170,21 @@ impl Metrics {
         self.reconciler_backlog.store(orders, Ordering::Relaxed);
     }
 
+    /// Records whether this node holds the leader lease of `role`
+    /// (`relay`, `reconciler`).
+    pub fn set_role(&self, role: &'static str, held: bool) {
+        self.lock().roles.insert(role, held);
+    }
+
+    /// Sets the per-kind reconciler backlog: orders, agreements and
+    /// checkout sessions with work open past the reconciler's threshold.
+    pub fn set_reconciler_open(&self, orders: i64, agreements: i64, checkout_sessions: i64) {
+        self.open_orders.store(orders, Ordering::Relaxed);
+        self.open_agreements.store(agreements, Ordering::Relaxed);
+        self.open_checkout_sessions
+            .store(checkout_sessions, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let g = self.lock();
@@ -200,6 +228,10 @@ impl Metrics {
                 "payorch_webhook_notifications_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
             );
         }
+        out.push_str("# HELP payorch_role 1 while this node holds the leader lease of the role, 0 while it stands by.\n# TYPE payorch_role gauge\n");
+        for (role, held) in &g.roles {
+            let _ = writeln!(out, "payorch_role{{role=\"{role}\"}} {}", u8::from(*held));
+        }
         let _ = writeln!(
             out,
             "# HELP payorch_relay_lag_events Committed events not yet published by the relay.\n# TYPE payorch_relay_lag_events gauge\npayorch_relay_lag_events {}",
@@ -207,9 +239,32 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP payorch_reconciler_backlog_orders Orders waiting for the reconciler.\n# TYPE payorch_reconciler_backlog_orders gauge\npayorch_reconciler_backlog_orders {}",
+            "# HELP payorch_reconciler_backlog_orders Streams of every kind with a PayKKa call open past the reconciler threshold (deprecated name: see the per-kind gauges).\n# TYPE payorch_reconciler_backlog_orders gauge\npayorch_reconciler_backlog_orders {}",
             self.reconciler_backlog.load(Ordering::Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "payorch_reconciler_open_orders",
+                "Orders with a PayKKa call or 3DS challenge open past the reconciler threshold.",
+                &self.open_orders,
+            ),
+            (
+                "payorch_reconciler_open_agreements",
+                "Recurring agreements with a cancel unanswered past the reconciler threshold.",
+                &self.open_agreements,
+            ),
+            (
+                "payorch_reconciler_open_checkout_sessions",
+                "Checkout sessions with a create unanswered, or open for the shopper, past the reconciler threshold.",
+                &self.open_checkout_sessions,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
@@ -352,6 +407,9 @@ mod tests {
         m.record_paykka_call("capture", "success", Duration::from_millis(40));
         m.set_relay_lag(7);
         m.set_reconciler_backlog(2);
+        m.set_reconciler_open(3, 4, 5);
+        m.set_role("relay", false);
+        m.set_role("reconciler", true);
         let text = m.render();
         assert!(text.contains(
             "payorch_http_requests_total{method=\"GET\",route=\"/v1/payments/{id}\",status=\"200\"} 1"
@@ -369,5 +427,10 @@ mod tests {
         ));
         assert!(text.contains("payorch_relay_lag_events 7"));
         assert!(text.contains("payorch_reconciler_backlog_orders 2"));
+        assert!(text.contains("payorch_reconciler_open_orders 3"));
+        assert!(text.contains("payorch_role{role=\"relay\"} 0"));
+        assert!(text.contains("payorch_role{role=\"reconciler\"} 1"));
+        assert!(text.contains("payorch_reconciler_open_agreements 4"));
+        assert!(text.contains("payorch_reconciler_open_checkout_sessions 5"));
     }
 }

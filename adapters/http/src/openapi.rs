@@ -278,7 +278,7 @@ pub fn document() -> Value {
                 if r.method == Method::Post {
                     params.push(json!({
                         "name": "Idempotency-Key", "in": "header", "required": true,
-                        "description": "Unique per operation; resend it on retries. Same key + same body returns the resource the key created; same key + another body is 409.",
+                        "description": "Unique per request, scoped per merchant; resend it on retries. Same key + same request returns the stored response of the request that executed (same status and body); same key + another request is 409 idempotency_key_reused; while that request still executes, 409 idempotency_key_in_progress with Retry-After.",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}
                     }));
                 }
@@ -342,7 +342,7 @@ pub fn document() -> Value {
                     error_response("Not found (or owned by another merchant)"),
                 );
                 if r.method == Method::Post {
-                    responses.insert("409".into(), error_response("Illegal in the current state, or Idempotency-Key reused with another body"));
+                    responses.insert("409".into(), error_response("Illegal in the current state, Idempotency-Key reused with another request, or its request still in progress (Retry-After)"));
                     responses.insert("413".into(), error_response("Body larger than the limit"));
                     responses.insert(
                         "422".into(),

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use payorch_engine::listing::Indexer;
 use payorch_engine::orchestrator::Engine;
-use payorch_engine::store::IdempotencyStore;
 
 use crate::auth::ApiKeys;
 use crate::metrics::Metrics;
@@ -33,8 +32,6 @@ pub struct HttpConfig {
     pub max_webhook_body_bytes: usize,
     /// Time budget of each health check (a check that takes longer fails).
     pub health_check_timeout: Duration,
-    /// Lifetime of a checkout session when the request gives no `expires_at`.
-    pub default_checkout_ttl: Duration,
 }
 
 impl Default for HttpConfig {
@@ -43,7 +40,6 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             max_webhook_body_bytes: 64 * 1024,
             health_check_timeout: Duration::from_secs(2),
-            default_checkout_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -55,7 +51,6 @@ struct Inner {
     metrics: Metrics,
     health: Vec<Arc<dyn HealthCheck>>,
     config: HttpConfig,
-    idempotency: Option<Arc<dyn IdempotencyStore>>,
     indexer: Option<Arc<Indexer>>,
 }
 
@@ -87,7 +82,6 @@ impl AppState {
                 metrics: Metrics::new(),
                 health: Vec::new(),
                 config: HttpConfig::default(),
-                idempotency: None,
                 indexer: None,
             }),
         }
@@ -103,7 +97,6 @@ impl AppState {
                 metrics: shared.metrics.clone(),
                 health: shared.health.clone(),
                 config: shared.config.clone(),
-                idempotency: shared.idempotency.clone(),
                 indexer: shared.indexer.clone(),
             },
         };
@@ -128,15 +121,6 @@ impl AppState {
         self.map(|i| i.config = config)
     }
 
-    /// The engine's idempotency store (the same one the engine was built
-    /// with). With it, the POSTs the engine records no idempotency for
-    /// (cancel agreement, token query/remove, Apple Pay session) replay
-    /// their stored answer, and agreement charges are replay-checked before
-    /// the engine runs (see [`crate::idempotency`]).
-    pub fn with_idempotency_store(self, store: Arc<dyn IdempotencyStore>) -> Self {
-        self.map(|i| i.idempotency = Some(store))
-    }
-
     /// The listing index feeder (`GET /v1/payments` and the other lists,
     /// see [`crate::listing`]); without it the lists answer 501.
     pub fn with_indexer(self, indexer: Arc<Indexer>) -> Self {
@@ -146,11 +130,6 @@ impl AppState {
     /// The listing indexer, when configured.
     pub fn indexer(&self) -> Option<&Arc<Indexer>> {
         self.inner.indexer.as_ref()
-    }
-
-    /// The idempotency store, when configured.
-    pub fn idempotency_store(&self) -> Option<&Arc<dyn IdempotencyStore>> {
-        self.inner.idempotency.as_ref()
     }
 
     /// The engine.

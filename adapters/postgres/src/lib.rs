@@ -12,7 +12,8 @@
 //! the batch with `global_position = (xid << 16) | ordinal`, where `xid` is
 //! the appending transaction's 64-bit id (`pg_current_xact_id()`, assigned
 //! inside the statement) and `ordinal` runs 1..n over the batch (so at most
-//! [`MAX_BATCH`] events per append), plus the idempotency record. No lock
+//! [`MAX_BATCH`] events per append), plus the idempotency record begun or
+//! completed (`response IS NULL` = in progress, migration 0003). No lock
 //! and no sequence: concurrent writers insert in parallel and share WAL
 //! flushes (group commit). Positions are strictly increasing and dense
 //! within a batch, sparse across batches. The statement has two shapes: a
@@ -56,8 +57,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use payorch_engine::store::{
     AppendOutcome, AppendRequest, CheckpointStore, EventMetadata, EventStore, ExpectedVersion,
-    IdempotencyRecord, IdempotencyStore, NewEvent, Position, RecordedEvent, StoreError, StreamId,
-    Version,
+    IdempotencyCompletion, IdempotencyRecord, IdempotencyStore, IdempotencyWrite, NewEvent,
+    Position, RecordedEvent, StoreError, StreamId, Version,
 };
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -67,6 +68,8 @@ use uuid::Uuid;
 
 mod index;
 mod lock;
+mod open_work;
+pub mod wakeup;
 
 pub use lock::AdvisoryLock;
 
@@ -292,7 +295,8 @@ fn same_event(stored: &RecordedEvent, new: &NewEvent, stream: &StreamId) -> bool
 
 /// The append statement. Parameters: $1 stream_id, $2 stream_type,
 /// $3 expected version (NULL = Any), $4..$9 the batch as arrays,
-/// $10..$15 the idempotency record ($10 NULL = none). See the crate docs.
+/// $10..$15 the idempotency record ($10 NULL = none), $16 true when the
+/// record is completed (response $13) rather than begun. See the crate docs.
 const APPEND_SQL: &str = r#"
 WITH cur AS MATERIALIZED (
     SELECT COALESCE(MAX(version), 0)::int8 AS v FROM events WHERE stream_id = $1
@@ -312,7 +316,12 @@ WITH cur AS MATERIALIZED (
     INSERT INTO idempotency (scope, key, fingerprint, response, stream_id, created_at)
     SELECT $10::text, $11::text, $12::text, $13::json, $14::text, $15::timestamptz
     FROM (SELECT 1 FROM ins LIMIT 1) AS x
-    WHERE $10::text IS NOT NULL
+    WHERE $10::text IS NOT NULL AND NOT $16::bool
+    RETURNING 1
+), done AS (
+    UPDATE idempotency SET response = $13::json
+    WHERE $16::bool AND scope = $10::text AND key = $11::text AND response IS NULL
+      AND EXISTS (SELECT 1 FROM ins)
     RETURNING 1
 ), agg AS (
     SELECT min(global_position) AS first_pos, max(global_position) AS last_pos,
@@ -351,7 +360,7 @@ struct AppendArgs {
     payloads: Vec<String>,
     metadata: Vec<String>,
     recorded_at: Vec<OffsetDateTime>,
-    idempotency: Option<IdempotencyRecord>,
+    idempotency: Option<IdempotencyWrite>,
 }
 
 impl AppendArgs {
@@ -439,7 +448,11 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
             last_version: version,
         });
     }
-    let rec = a.idempotency.as_ref();
+    let (rec, done) = match &a.idempotency {
+        Some(IdempotencyWrite::Begin(r)) => (Some(r), None),
+        Some(IdempotencyWrite::Complete(c)) => (None, Some(c)),
+        None => (None, None),
+    };
     let row = sqlx::query(APPEND_SQL)
         .bind(&a.stream_id)
         .bind(&a.stream_type)
@@ -450,12 +463,19 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
         .bind(&a.payloads)
         .bind(&a.metadata)
         .bind(&a.recorded_at)
-        .bind(rec.map(|r| r.scope.as_str()))
-        .bind(rec.map(|r| r.key.as_str()))
+        .bind(
+            rec.map(|r| r.scope.as_str())
+                .or(done.map(|c| c.scope.as_str())),
+        )
+        .bind(rec.map(|r| r.key.as_str()).or(done.map(|c| c.key.as_str())))
         .bind(rec.map(|r| r.fingerprint.as_str()))
-        .bind(rec.map(|r| r.response.get()))
+        .bind(
+            rec.and_then(|r| r.response.as_deref().map(RawValue::get))
+                .or(done.map(|c| c.response.get())),
+        )
         .bind(rec.and_then(|r| r.stream_id.as_ref().map(StreamId::as_str)))
         .bind(rec.map(|r| r.created_at))
+        .bind(done.is_some())
         .fetch_one(&mut *conn)
         .await?;
     Ok(AppendRow {
@@ -585,11 +605,11 @@ impl PostgresStore {
                     });
                 }
                 Attempt::Unique(constraint) if constraint == "idempotency_pkey" => {
-                    let (scope, key) = args
-                        .idempotency
-                        .as_ref()
-                        .map(|r| (r.scope.clone(), r.key.clone()))
-                        .unwrap_or_default();
+                    let (scope, key) = match &args.idempotency {
+                        Some(IdempotencyWrite::Begin(r)) => (r.scope.clone(), r.key.clone()),
+                        Some(IdempotencyWrite::Complete(c)) => (c.scope.clone(), c.key.clone()),
+                        None => Default::default(),
+                    };
                     return Err(StoreError::IdempotencyKeyTaken { scope, key });
                 }
                 Attempt::Unique(constraint) => {
@@ -750,7 +770,11 @@ impl IdempotencyStore for PostgresStore {
             scope: r.try_get("scope").map_err(corrupt)?,
             key: r.try_get("key").map_err(corrupt)?,
             fingerprint: r.try_get("fingerprint").map_err(corrupt)?,
-            response: raw_json(r.try_get("response").map_err(corrupt)?, "response")?,
+            response: r
+                .try_get::<Option<String>, _>("response")
+                .map_err(corrupt)?
+                .map(|s| raw_json(s, "response"))
+                .transpose()?,
             stream_id: r
                 .try_get::<Option<String>, _>("stream_id")
                 .map_err(corrupt)?
@@ -768,7 +792,7 @@ impl IdempotencyStore for PostgresStore {
             .bind(&record.scope)
             .bind(&record.key)
             .bind(&record.fingerprint)
-            .bind(record.response.get())
+            .bind(record.response.as_deref().map(RawValue::get))
             .bind(record.stream_id.as_ref().map(StreamId::as_str))
             .bind(record.created_at)
             .execute(&self.pool)
@@ -789,6 +813,24 @@ impl IdempotencyStore for PostgresStore {
                 key: record.key,
             })
         }
+    }
+
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError> {
+        let r = retrying(|| {
+            sqlx::query(
+                "UPDATE idempotency SET response = $3::json \
+                 WHERE scope = $1 AND key = $2 AND response IS NULL",
+            )
+            .bind(&completion.scope)
+            .bind(&completion.key)
+            .bind(completion.response.get())
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 }
 

@@ -8,6 +8,12 @@
 //! or a lost connection ends the session: the relay reconnects with backoff
 //! and republishes from the checkpoint (duplicates possible, loss never).
 //!
+//! Idle is idle: with a wake-up source ([`Relay::with_wakeup`]: Postgres
+//! `LISTEN/NOTIFY`, or an in-process signal) an idle relay sleeps until an
+//! append is announced, or `wakeup_fallback` (default 5 s) at the latest,
+//! instead of polling every `idle_poll`; it checks its lease on each wake
+//! before reading. Without one it polls every `idle_poll`.
+//!
 //! Only the holder of the leader lease (`LeaderLock`, named like the
 //! checkpoint) publishes; other relays stand by and retry the lease every
 //! `standby_poll`. The lease is re-checked every `lease_check_interval` and
@@ -22,6 +28,7 @@ use lapin::types::ShortString;
 use lapin::{Channel, Connection, ConnectionProperties, PublisherConfirm};
 use payorch_engine::bus::{LeaderLock, LeaseGuard};
 use payorch_engine::store::{CheckpointStore, EventStore, Position, RecordedEvent};
+use payorch_engine::wakeup::EventWakeup;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -40,8 +47,12 @@ pub struct RelayConfig {
     pub window: usize,
     /// Events read per `read_all` call (default 256).
     pub read_batch: usize,
-    /// Poll interval when the store has nothing new (default 100 ms).
+    /// Poll interval when the store has nothing new and no wake-up source
+    /// is set (default 100 ms).
     pub idle_poll: Duration,
+    /// With a wake-up source: the longest idle sleep without a wake-up
+    /// (default 5 s; a lost notification costs at most this much latency).
+    pub wakeup_fallback: Duration,
     /// How often a standby relay retries the lease (default 500 ms).
     pub standby_poll: Duration,
     /// How often an active relay checks that it still holds the lease
@@ -64,6 +75,7 @@ impl RelayConfig {
             window: 256,
             read_batch: 256,
             idle_poll: Duration::from_millis(100),
+            wakeup_fallback: Duration::from_secs(5),
             standby_poll: Duration::from_millis(500),
             lease_check_interval: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(30),
@@ -112,6 +124,7 @@ pub struct Relay {
     lock: Arc<dyn LeaderLock>,
     config: RelayConfig,
     wake: Arc<Notify>,
+    wakeup: Option<Arc<dyn EventWakeup>>,
 }
 
 /// A running relay.
@@ -183,7 +196,15 @@ impl Relay {
             lock,
             config,
             wake: Arc::new(Notify::new()),
+            wakeup: None,
         }
+    }
+
+    /// Sleeps while idle until `wakeup` announces an append (or
+    /// `wakeup_fallback` passes) instead of polling every `idle_poll`.
+    pub fn with_wakeup(mut self, wakeup: Arc<dyn EventWakeup>) -> Self {
+        self.wakeup = Some(wakeup);
+        self
     }
 
     /// Uses `wake` to be woken at once after appends (instead of waiting for
@@ -466,12 +487,24 @@ impl Runner {
                 return Ok(SessionEnd::LeaseLost);
             }
             lease_checked = Instant::now();
-            let idle = self.relay.config.idle_poll;
             let wake = self.relay.wake.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(idle) => {}
-                _ = wake.notified() => {}
-                _ = self.stop.wait_for(|s| *s) => {}
+            match self.relay.wakeup.clone() {
+                Some(wakeup) => {
+                    let fallback = self.relay.config.wakeup_fallback;
+                    tokio::select! {
+                        _ = wakeup.wait(fallback) => {}
+                        _ = wake.notified() => {}
+                        _ = self.stop.wait_for(|s| *s) => {}
+                    }
+                }
+                None => {
+                    let idle = self.relay.config.idle_poll;
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = wake.notified() => {}
+                        _ = self.stop.wait_for(|s| *s) => {}
+                    }
+                }
             }
             drained = false;
         }

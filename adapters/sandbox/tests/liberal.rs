@@ -223,3 +223,22 @@ async fn the_3ds_and_hosted_pages_end_with_the_redirect_to_return_url() {
     assert!(html.contains("url=https://shop.example/back?o=1"), "{html}");
     h.sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_notification_delay_is_a_setting() {
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(700);
+    let h = start_with(|c| c.notify.delay = DELAY).await;
+    let rx = Receiver::start(0).await;
+    let sent_at = std::time::Instant::now();
+    h.pay_with_notify("delay-1", &rx.url).await;
+    // Queued at once, but not delivered before the delay has passed.
+    assert_eq!(h.sandbox.notifications_sent().len(), 1);
+    let got = rx.wait_for(1, std::time::Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "the delayed notification never came");
+    assert!(
+        sent_at.elapsed() >= DELAY,
+        "delivered after {:?}, before the {DELAY:?} delay",
+        sent_at.elapsed()
+    );
+    h.sandbox.shutdown().await;
+}

@@ -23,6 +23,8 @@
 //!
 //! Payloads are stored as JSON text verbatim; timestamps as RFC 3339 text.
 
+mod open_work;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,8 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use payorch_engine::store::{
     AppendOutcome, AppendRequest, CheckpointStore, EventMetadata, EventStore, ExpectedVersion,
-    IdempotencyRecord, IdempotencyStore, NewEvent, Position, RecordedEvent, StoreError, StreamId,
-    Version,
+    IdempotencyCompletion, IdempotencyRecord, IdempotencyStore, IdempotencyWrite, NewEvent,
+    Position, RecordedEvent, StoreError, StreamId, Version,
 };
 use serde_json::value::RawValue;
 use sqlx::error::ErrorKind;
@@ -322,6 +324,25 @@ async fn stored_outcome(
     }
 }
 
+/// Stores the response of an in-progress record; `false` when the record
+/// is missing or already completed.
+async fn complete_idempotency(
+    tx: &mut Transaction<'static, Sqlite>,
+    c: &IdempotencyCompletion,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "UPDATE idempotency SET response = ? \
+         WHERE scope = ? AND key = ? AND response IS NULL",
+    )
+    .bind(c.response.get())
+    .bind(&c.scope)
+    .bind(&c.key)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(r.rows_affected() == 1)
+}
+
 async fn insert_idempotency(
     tx: &mut Transaction<'static, Sqlite>,
     record: &IdempotencyRecord,
@@ -333,7 +354,7 @@ async fn insert_idempotency(
     .bind(&record.scope)
     .bind(&record.key)
     .bind(&record.fingerprint)
-    .bind(record.response.get())
+    .bind(record.response.as_deref().map(RawValue::get))
     .bind(record.stream_id.as_ref().map(StreamId::as_str))
     .bind(format_time(record.created_at)?)
     .execute(&mut **tx)
@@ -413,8 +434,12 @@ impl SqliteStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        if let Some(record) = &request.idempotency {
-            insert_idempotency(&mut tx, record).await?;
+        match &request.idempotency {
+            Some(IdempotencyWrite::Begin(record)) => insert_idempotency(&mut tx, record).await?,
+            Some(IdempotencyWrite::Complete(c)) => {
+                complete_idempotency(&mut tx, c).await?;
+            }
+            None => {}
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Attempt::Done(AppendOutcome {
@@ -556,7 +581,11 @@ impl IdempotencyStore for SqliteStore {
             scope: r.try_get("scope").map_err(corrupt)?,
             key: r.try_get("key").map_err(corrupt)?,
             fingerprint: r.try_get("fingerprint").map_err(corrupt)?,
-            response: raw_json(r.try_get("response").map_err(corrupt)?, "response")?,
+            response: r
+                .try_get::<Option<String>, _>("response")
+                .map_err(corrupt)?
+                .map(|s| raw_json(s, "response"))
+                .transpose()?,
             stream_id: r
                 .try_get::<Option<String>, _>("stream_id")
                 .map_err(corrupt)?
@@ -569,6 +598,16 @@ impl IdempotencyStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         insert_idempotency(&mut tx, &record).await?;
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = complete_idempotency(&mut tx, &completion).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(done)
     }
 }
 

@@ -9,12 +9,14 @@ use uuid::Uuid;
 
 use super::idempotency::*;
 use super::paykka_requests::*;
+use super::runner::{Idem, Respond};
 use super::*;
 use crate::aggregate::AgreementAggregate;
-use crate::agreement::{self, AgreementCommand, AgreementError, AgreementPhase};
+use crate::agreement::{self, AgreementCommand, AgreementPhase, AgreementState};
 use crate::gateway::GatewayOutcome;
 use crate::order::CallOutcome;
-use crate::read::{agreement_stream, load};
+use crate::read::{agreement_stream, load, order_stream};
+use crate::store::StoreError;
 use crate::view::{AgreementView, OrderView};
 
 impl Engine {
@@ -27,35 +29,27 @@ impl Engine {
         let (s, _) =
             load::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
                 .await?;
-        let not_found = || EngineError::NotFound {
-            what: "agreement",
-            id: agreement_id.to_string(),
-        };
-        let c = s.created.as_ref().ok_or_else(not_found)?;
-        if c.merchant_id != ctx.merchant_id {
-            return Err(not_found());
-        }
-        Ok(AgreementView {
-            agreement_id,
-            merchant_id: c.merchant_id.clone(),
-            status: s.phase,
-            first_order_id: c.first_order_id,
-            shopper_reference: c.shopper_reference.clone(),
-            charges: s.charges.iter().map(|(o, _)| *o).collect(),
-            version: s.version,
-        })
+        AgreementView::from_state(&s)
+            .filter(|v| v.merchant_id == ctx.merchant_id)
+            .ok_or_else(|| EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            })
     }
 
     /// A merchant-initiated charge on an active agreement: a new order
-    /// paying with the agreement's token (`mit: true`).
+    /// paying with the agreement's token (`mit: true`). The key's record is
+    /// begun with the `agreement_charged` event: N identical concurrent
+    /// charges make one charge, one order, one event.
     pub async fn charge_agreement(
         &self,
         ctx: &CommandContext,
         agreement_id: AgreementId,
         amount: Money,
     ) -> Result<OrderView, EngineError> {
+        let key = Key::of(ctx, charge_fingerprint(agreement_id, amount));
         let stream = agreement_stream(agreement_id);
-        let (s, _) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        let (s, version) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
         let Some(c) = s
             .created
             .clone()
@@ -66,14 +60,41 @@ impl Engine {
                 id: agreement_id.to_string(),
             });
         };
-        if s.phase != AgreementPhase::Active {
-            return Err(AgreementError::IllegalCommand {
-                state: s.phase,
-                command: "charge",
-            }
-            .into());
-        }
         let order_id = OrderId(Uuid::now_v7());
+        // Record the charge on the agreement first, with the key: a
+        // cancelled agreement refuses it (conflict-checked against a
+        // concurrent cancel), a twin request finds the key taken.
+        let idem = Idem::begin(
+            key.as_ref()
+                .map(|k| k.begin(Some(&order_stream(order_id)), self.clock.now())),
+        );
+        match self
+            .execute::<AgreementAggregate>(
+                &stream,
+                &ctx.metadata(),
+                idem,
+                Some((s, version)),
+                |_| AgreementCommand::Charge { order_id, amount },
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match &key {
+                Some(k) => return self.replay(ctx, k, Resolves::Order).await,
+                None => {
+                    return Err(EngineError::Contention {
+                        stream: stream.to_string(),
+                        attempts: 1,
+                    });
+                }
+            },
+            Err(e @ EngineError::Agreement(_)) => {
+                return self
+                    .replay_or_refuse(ctx, key.as_ref(), Resolves::Order, e)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
         let req = PlacePaymentRequest {
             amount,
             payment_type: PaymentKind::Recurring,
@@ -88,25 +109,20 @@ impl Engine {
             return_url: None,
             browser: None,
         };
-        // A repeated request (same idempotency key and body) returns the
-        // order it created, without recording a second charge.
-        let fp = place_fingerprint(&req, &instrument_summary(&req.payment), Some(agreement_id));
-        if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-            return self.view_of_stream(ctx, &stream).await;
-        }
-        // Record the charge on the agreement first: a cancelled agreement
-        // refuses it (conflict-checked against a concurrent cancel).
-        self.execute::<AgreementAggregate>(&stream, &ctx.metadata(), None, |_| {
-            AgreementCommand::Charge { order_id, amount }
-        })
-        .await?;
         let reference = c
             .recurring_agreement_ref
             .as_ref()
             .map(|r| r.as_str().to_owned());
-        self.place_inner(ctx, order_id, req, Some((agreement_id, reference)))
-            .instrument(self.command_span("charge_agreement", ctx, Some(order_id)))
-            .await
+        self.place_inner(
+            ctx,
+            order_id,
+            req,
+            Some((agreement_id, reference)),
+            key,
+            false,
+        )
+        .instrument(self.command_span("charge_agreement", ctx, Some(order_id)))
+        .await
     }
 
     /// Cancels an agreement at PayKKa: no further charges.
@@ -116,18 +132,60 @@ impl Engine {
         agreement_id: AgreementId,
         reason: Option<String>,
     ) -> Result<AgreementView, EngineError> {
+        let key = Key::of(ctx, cancel_fingerprint(agreement_id, &reason));
         let stream = agreement_stream(agreement_id);
-        let view = self.get_agreement(ctx, agreement_id).await?;
-        let meta = ctx.metadata();
-        let (s, events) = self
-            .execute::<AgreementAggregate>(&stream, &meta, None, |_| AgreementCommand::Cancel {
-                reason: reason.clone(),
-            })
-            .await?;
-        if events.is_empty() && s.phase == AgreementPhase::Cancelled {
-            return Ok(view);
+        let (s, version) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        if AgreementView::from_state(&s).is_none_or(|v| v.merchant_id != ctx.merchant_id) {
+            return Err(EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            });
         }
-        let reference = s
+        let meta = ctx.metadata();
+        let idem = Idem::begin(
+            key.as_ref()
+                .map(|k| k.begin(Some(&stream), self.clock.now())),
+        );
+        let begun = match self
+            .execute::<AgreementAggregate>(&stream, &meta, idem, Some((s, version)), |_| {
+                AgreementCommand::Cancel {
+                    reason: reason.clone(),
+                }
+            })
+            .await
+        {
+            Ok(done) => done,
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match &key {
+                Some(k) => return self.replay(ctx, k, Resolves::Agreement).await,
+                None => {
+                    return Err(EngineError::Contention {
+                        stream: stream.to_string(),
+                        attempts: 1,
+                    });
+                }
+            },
+            Err(e @ EngineError::Agreement(_)) => {
+                return self
+                    .replay_or_refuse(ctx, key.as_ref(), Resolves::Agreement, e)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
+        let view_of = |s: &AgreementState| {
+            AgreementView::from_state(s).ok_or_else(|| EngineError::NotFound {
+                what: "agreement",
+                id: agreement_id.to_string(),
+            })
+        };
+        if begun.events.is_empty() {
+            // Already cancelled or cancelling: nothing to send.
+            let view = view_of(&begun.state)?;
+            return self
+                .record_alone(ctx, key.as_ref(), Some(&stream), Resolves::Agreement, view)
+                .await;
+        }
+        let reference = begun
+            .state
             .created
             .as_ref()
             .and_then(|c| c.recurring_agreement_ref.clone())
@@ -150,11 +208,25 @@ impl Engine {
             GatewayOutcome::Success(()) => CallOutcome::Accepted(()),
             other => non_success(other),
         };
-        self.execute::<AgreementAggregate>(&stream, &meta, None, |_| {
-            AgreementCommand::RecordCancelOutcome(outcome.clone())
-        })
-        .await?;
-        self.get_agreement(ctx, agreement_id).await
+        let respond = |s: &AgreementState| to_raw(&view_of(s)?);
+        let idem = match &key {
+            Some(k) => Idem::Complete(k, &respond as &Respond<'_, AgreementState>),
+            None => Idem::None,
+        };
+        let done = self
+            .execute::<AgreementAggregate>(
+                &stream,
+                &meta,
+                idem,
+                Some((begun.state, begun.version)),
+                |_| AgreementCommand::RecordCancelOutcome(outcome.clone()),
+            )
+            .await?;
+        let view = view_of(&done.state)?;
+        if done.events.is_empty() {
+            return self.complete_alone(key.as_ref(), view).await;
+        }
+        Ok(view)
     }
 
     /// Resolves an agreement cancel that is in flight or whose outcome is
@@ -202,11 +274,12 @@ impl Engine {
             } if agreement::proves_inactive(&code) => CallOutcome::Declined { code, description },
             _ => return Ok(false),
         };
-        let (_, events) = self
-            .execute::<AgreementAggregate>(&stream, &ctx.metadata(), None, |_| {
+        let events = self
+            .execute::<AgreementAggregate>(&stream, &ctx.metadata(), Idem::None, None, |_| {
                 AgreementCommand::RecordCancelOutcome(outcome.clone())
             })
-            .await?;
+            .await?
+            .events;
         Ok(!events.is_empty())
     }
 }

@@ -8,13 +8,14 @@ use uuid::Uuid;
 
 use super::idempotency::*;
 use super::paykka_requests::*;
+use super::runner::{Idem, Respond};
 use super::*;
 use crate::aggregate::CheckoutAggregate;
-use crate::checkout::{CheckoutCommand, CheckoutPhase};
+use crate::checkout::{CheckoutCommand, CheckoutPhase, CheckoutState};
 use crate::gateway::{self, GatewayOutcome, RejectionClass};
 use crate::order::{CallOutcome, Observation, OrderCommand, PlacePayment};
 use crate::read::{checkout_stream, load};
-use crate::store::{EventMetadata, StoreError, StreamId};
+use crate::store::{EventMetadata, StoreError, StreamId, Version};
 use crate::view::CheckoutView;
 
 impl Engine {
@@ -26,25 +27,13 @@ impl Engine {
         req: CheckoutSessionCreate,
     ) -> Result<CheckoutView, EngineError> {
         let checkout_id = CheckoutId(Uuid::now_v7());
-        let fp = fingerprint(&format!(
-            "checkout|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
-            req.amount,
-            req.payment_type,
-            req.capture_method,
-            req.session_mode,
-            req.return_url,
-            req.expires_at
-        ));
-        if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-            return self.checkout_view(ctx, &stream).await;
-        }
+        let key = Key::of(ctx, checkout_fingerprint(&req));
         let stream = checkout_stream(checkout_id);
-        let idem = self.idempotency_record(
-            ctx,
-            fp.clone(),
-            &stream,
-            &serde_json::json!({ "checkout_id": checkout_id }),
-        )?;
+        // The default expiry is resolved here, once: a replay returns the
+        // session (and its expiry) the first execution created.
+        let expires_at = req
+            .expires_at
+            .unwrap_or_else(|| self.clock.now() + self.config.checkout_ttl);
         let trans_id = OrderId(checkout_id.0).trans_id();
         let requested = payorch_schemas::events::checkout::CheckoutSessionRequested {
             checkout_id,
@@ -54,23 +43,35 @@ impl Engine {
             payment_type: req.payment_type,
             capture_method: req.capture_method,
             session_mode: req.session_mode.as_str().to_owned(),
-            expires_at: req.expires_at,
+            expires_at,
         };
         let meta = ctx.metadata();
-        match self
-            .execute::<CheckoutAggregate>(&stream, &meta, idem, |_| {
-                CheckoutCommand::Create(requested.clone())
-            })
+        let idem = Idem::begin(
+            key.as_ref()
+                .map(|k| k.begin(Some(&stream), self.clock.now())),
+        );
+        let begun = match self
+            .execute::<CheckoutAggregate>(
+                &stream,
+                &meta,
+                idem,
+                Some((CheckoutState::default(), Version::NONE)),
+                |_| CheckoutCommand::Create(requested.clone()),
+            )
             .await
         {
-            Ok(_) => {}
-            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
-                if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-                    return self.checkout_view(ctx, &stream).await;
+            Ok(done) => done,
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match &key {
+                Some(k) => return self.replay(ctx, k, Resolves::Checkout).await,
+                None => {
+                    return Err(EngineError::Contention {
+                        stream: stream.to_string(),
+                        attempts: 1,
+                    });
                 }
-            }
+            },
             Err(e) => return Err(e),
-        }
+        };
         let mut create = CheckoutSessionRequest::new(
             ctx.merchant_id.as_str(),
             self.now_ms(),
@@ -85,7 +86,7 @@ impl Engine {
             .return_url
             .or_else(|| self.config.default_return_url.clone());
         create.expire_time = Some(payorch_schemas::paykka::PaykkaDateTime::from_datetime(
-            req.expires_at,
+            expires_at,
         ));
         let gw = self.gateway.clone();
         let outcome = match self
@@ -109,11 +110,34 @@ impl Engine {
             },
             other => non_success(other),
         };
-        self.execute::<CheckoutAggregate>(&stream, &meta, None, |_| {
-            CheckoutCommand::RecordCreateOutcome(outcome.clone())
-        })
-        .await?;
-        self.checkout_view(ctx, &stream).await
+        let respond = |s: &CheckoutState| match CheckoutView::from_state(s) {
+            Some(v) => to_raw(&v),
+            None => Err(EngineError::NotFound {
+                what: "checkout session",
+                id: checkout_id.to_string(),
+            }),
+        };
+        let idem = match &key {
+            Some(k) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
+            None => Idem::None,
+        };
+        let done = self
+            .execute::<CheckoutAggregate>(
+                &stream,
+                &meta,
+                idem,
+                Some((begun.state, begun.version)),
+                |_| CheckoutCommand::RecordCreateOutcome(outcome.clone()),
+            )
+            .await?;
+        let view = CheckoutView::from_state(&done.state).ok_or(EngineError::NotFound {
+            what: "checkout session",
+            id: checkout_id.to_string(),
+        })?;
+        if done.events.is_empty() {
+            return self.complete_alone(key.as_ref(), view).await;
+        }
+        Ok(view)
     }
 
     pub(crate) async fn checkout_view(
@@ -122,24 +146,12 @@ impl Engine {
         stream: &StreamId,
     ) -> Result<CheckoutView, EngineError> {
         let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
-        let not_found = || EngineError::NotFound {
-            what: "checkout session",
-            id: stream.to_string(),
-        };
-        let r = s.requested.as_ref().ok_or_else(not_found)?;
-        if r.merchant_id != ctx.merchant_id {
-            return Err(not_found());
-        }
-        Ok(CheckoutView {
-            checkout_id: r.checkout_id,
-            merchant_id: r.merchant_id.clone(),
-            status: s.phase,
-            amount: r.amount,
-            session_id: s.created.as_ref().map(|c| c.session_id.as_str().to_owned()),
-            session_url: s.created.as_ref().and_then(|c| c.session_url.clone()),
-            order_id: s.order_id,
-            version: s.version,
-        })
+        CheckoutView::from_state(&s)
+            .filter(|v| v.merchant_id == ctx.merchant_id)
+            .ok_or_else(|| EngineError::NotFound {
+                what: "checkout session",
+                id: stream.to_string(),
+            })
     }
 
     /// The current view of a checkout session of this merchant.
@@ -165,8 +177,10 @@ impl Engine {
         } else {
             CheckoutCommand::Cancel
         };
-        self.execute::<CheckoutAggregate>(&stream, &ctx.metadata(), None, |_| cmd.clone())
-            .await?;
+        self.execute::<CheckoutAggregate>(&stream, &ctx.metadata(), Idem::None, None, |_| {
+            cmd.clone()
+        })
+        .await?;
         self.checkout_view(ctx, &stream).await
     }
 
@@ -218,12 +232,12 @@ impl Engine {
             agreement_id: None,
             checkout: Some((r.checkout_id, session_id)),
         };
-        self.order_command(order_id, &meta, None, |_| {
+        self.order_command(order_id, &meta, Idem::None, None, |_| {
             OrderCommand::Place(Box::new(place.clone()))
         })
         .await?;
-        self.execute::<CheckoutAggregate>(&stream, &meta, None, |_| CheckoutCommand::Complete {
-            order_id,
+        self.execute::<CheckoutAggregate>(&stream, &meta, Idem::None, None, |_| {
+            CheckoutCommand::Complete { order_id }
         })
         .await?;
         Ok(true)
@@ -272,11 +286,12 @@ impl Engine {
             } if settled => CallOutcome::Declined { code, description },
             _ => return Ok(false),
         };
-        let (_, events) = self
-            .execute::<CheckoutAggregate>(&stream, &ctx.metadata(), None, |_| {
+        let events = self
+            .execute::<CheckoutAggregate>(&stream, &ctx.metadata(), Idem::None, None, |_| {
                 CheckoutCommand::RecordCreateOutcome(outcome.clone())
             })
-            .await?;
+            .await?
+            .events;
         // The same answer may already show the shopper's payment (its
         // notification lost): start the order now rather than next pass.
         let started = match answer {

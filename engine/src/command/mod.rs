@@ -15,11 +15,13 @@
 //!
 //! * Optimistic concurrency: a `Conflict` on append reloads the stream and
 //!   decides again, at most [`EngineConfig::max_conflict_retries`] times.
-//! * Merchant commands carry an idempotency key. The record is committed
-//!   with the command's first events (`AppendRequest::idempotency`) and
-//!   points at the stream; a repeat with the same request returns the
-//!   order's current view, a repeat with another request is
-//!   [`EngineError::IdempotencyConflict`].
+//! * Merchant commands carry an idempotency key: one record per (merchant,
+//!   key), begun with the command's first events and completed with the
+//!   executing request's response and its outcome events; a repeat gets
+//!   that stored response (see [`idempotency`]).
+//! * A command that continues a command (the outcome after the request)
+//!   keeps the state and version in memory: only a conflict reloads, and a
+//!   fact a racing notification already recorded appends nothing.
 //! * Card data (PAN, CVV, encrypted fields) lives only in the
 //!   [`PlacePaymentRequest`] and the `InitiateRequest` built from it, in
 //!   memory, for the duration of the call; events keep brand/BIN/last 4.
@@ -79,6 +81,10 @@ pub enum EngineError {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key {key:?} was already used with a different request")]
     IdempotencyConflict { key: String },
+    /// Another request with this idempotency key is still executing; ask
+    /// again after `retry_after` (its answer will be returned then).
+    #[error("a request with idempotency key {key:?} is still in progress; retry later")]
+    IdempotencyInProgress { key: String, retry_after: Duration },
     /// Too many concurrent writers on one stream; retry later.
     #[error("stream {stream} stayed contended after {attempts} attempts; retry later")]
     Contention { stream: String, attempts: u32 },
@@ -130,6 +136,15 @@ pub struct EngineConfig {
     pub retryable_attempts: u32,
     /// Backoff between retryable attempts (doubles each time).
     pub retry_backoff: Duration,
+    /// How long a request waits for a twin with the same idempotency key
+    /// to finish before answering "in progress".
+    pub idempotency_wait: Duration,
+    /// After this long an in-progress idempotency record counts as left by
+    /// a crash (see [`idempotency`]); longer than any live execution.
+    pub idempotency_stale_after: Duration,
+    /// A checkout session's lifetime when the request names no
+    /// `expires_at` (resolved once, by the first execution).
+    pub checkout_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -141,6 +156,9 @@ impl Default for EngineConfig {
             max_conflict_retries: 8,
             retryable_attempts: 3,
             retry_backoff: Duration::from_millis(100),
+            idempotency_wait: Duration::from_secs(5),
+            idempotency_stale_after: Duration::from_secs(300),
+            checkout_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -207,7 +225,9 @@ pub struct CheckoutSessionCreate {
     pub capture_method: CaptureMode,
     pub session_mode: SessionMode,
     pub return_url: Option<String>,
-    pub expires_at: OffsetDateTime,
+    /// `None`: now + [`EngineConfig::checkout_ttl`], fixed by the first
+    /// execution (an identical retry is the same request).
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// What a Checkout Session Query showed about a checkout session's payment
@@ -234,6 +254,8 @@ pub struct Engine {
     pub(crate) gateway: Arc<dyn PaymentGateway>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
+    /// Woken whenever this process completes an idempotency record.
+    pub(crate) idempotency_done: Arc<tokio::sync::Notify>,
 }
 
 /// The name the brief also uses.
@@ -253,6 +275,7 @@ impl Engine {
             gateway,
             clock,
             config,
+            idempotency_done: Arc::default(),
         }
     }
 

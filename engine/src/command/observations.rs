@@ -8,10 +8,11 @@ use payorch_schemas::paykka::{
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::runner::Idem;
 use super::*;
 use crate::aggregate::OrderAggregate;
 use crate::gateway::{self, GatewayOutcome, RejectionClass};
-use crate::order::{Observation, ObservationSource, OrderCommand};
+use crate::order::{Observation, ObservationSource, OrderCommand, OrderState};
 use crate::read::{load, order_of_trans_id, order_stream};
 use crate::store::{EventMetadata, Version};
 use crate::view::OrderView;
@@ -63,6 +64,19 @@ impl Engine {
         observation: Observation,
         correlation_id: Option<Uuid>,
     ) -> Result<OrderView, EngineError> {
+        self.observe(order_id, observation, correlation_id, None)
+            .await
+    }
+
+    /// [`Self::apply_observation`] from a state the caller just loaded.
+    /// The metadata names no merchant: the runner takes the order's.
+    pub(crate) async fn observe(
+        &self,
+        order_id: OrderId,
+        observation: Observation,
+        correlation_id: Option<Uuid>,
+        held: Option<(OrderState, Version)>,
+    ) -> Result<OrderView, EngineError> {
         let meta = EventMetadata {
             correlation_id,
             causation_id: None,
@@ -71,12 +85,12 @@ impl Engine {
         };
         let span = tracing::info_span!("command", command = "apply_observation", order_id = %order_id, trans_id = %order_id.trans_id(), correlation_id = ?correlation_id);
         async {
-            let (state, _) = self
-                .order_command(order_id, &meta, None, |_| {
+            let done = self
+                .order_command(order_id, &meta, Idem::None, held, |_| {
                     OrderCommand::ApplyGatewayObservation(observation.clone())
                 })
                 .await?;
-            OrderView::from_state(&state).ok_or(EngineError::NotFound {
+            OrderView::from_state(&done.state).ok_or(EngineError::NotFound {
                 what: "order",
                 id: order_id.to_string(),
             })
@@ -95,7 +109,9 @@ impl Engine {
         let Some(order_id) = n.trans_id.as_deref().and_then(order_of_trans_id) else {
             return Ok(None);
         };
-        let (mut state, version) =
+        // One read: the order as it is (its fact may already be recorded
+        // by the PayKKa response, then nothing is appended).
+        let (mut state, mut version) =
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         if version == Version::NONE {
             // Paid on a checkout session: the order starts now.
@@ -110,9 +126,8 @@ impl Engine {
             {
                 return Ok(None);
             }
-            state = load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id))
-                .await?
-                .0;
+            (state, version) =
+                load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         }
         if let Some(placed) = state.placed.as_deref() {
             contradiction(
@@ -125,9 +140,14 @@ impl Engine {
             )?;
         }
         let obs = gateway::notification_observation(n);
-        self.apply_observation(order_id, Observation::Payment(obs), correlation_id)
-            .await
-            .map(Some)
+        self.observe(
+            order_id,
+            Observation::Payment(obs),
+            correlation_id,
+            Some((state, version)),
+        )
+        .await
+        .map(Some)
     }
 
     /// Applies a PayKKa refund notification (`trans_id` = our
@@ -142,7 +162,7 @@ impl Engine {
         }) else {
             return Ok(None);
         };
-        let (state, _) =
+        let (state, version) =
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         let Some(refund) = usize::try_from(seq)
             .ok()
@@ -161,9 +181,14 @@ impl Engine {
             )?;
         }
         let obs = gateway::refund_notification_observation(n, refund.refund_id);
-        self.apply_observation(order_id, Observation::Refund(obs), correlation_id)
-            .await
-            .map(Some)
+        self.observe(
+            order_id,
+            Observation::Refund(obs),
+            correlation_id,
+            Some((state, version)),
+        )
+        .await
+        .map(Some)
     }
 
     /// Queries PayKKa about an order now and applies the answer (the

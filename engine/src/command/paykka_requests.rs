@@ -108,3 +108,55 @@ pub(crate) fn passthrough<T>(
         }
     }
 }
+
+impl Engine {
+    /// The Initiate request of a payment: card data moves from `req` into
+    /// it (and leaves memory with it after the call).
+    pub(crate) fn initiate_request(
+        &self,
+        ctx: &CommandContext,
+        order_id: payorch_schemas::events::OrderId,
+        req: PlacePaymentRequest,
+        agreement: Option<&(payorch_schemas::events::AgreementId, Option<String>)>,
+    ) -> payorch_schemas::paykka::InitiateRequest {
+        use payorch_schemas::events::{AuthorisationKind, PaymentKind, TokenPurpose};
+        use payorch_schemas::paykka::{AuthorisationType, InitiateRequest, TokenUsage};
+        let mut initiate = InitiateRequest::new(
+            ctx.merchant_id.as_str(),
+            self.now_ms(),
+            payment_type(req.payment_type),
+            order_id.trans_id().as_str(),
+            req.amount,
+            req.payment,
+        );
+        initiate.capture_method = Some(capture_method(req.capture_method));
+        initiate.authorisation_type = Some(match req.authorisation_type {
+            AuthorisationKind::FinalAuth => AuthorisationType::FinalAuth,
+            AuthorisationKind::PreAuth => AuthorisationType::PreAuth,
+        });
+        initiate.notify_url.clone_from(&self.config.notify_url);
+        initiate.browser = req.browser;
+        if let Some(t) = &req.store_token {
+            initiate.payment.store_payment_method = Some(true);
+            initiate.payment.token_usage = Some(match t.purpose {
+                TokenPurpose::CardOnFile => TokenUsage::CardOnFile,
+                TokenPurpose::Subscription => TokenUsage::Subscription,
+            });
+            initiate.payment.shopper_reference = Some(t.shopper_reference.clone());
+        }
+        match (agreement, req.payment_type) {
+            (Some((_, reference)), _) => {
+                initiate.mit = Some(true);
+                initiate.recurring_agreement_id.clone_from(reference);
+            }
+            (None, PaymentKind::Recurring) => initiate.mit = Some(false),
+            (None, PaymentKind::Purchase) => {}
+        }
+        if agreement.is_none() {
+            initiate.return_url = req
+                .return_url
+                .or_else(|| self.config.default_return_url.clone());
+        }
+        initiate
+    }
+}

@@ -1,19 +1,18 @@
 //! Payments: place (initiate), capture, void, refund, 3DS return.
+//!
+//! Each command that calls PayKKa is two appends: the request events with
+//! the idempotency record begun, then PayKKa's outcome with the record
+//! completed (the state and version stay in memory in between).
 
 use payorch_schemas::Money;
-use payorch_schemas::events::{
-    AgreementId, AuthorisationKind, CaptureId, OrderEvent, OrderId, PaymentKind, RefundId,
-    TokenPurpose,
-};
-use payorch_schemas::paykka::{
-    AuthorisationType, CaptureRequest, InitiateRequest, Reason, RefundRequest, TokenUsage,
-    VoidRequest,
-};
+use payorch_schemas::events::{AgreementId, CaptureId, OrderId, RefundId};
+use payorch_schemas::paykka::{CaptureRequest, Reason, RefundRequest, VoidRequest};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::idempotency::*;
 use super::paykka_requests::*;
+use super::runner::{Idem, Respond};
 use super::views::view_of;
 use super::*;
 use crate::gateway::{self, GatewayOutcome};
@@ -22,7 +21,7 @@ use crate::order::{
     RefundPayment,
 };
 use crate::read::order_stream;
-use crate::store::{EventMetadata, StoreError};
+use crate::store::{EventMetadata, StoreError, Version};
 use crate::view::OrderView;
 
 /// What [`Engine::begin_order_call`] leaves to do.
@@ -32,9 +31,16 @@ pub(crate) enum Begun {
     /// The request events are appended: call PayKKa, then record.
     Call {
         state: OrderState,
-        events: Vec<OrderEvent>,
+        version: Version,
         meta: EventMetadata,
     },
+}
+
+/// The stored response of an order command: the order's view.
+pub(crate) fn order_response(
+    order_id: OrderId,
+) -> impl Fn(&OrderState) -> Result<Box<serde_json::value::RawValue>, EngineError> + Send + Sync {
+    move |s| to_raw(&view_of(s, order_id)?)
 }
 
 impl Engine {
@@ -48,30 +54,25 @@ impl Engine {
         req: PlacePaymentRequest,
     ) -> Result<OrderView, EngineError> {
         let order_id = OrderId(Uuid::now_v7());
-        self.place_inner(ctx, order_id, req, None)
+        let key = Key::of(ctx, place_fingerprint(&req, None));
+        self.place_inner(ctx, order_id, req, None, key, true)
             .instrument(self.command_span("place_payment", ctx, Some(order_id)))
             .await
     }
 
+    /// Places the order and calls Initiate. `begin`: the key's record is
+    /// begun with the placement (false when the caller began it already,
+    /// as a charge does on its agreement).
     pub(crate) async fn place_inner(
         &self,
         ctx: &CommandContext,
         order_id: OrderId,
         req: PlacePaymentRequest,
         agreement: Option<(AgreementId, Option<String>)>,
+        key: Option<Key>,
+        begin: bool,
     ) -> Result<OrderView, EngineError> {
-        let summary = instrument_summary(&req.payment);
-        let fp = place_fingerprint(&req, &summary, agreement.as_ref().map(|a| a.0));
-        if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-            return self.view_of_stream(ctx, &stream).await;
-        }
         let stream = order_stream(order_id);
-        let idem = self.idempotency_record(
-            ctx,
-            fp.clone(),
-            &stream,
-            &serde_json::json!({ "order_id": order_id }),
-        )?;
         let place = PlacePayment {
             order_id,
             merchant_id: ctx.merchant_id.clone(),
@@ -79,62 +80,41 @@ impl Engine {
             payment_type: req.payment_type,
             authorisation_type: req.authorisation_type,
             capture_method: req.capture_method,
-            instrument: summary,
+            instrument: instrument_summary(&req.payment),
             store_token: req.store_token.clone(),
             agreement_id: agreement.as_ref().map(|a| a.0),
             checkout: None,
         };
+        let idem = match (&key, begin) {
+            (Some(k), true) => Idem::Begin(k.begin(Some(&stream), self.clock.now())),
+            _ => Idem::None,
+        };
         let meta = ctx.metadata();
-        match self
-            .order_command(order_id, &meta, idem, |_| {
-                OrderCommand::Place(Box::new(place.clone()))
-            })
+        // A new stream: nothing to load.
+        let placed = match self
+            .order_command(
+                order_id,
+                &meta,
+                idem,
+                Some((OrderState::default(), Version::NONE)),
+                |_| OrderCommand::Place(Box::new(place.clone())),
+            )
             .await
         {
-            Ok(_) => {}
+            Ok(done) => done,
             Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
-                return self.replay_after_race(ctx, &fp).await;
+                if let Some(k) = &key {
+                    return self.replay(ctx, k, Resolves::Order).await;
+                }
+                return Err(EngineError::Contention {
+                    stream: stream.to_string(),
+                    attempts: 1,
+                });
             }
             Err(e) => return Err(e),
-        }
+        };
 
-        // The PayKKa call: card data goes from `req` into the request here.
-        let mut initiate = InitiateRequest::new(
-            ctx.merchant_id.as_str(),
-            self.now_ms(),
-            payment_type(req.payment_type),
-            order_id.trans_id().as_str(),
-            req.amount,
-            req.payment,
-        );
-        initiate.capture_method = Some(capture_method(req.capture_method));
-        initiate.authorisation_type = Some(match req.authorisation_type {
-            AuthorisationKind::FinalAuth => AuthorisationType::FinalAuth,
-            AuthorisationKind::PreAuth => AuthorisationType::PreAuth,
-        });
-        initiate.notify_url.clone_from(&self.config.notify_url);
-        initiate.browser = req.browser;
-        if let Some(t) = &req.store_token {
-            initiate.payment.store_payment_method = Some(true);
-            initiate.payment.token_usage = Some(match t.purpose {
-                TokenPurpose::CardOnFile => TokenUsage::CardOnFile,
-                TokenPurpose::Subscription => TokenUsage::Subscription,
-            });
-            initiate.payment.shopper_reference = Some(t.shopper_reference.clone());
-        }
-        match (&agreement, req.payment_type) {
-            (Some((_, reference)), _) => {
-                initiate.mit = Some(true);
-                initiate.recurring_agreement_id.clone_from(reference);
-            }
-            (None, PaymentKind::Recurring) => initiate.mit = Some(false),
-            (None, PaymentKind::Purchase) => {}
-        }
-        if agreement.is_none() {
-            initiate.return_url = req
-                .return_url
-                .or_else(|| self.config.default_return_url.clone());
-        }
+        let initiate = self.initiate_request(ctx, order_id, req, agreement.as_ref());
         let gw = self.gateway.clone();
         let outcome = self
             .call(
@@ -145,63 +125,90 @@ impl Engine {
             .await;
         drop(initiate); // card data leaves memory here
         let outcome = payment_outcome(outcome);
-        let (state, _) = self
-            .order_command(order_id, &meta, None, |_| {
-                OrderCommand::RecordInitiateOutcome(outcome.clone())
-            })
-            .await?;
-        OrderView::from_state(&state).ok_or(EngineError::NotFound {
-            what: "order",
-            id: order_id.to_string(),
-        })
+        self.finish_order_call(
+            order_id,
+            &meta,
+            key.as_ref(),
+            (placed.state, placed.version),
+            OrderCommand::RecordInitiateOutcome(outcome),
+        )
+        .await
     }
 
     /// The first half of a merchant order command that calls PayKKa:
-    /// idempotency check -> load -> decide + append the `*Requested` event
-    /// (with the key's record). `Done` when there is nothing to call
-    /// (repeated request, or an idempotency race another request won).
+    /// load -> decide + append the `*Requested` event with the key's
+    /// record begun. `Done` when there is nothing to call (the state
+    /// already shows it, or a twin request holds the key).
     pub(crate) async fn begin_order_call(
         &self,
         ctx: &CommandContext,
         order_id: OrderId,
-        fp: String,
-        receipt: serde_json::Value,
+        key: Option<&Key>,
         cmd: OrderCommand,
     ) -> Result<Begun, EngineError> {
-        if let Some(stream) = self.check_idempotency(ctx, &fp).await? {
-            return Ok(Begun::Done(self.view_of_stream(ctx, &stream).await?));
-        }
-        self.load_order(ctx, order_id).await?;
+        let (state, version) = self.load_order(ctx, order_id).await?;
         let stream = order_stream(order_id);
-        let idem = self.idempotency_record(ctx, fp.clone(), &stream, &receipt)?;
+        let idem = Idem::begin(key.map(|k| k.begin(Some(&stream), self.clock.now())));
         let meta = ctx.metadata();
         match self
-            .order_command(order_id, &meta, idem, |_| cmd.clone())
+            .order_command(order_id, &meta, idem, Some((state, version)), |_| {
+                cmd.clone()
+            })
             .await
         {
-            Ok((state, events)) => Ok(Begun::Call {
-                state,
-                events,
+            Ok(done) if done.events.is_empty() => {
+                // Nothing to ask PayKKa (e.g. a void of a voided order):
+                // the answer is the current view.
+                let view = view_of(&done.state, order_id)?;
+                let view = self
+                    .record_alone(ctx, key, Some(&stream), Resolves::Order, view)
+                    .await?;
+                Ok(Begun::Done(view))
+            }
+            Ok(done) => Ok(Begun::Call {
+                state: done.state,
+                version: done.version,
                 meta,
             }),
-            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => {
-                Ok(Begun::Done(self.replay_after_race(ctx, &fp).await?))
-            }
+            Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match key {
+                Some(k) => Ok(Begun::Done(self.replay(ctx, k, Resolves::Order).await?)),
+                None => Err(EngineError::Contention {
+                    stream: stream.to_string(),
+                    attempts: 1,
+                }),
+            },
+            Err(e @ (EngineError::Domain(_) | EngineError::NotFound { .. })) => Ok(Begun::Done(
+                self.replay_or_refuse(ctx, key, Resolves::Order, e).await?,
+            )),
             Err(e) => Err(e),
         }
     }
 
-    /// The second half: decide + append PayKKa's outcome, return the view.
+    /// The second half: decide + append PayKKa's outcome from the state
+    /// held since the first half, completing the key with the view; if a
+    /// notification recorded the fact first, nothing is appended and the
+    /// key is completed on its own.
     pub(crate) async fn finish_order_call(
         &self,
         order_id: OrderId,
         meta: &EventMetadata,
+        key: Option<&Key>,
+        held: (OrderState, Version),
         cmd: OrderCommand,
     ) -> Result<OrderView, EngineError> {
-        let (state, _) = self
-            .order_command(order_id, meta, None, |_| cmd.clone())
+        let respond = order_response(order_id);
+        let idem = match key {
+            Some(k) => Idem::Complete(k, &respond as &Respond<'_, OrderState>),
+            None => Idem::None,
+        };
+        let done = self
+            .order_command(order_id, meta, idem, Some(held), |_| cmd.clone())
             .await?;
-        view_of(&state, order_id)
+        let view = view_of(&done.state, order_id)?;
+        if done.events.is_empty() {
+            return self.complete_alone(key, view).await;
+        }
+        Ok(view)
     }
 
     /// Captures (part of) an authorised order with manual capture.
@@ -213,23 +220,27 @@ impl Engine {
         final_capture: bool,
     ) -> Result<OrderView, EngineError> {
         async {
-            let fp = fingerprint(&format!("capture|{order_id}|{amount:?}|{final_capture}"));
+            let key = Key::of(ctx, capture_fingerprint(order_id, amount, final_capture));
             let capture_id = CaptureId(Uuid::now_v7());
             let cmd = OrderCommand::Capture(CapturePayment {
                 capture_id,
                 amount,
                 final_capture,
             });
-            let receipt = serde_json::json!({ "capture_id": capture_id });
-            let (state, meta) = match self
-                .begin_order_call(ctx, order_id, fp, receipt, cmd)
+            let (state, version, meta) = match self
+                .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call { state, meta, .. } => (state, meta),
+                Begun::Call {
+                    state,
+                    version,
+                    meta,
+                } => (state, version, meta),
             };
             let Some(entry) = state.captures.iter().find(|c| c.capture_id == capture_id) else {
-                return view_of(&state, order_id);
+                let view = view_of(&state, order_id)?;
+                return self.complete_alone(key.as_ref(), view).await;
             };
             let req = CaptureRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
@@ -250,7 +261,8 @@ impl Engine {
                 capture_id,
                 outcome,
             };
-            self.finish_order_call(order_id, &meta, cmd).await
+            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .await
         }
         .instrument(self.command_span("capture", ctx, Some(order_id)))
         .await
@@ -264,20 +276,20 @@ impl Engine {
         reason: Option<String>,
     ) -> Result<OrderView, EngineError> {
         async {
-            let fp = fingerprint(&format!("void|{order_id}|{reason:?}"));
+            let key = Key::of(ctx, void_fingerprint(order_id, &reason));
             let cmd = OrderCommand::Void {
                 reason: reason.clone(),
             };
-            let receipt = serde_json::json!({ "void": order_id });
-            let (state, meta) = match self
-                .begin_order_call(ctx, order_id, fp, receipt, cmd)
+            let (state, version, meta) = match self
+                .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call { state, events, .. } if events.is_empty() => {
-                    return view_of(&state, order_id);
-                }
-                Begun::Call { state, meta, .. } => (state, meta),
+                Begun::Call {
+                    state,
+                    version,
+                    meta,
+                } => (state, version, meta),
             };
             let req = VoidRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
@@ -292,8 +304,14 @@ impl Engine {
                 })
                 .await,
             );
-            self.finish_order_call(order_id, &meta, OrderCommand::RecordVoidOutcome(outcome))
-                .await
+            self.finish_order_call(
+                order_id,
+                &meta,
+                key.as_ref(),
+                (state, version),
+                OrderCommand::RecordVoidOutcome(outcome),
+            )
+            .await
         }
         .instrument(self.command_span("void", ctx, Some(order_id)))
         .await
@@ -309,23 +327,27 @@ impl Engine {
         reason: Option<String>,
     ) -> Result<OrderView, EngineError> {
         async {
-            let fp = fingerprint(&format!("refund|{order_id}|{amount:?}|{reason:?}"));
+            let key = Key::of(ctx, refund_fingerprint(order_id, amount, &reason));
             let refund_id = RefundId(Uuid::now_v7());
             let cmd = OrderCommand::Refund(RefundPayment {
                 refund_id,
                 amount,
                 reason: reason.clone(),
             });
-            let receipt = serde_json::json!({ "refund_id": refund_id });
-            let (state, meta) = match self
-                .begin_order_call(ctx, order_id, fp, receipt, cmd)
+            let (state, version, meta) = match self
+                .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call { state, meta, .. } => (state, meta),
+                Begun::Call {
+                    state,
+                    version,
+                    meta,
+                } => (state, version, meta),
             };
             let Some(entry) = state.refunds.iter().find(|r| r.refund_id == refund_id) else {
-                return view_of(&state, order_id);
+                let view = view_of(&state, order_id)?;
+                return self.complete_alone(key.as_ref(), view).await;
             };
             let req = RefundRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
@@ -354,7 +376,8 @@ impl Engine {
                 refund_id,
                 outcome: Box::new(outcome),
             };
-            self.finish_order_call(order_id, &meta, cmd).await
+            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .await
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await
@@ -367,15 +390,12 @@ impl Engine {
         ctx: &CommandContext,
         order_id: OrderId,
     ) -> Result<OrderView, EngineError> {
-        self.load_order(ctx, order_id).await?;
-        let (state, _) = self
-            .order_command(order_id, &ctx.metadata(), None, |_| {
+        let held = self.load_order(ctx, order_id).await?;
+        let done = self
+            .order_command(order_id, &ctx.metadata(), Idem::None, Some(held), |_| {
                 OrderCommand::CompleteChallenge
             })
             .await?;
-        OrderView::from_state(&state).ok_or(EngineError::NotFound {
-            what: "order",
-            id: order_id.to_string(),
-        })
+        view_of(&done.state, order_id)
     }
 }

@@ -14,8 +14,12 @@ use crate::gateway::GatewayOutcome;
 use crate::order::{OrderCommand, OrderState};
 use crate::read::{agreement_stream, load, order_stream};
 use crate::store::{
-    AppendRequest, EventMetadata, ExpectedVersion, IdempotencyRecord, StoreError, StreamId,
+    AppendRequest, EventMetadata, ExpectedVersion, IdempotencyRecord, IdempotencyWrite, StoreError,
+    StreamId, Version,
 };
+use serde_json::value::RawValue;
+
+use super::idempotency::Key;
 
 /// The metadata of a stream's new events: the caller's, with the merchant
 /// the aggregate belongs to when the caller named none (a notification, a
@@ -29,32 +33,65 @@ fn with_merchant<A: Aggregate>(meta: &EventMetadata, state: &A::State) -> EventM
     meta
 }
 
+/// The idempotency write an [`Engine::execute`] carries with its events.
+pub(crate) enum Idem<'a, S> {
+    None,
+    /// Begin this record with the command's first events.
+    Begin(IdempotencyRecord),
+    /// Complete the key with the response built from the state after the
+    /// events.
+    Complete(&'a Key, &'a Respond<'a, S>),
+}
+
+/// Builds a stored response from the state after an append.
+pub(crate) type Respond<'a, S> =
+    dyn Fn(&S) -> Result<Box<RawValue>, EngineError> + Send + Sync + 'a;
+
+impl<S> Idem<'_, S> {
+    pub(crate) fn begin(rec: Option<IdempotencyRecord>) -> Self {
+        rec.map_or(Idem::None, Idem::Begin)
+    }
+}
+
+/// What [`Engine::execute`] did: the state and version after it and the
+/// events it appended (empty: nothing to do).
+pub(crate) struct Executed<A: Aggregate> {
+    pub state: A::State,
+    pub version: Version,
+    pub events: Vec<A::Event>,
+}
+
 impl Engine {
-    /// load -> decide -> append with conflict retries. Returns the state
-    /// after the append and the events appended (empty: nothing to do).
+    /// decide -> append with conflict retries, from `start` (the state and
+    /// version the caller holds, e.g. from its previous append) or from a
+    /// load. Only a conflict reloads: a command that continues a command
+    /// costs one round trip. The idempotency write goes into the same
+    /// append as the events; with no events it is the caller's to store.
     pub(crate) async fn execute<A: Aggregate>(
         &self,
         stream: &StreamId,
         meta: &EventMetadata,
-        idempotency: Option<IdempotencyRecord>,
+        idempotency: Idem<'_, A::State>,
+        start: Option<(A::State, Version)>,
         command: impl Fn(&A::State) -> A::Command,
-    ) -> Result<(A::State, Vec<A::Event>), EngineError>
+    ) -> Result<Executed<A>, EngineError>
     where
         EngineError: From<A::Error>,
     {
         let attempts = self.config.max_conflict_retries.max(1);
+        let mut start = start;
         for _ in 0..attempts {
-            let (state, version) = load::<A>(self.store.as_ref(), stream).await?;
+            let (state, version) = match start.take() {
+                Some(held) => held,
+                None => load::<A>(self.store.as_ref(), stream).await?,
+            };
             let events = A::decide(&state, command(&state))?;
             if events.is_empty() {
-                if let Some(rec) = idempotency.clone() {
-                    // Nothing to append: keep the key's promise on its own.
-                    match self.idempotency.put_idempotency(rec).await {
-                        Ok(()) | Err(StoreError::IdempotencyKeyTaken { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                return Ok((state, events));
+                return Ok(Executed {
+                    state,
+                    version,
+                    events,
+                });
             }
             let next = events.iter().fold(state, A::evolve);
             let meta = with_merchant::<A>(meta, &next);
@@ -63,15 +100,32 @@ impl Engine {
                 .iter()
                 .map(|e| codec::encode(e, Uuid::now_v7(), meta.clone(), now))
                 .collect::<Result<Vec<_>, _>>()?;
+            let write = match &idempotency {
+                Idem::None => None,
+                Idem::Begin(rec) => Some(IdempotencyWrite::Begin(rec.clone())),
+                Idem::Complete(key, respond) => {
+                    Some(IdempotencyWrite::Complete(key.completion(respond(&next)?)))
+                }
+            };
+            let completes = matches!(write, Some(IdempotencyWrite::Complete(_)));
             let request = AppendRequest {
                 stream_id: stream.clone(),
                 stream_type: A::Event::STREAM_TYPE.to_owned(),
                 expected: ExpectedVersion::Exact(version),
                 events: new_events,
-                idempotency: idempotency.clone(),
+                idempotency: write,
             };
             match self.store.append(request).await {
-                Ok(_) => return Ok((next, events)),
+                Ok(out) => {
+                    if completes {
+                        self.idempotency_done.notify_waiters();
+                    }
+                    return Ok(Executed {
+                        state: next,
+                        version: out.version,
+                        events,
+                    });
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -82,19 +136,21 @@ impl Engine {
         })
     }
 
-    /// Runs one order command (with conflict retries).
+    /// Runs one order command (with conflict retries) and its follow-ups.
     pub(crate) async fn order_command(
         &self,
         order_id: OrderId,
         meta: &EventMetadata,
-        idempotency: Option<IdempotencyRecord>,
+        idempotency: Idem<'_, OrderState>,
+        start: Option<(OrderState, Version)>,
         cmd: impl Fn(&OrderState) -> OrderCommand,
-    ) -> Result<(OrderState, Vec<OrderEvent>), EngineError> {
-        let (state, events) = self
-            .execute::<OrderAggregate>(&order_stream(order_id), meta, idempotency, cmd)
+    ) -> Result<Executed<OrderAggregate>, EngineError> {
+        let done = self
+            .execute::<OrderAggregate>(&order_stream(order_id), meta, idempotency, start, cmd)
             .await?;
-        self.after_order_change(&state, &events, meta).await?;
-        Ok((state, events))
+        self.after_order_change(&done.state, &done.events, meta)
+            .await?;
+        Ok(done)
     }
 
     /// Follow-ups owned by other aggregates: a first recurring payment that
@@ -129,9 +185,13 @@ impl Engine {
             recurring_agreement_ref: t.recurring_agreement_ref.clone(),
             card: state.card().cloned(),
         };
-        self.execute::<AgreementAggregate>(&agreement_stream(agreement_id), meta, None, |_| {
-            cmd.clone()
-        })
+        self.execute::<AgreementAggregate>(
+            &agreement_stream(agreement_id),
+            meta,
+            Idem::None,
+            None,
+            |_| cmd.clone(),
+        )
         .await?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use crate::aggregate::OrderAggregate;
 use crate::codec::{self};
 use crate::order::OrderState;
 use crate::read::{load, order_stream, read_whole_stream};
-use crate::store::StreamId;
+use crate::store::Version;
 use crate::view::OrderView;
 
 pub(crate) fn view_of(state: &OrderState, order_id: OrderId) -> Result<OrderView, EngineError> {
@@ -18,26 +18,12 @@ pub(crate) fn view_of(state: &OrderState, order_id: OrderId) -> Result<OrderView
 }
 
 impl Engine {
-    pub(crate) async fn view_of_stream(
-        &self,
-        ctx: &CommandContext,
-        stream: &StreamId,
-    ) -> Result<OrderView, EngineError> {
-        let (state, _) = load::<OrderAggregate>(self.store.as_ref(), stream).await?;
-        OrderView::from_state(&state)
-            .filter(|v| v.merchant_id == ctx.merchant_id)
-            .ok_or_else(|| EngineError::NotFound {
-                what: "order",
-                id: stream.to_string(),
-            })
-    }
-
     pub(crate) async fn load_order(
         &self,
         ctx: &CommandContext,
         order_id: OrderId,
-    ) -> Result<OrderState, EngineError> {
-        let (state, _) =
+    ) -> Result<(OrderState, Version), EngineError> {
+        let (state, version) =
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         if state.merchant_id() != Some(&ctx.merchant_id) {
             return Err(EngineError::NotFound {
@@ -45,7 +31,7 @@ impl Engine {
                 id: order_id.to_string(),
             });
         }
-        Ok(state)
+        Ok((state, version))
     }
 
     /// The current view of an order of this merchant.
@@ -54,7 +40,7 @@ impl Engine {
         ctx: &CommandContext,
         order_id: OrderId,
     ) -> Result<OrderView, EngineError> {
-        let state = self.load_order(ctx, order_id).await?;
+        let (state, _) = self.load_order(ctx, order_id).await?;
         OrderView::from_state(&state).ok_or(EngineError::NotFound {
             what: "order",
             id: order_id.to_string(),

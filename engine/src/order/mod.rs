@@ -25,7 +25,9 @@ pub use table::{TRANSITIONS, explore, mermaid};
 
 /// Where an order is in its life. Terminal phases absorb every late
 /// observation or outcome without new events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// No events yet.
@@ -115,7 +117,7 @@ impl std::fmt::Display for Phase {
 }
 
 /// Progress of a capture, void or refund call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallProgress {
     Requested,
@@ -131,7 +133,7 @@ impl CallProgress {
 }
 
 /// One capture of the order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CaptureEntry {
     pub capture_id: CaptureId,
     pub amount: Money,
@@ -140,7 +142,7 @@ pub struct CaptureEntry {
 }
 
 /// One refund of the order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RefundEntry {
     pub refund_id: RefundId,
     pub refund_trans_id: RefundTransId,

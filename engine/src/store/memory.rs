@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, AppendRequest, CheckpointStore, EventStore, ExpectedVersion, IdempotencyRecord,
-    IdempotencyStore, Position, RecordedEvent, StoreError, StreamId, Version,
+    AppendOutcome, AppendRequest, CheckpointStore, EventStore, ExpectedVersion,
+    IdempotencyCompletion, IdempotencyRecord, IdempotencyStore, IdempotencyWrite, Position,
+    RecordedEvent, StoreError, StreamId, Version,
 };
 
 #[derive(Default)]
@@ -114,7 +115,7 @@ impl EventStore for InMemoryStore {
                 actual,
             });
         }
-        if let Some(rec) = &request.idempotency {
+        if let Some(IdempotencyWrite::Begin(rec)) = &request.idempotency {
             let k = (rec.scope.clone(), rec.key.clone());
             if inner.idempotency.contains_key(&k) {
                 return Err(StoreError::IdempotencyKeyTaken {
@@ -150,10 +151,16 @@ impl EventStore for InMemoryStore {
                 .1
                 .push(idx);
         }
-        if let Some(rec) = request.idempotency {
-            inner
-                .idempotency
-                .insert((rec.scope.clone(), rec.key.clone()), rec);
+        match request.idempotency {
+            Some(IdempotencyWrite::Begin(rec)) => {
+                inner
+                    .idempotency
+                    .insert((rec.scope.clone(), rec.key.clone()), rec);
+            }
+            Some(IdempotencyWrite::Complete(c)) => {
+                complete(&mut inner, c);
+            }
+            None => {}
         }
         Ok(AppendOutcome {
             version,
@@ -255,6 +262,26 @@ impl IdempotencyStore for InMemoryStore {
         }
         inner.idempotency.insert(k, record);
         Ok(())
+    }
+
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        Ok(complete(&mut inner, completion))
+    }
+}
+
+/// Stores the response of an in-progress record; `false` when the record
+/// is missing or already completed.
+fn complete(inner: &mut Inner, c: IdempotencyCompletion) -> bool {
+    match inner.idempotency.get_mut(&(c.scope, c.key)) {
+        Some(rec) if rec.response.is_none() => {
+            rec.response = Some(c.response);
+            true
+        }
+        _ => false,
     }
 }
 

@@ -12,8 +12,12 @@
 //!   with a different payload is [`StoreError::EventIdReused`].
 //! * `read_all` returns events in global position order and never skips a
 //!   committed event, even when a higher position commits before a lower one.
-//! * An idempotency record handed to `append` is written in the same
-//!   transaction as the events.
+//! * An idempotency write handed to `append` commits in the same
+//!   transaction as the events: [`IdempotencyWrite::Begin`] inserts an
+//!   in-progress record (the key taken is [`StoreError::IdempotencyKeyTaken`]
+//!   and nothing is written), [`IdempotencyWrite::Complete`] stores the
+//!   response of an in-progress record (a record already completed keeps
+//!   its response; the events are written either way).
 
 use std::fmt;
 
@@ -139,20 +143,48 @@ pub struct RecordedEvent {
 }
 
 /// An idempotency record: the result of a merchant command keyed by
-/// (scope, key). `fingerprint` identifies the request body (e.g. SHA-256 hex
-/// of its canonical JSON); the same key with another fingerprint is a
-/// conflict the caller reports as such.
+/// (scope, key). `fingerprint` identifies the request (SHA-256 hex of its
+/// canonical form); the same key with another fingerprint is a conflict the
+/// caller reports as such. A record is begun (in progress, no response)
+/// with the command's first events and completed with its response.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     /// Usually the merchant id: keys are unique per merchant.
     pub scope: String,
     pub key: String,
     pub fingerprint: String,
-    /// The stored response, returned as is to a repeated request.
-    pub response: Box<RawValue>,
+    /// The stored response, returned as is to a repeated request; `None`
+    /// while the request that began the record is in progress.
+    pub response: Option<Box<RawValue>>,
     pub stream_id: Option<StreamId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+impl IdempotencyRecord {
+    /// Whether the record holds its response.
+    pub fn is_completed(&self) -> bool {
+        self.response.is_some()
+    }
+}
+
+/// The response that completes an in-progress idempotency record.
+#[derive(Clone, Debug)]
+pub struct IdempotencyCompletion {
+    pub scope: String,
+    pub key: String,
+    pub response: Box<RawValue>,
+}
+
+/// The idempotency write committed with an append.
+#[derive(Clone, Debug)]
+pub enum IdempotencyWrite {
+    /// Insert this record (normally in progress: `response: None`); the
+    /// whole append fails with `IdempotencyKeyTaken` if the key exists.
+    Begin(IdempotencyRecord),
+    /// Store the response of the in-progress record (scope, key); a
+    /// missing or already completed record is left as it is.
+    Complete(IdempotencyCompletion),
 }
 
 /// What `append` did.
@@ -169,7 +201,7 @@ pub struct AppendOutcome {
 }
 
 /// One append: a batch of events for one stream, plus an optional
-/// idempotency record committed atomically with it.
+/// idempotency write committed atomically with it.
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
     pub stream_id: StreamId,
@@ -177,7 +209,7 @@ pub struct AppendRequest {
     pub stream_type: String,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
-    pub idempotency: Option<IdempotencyRecord>,
+    pub idempotency: Option<IdempotencyWrite>,
 }
 
 /// Errors from a store. Domain-level problems (`Conflict`, `EventIdReused`,
@@ -261,9 +293,18 @@ pub trait IdempotencyStore: Send + Sync {
         scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
-    /// Stores a record on its own (when no events were appended, e.g. a
-    /// rejected command). An existing (scope, key) is `IdempotencyKeyTaken`.
+    /// Stores a record on its own (a command that appends no events: a
+    /// pass-through call, a repeat of what the state already shows). An
+    /// existing (scope, key) is `IdempotencyKeyTaken`.
     async fn put_idempotency(&self, record: IdempotencyRecord) -> Result<(), StoreError>;
+    /// Completes an in-progress record on its own (the outcome appended
+    /// nothing). `Ok(true)`: this call stored the response; `Ok(false)`:
+    /// the record was already completed (its response stands) or is
+    /// missing.
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Named checkpoints of subscribers, projections and the relay.

@@ -36,8 +36,8 @@ use uuid::Uuid;
 
 use super::{
     AppendOutcome, AppendRequest, CheckpointStore, EventMetadata, EventStore, ExpectedVersion,
-    IdempotencyRecord, IdempotencyStore, NewEvent, Position, RecordedEvent, StoreError, StreamId,
-    Version,
+    IdempotencyCompletion, IdempotencyRecord, IdempotencyStore, IdempotencyWrite, NewEvent,
+    Position, RecordedEvent, StoreError, StreamId, Version,
 };
 
 /// A store that implements all three storage ports.
@@ -133,9 +133,9 @@ pub fn idempotency_record(scope: &str, key: &str, stream: Option<&StreamId>) -> 
         scope: scope.into(),
         key: key.into(),
         fingerprint: format!("fp-{key}"),
-        response: raw(
+        response: Some(raw(
             r#"{"status":201,"body":{"id":"ord-1","amount":{"minor":1000,"currency":"EUR"}}}"#,
-        ),
+        )),
         stream_id: stream.cloned(),
         created_at: test_instant(42),
     }
@@ -784,7 +784,7 @@ pub async fn idempotency_records<S: TestStore>(store: Arc<S>) {
     assert!(matches!(store.get_idempotency("m-1", "k1").await, Ok(None)));
 
     let mut req = request(&s, ExpectedVersion::NoStream, new_events(0, 1));
-    req.idempotency = Some(idempotency_record("m-1", "k1", Some(&s)));
+    req.idempotency = Some(begin("m-1", "k1", Some(&s)));
     must_append(&*store, req).await;
     let rec = match store.get_idempotency("m-1", "k1").await {
         Ok(Some(r)) => r,
@@ -794,13 +794,16 @@ pub async fn idempotency_records<S: TestStore>(store: Arc<S>) {
     assert_eq!(rec.stream_id.as_ref(), Some(&s));
     assert_eq!(rec.created_at, test_instant(42));
     let sent = idempotency_record("m-1", "k1", Some(&s));
-    assert_eq!(json_value(&rec.response), json_value(&sent.response));
+    assert_eq!(
+        rec.response.as_deref().map(json_value),
+        sent.response.as_deref().map(json_value)
+    );
     // Other scope, same key: independent.
     assert!(matches!(store.get_idempotency("m-2", "k1").await, Ok(None)));
 
     // A conflicting append stores no record.
     let mut req = request(&s, ExpectedVersion::NoStream, new_events(1, 1));
-    req.idempotency = Some(idempotency_record("m-1", "k2", Some(&s)));
+    req.idempotency = Some(begin("m-1", "k2", Some(&s)));
     let r = store.append(req).await;
     assert!(matches!(r, Err(StoreError::Conflict { .. })), "got {r:?}");
     assert!(
@@ -810,7 +813,7 @@ pub async fn idempotency_records<S: TestStore>(store: Arc<S>) {
 
     // A taken key fails the append atomically: no events either.
     let mut req = request(&s, ExpectedVersion::Exact(Version(1)), new_events(2, 2));
-    req.idempotency = Some(idempotency_record("m-1", "k1", Some(&s)));
+    req.idempotency = Some(begin("m-1", "k1", Some(&s)));
     match store.append(req).await {
         Err(StoreError::IdempotencyKeyTaken { scope, key }) => {
             assert_eq!((scope.as_str(), key.as_str()), ("m-1", "k1"));
@@ -846,6 +849,111 @@ pub async fn idempotency_records<S: TestStore>(store: Arc<S>) {
         matches!(r, Err(StoreError::IdempotencyKeyTaken { .. })),
         "got {r:?}"
     );
+}
+
+/// An idempotency write that begins `idempotency_record(scope, key, stream)`.
+pub fn begin(scope: &str, key: &str, stream: Option<&StreamId>) -> IdempotencyWrite {
+    IdempotencyWrite::Begin(idempotency_record(scope, key, stream))
+}
+
+fn completion(scope: &str, key: &str, json: &str) -> IdempotencyCompletion {
+    IdempotencyCompletion {
+        scope: scope.into(),
+        key: key.into(),
+        response: raw(json),
+    }
+}
+
+/// An in-progress record (no response) is begun with a command's first
+/// events and completed with its outcome events, atomically: a conflicting
+/// outcome append completes nothing; a completed record keeps its first
+/// response (a second completion, with events or alone, changes nothing and
+/// says so); completing alone works once.
+pub async fn idempotency_begin_and_complete<S: TestStore>(store: Arc<S>) {
+    let s = stream("order");
+    let mut rec = idempotency_record("m-9", "k-run", Some(&s));
+    rec.response = None;
+    let mut req = request(&s, ExpectedVersion::NoStream, new_events(0, 1));
+    req.idempotency = Some(IdempotencyWrite::Begin(rec));
+    must_append(&*store, req).await;
+    match store.get_idempotency("m-9", "k-run").await {
+        Ok(Some(r)) => {
+            assert!(!r.is_completed(), "begun, not completed: {r:?}");
+            assert_eq!(r.stream_id.as_ref(), Some(&s));
+        }
+        other => panic!("begun record: {other:?}"),
+    }
+
+    // A conflicting outcome append neither writes nor completes.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(0)), new_events(1, 1));
+    req.idempotency = Some(IdempotencyWrite::Complete(completion(
+        "m-9",
+        "k-run",
+        r#"{"lost":true}"#,
+    )));
+    let r = store.append(req).await;
+    assert!(matches!(r, Err(StoreError::Conflict { .. })), "got {r:?}");
+    match store.get_idempotency("m-9", "k-run").await {
+        Ok(Some(r)) => assert!(!r.is_completed(), "a failed append completed {r:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    // The outcome append completes it.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(1)), new_events(1, 2));
+    req.idempotency = Some(IdempotencyWrite::Complete(completion(
+        "m-9",
+        "k-run",
+        r#"{"status":"captured","version":3}"#,
+    )));
+    must_append(&*store, req).await;
+    let first = serde_json::json!({"status": "captured", "version": 3});
+    match store.get_idempotency("m-9", "k-run").await {
+        Ok(Some(r)) => assert_eq!(r.response.as_deref().map(json_value), Some(first.clone())),
+        other => panic!("{other:?}"),
+    }
+
+    // Completed records keep their first response, with events or alone.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(3)), new_events(3, 1));
+    req.idempotency = Some(IdempotencyWrite::Complete(completion(
+        "m-9",
+        "k-run",
+        r#"{"second":true}"#,
+    )));
+    must_append(&*store, req).await;
+    let again = store
+        .complete_idempotency(completion("m-9", "k-run", r#"{"third":true}"#))
+        .await;
+    assert!(matches!(again, Ok(false)), "got {again:?}");
+    match store.get_idempotency("m-9", "k-run").await {
+        Ok(Some(r)) => assert_eq!(r.response.as_deref().map(json_value), Some(first)),
+        other => panic!("{other:?}"),
+    }
+
+    // Begun alone, completed alone, once.
+    let mut alone = idempotency_record("m-9", "k-alone", None);
+    alone.response = None;
+    if let Err(e) = store.put_idempotency(alone).await {
+        panic!("put_idempotency: {e}");
+    }
+    let done = store
+        .complete_idempotency(completion("m-9", "k-alone", r#"{"n":1}"#))
+        .await;
+    assert!(matches!(done, Ok(true)), "got {done:?}");
+    let twice = store
+        .complete_idempotency(completion("m-9", "k-alone", r#"{"n":2}"#))
+        .await;
+    assert!(matches!(twice, Ok(false)), "got {twice:?}");
+    match store.get_idempotency("m-9", "k-alone").await {
+        Ok(Some(r)) => assert_eq!(
+            r.response.as_deref().map(json_value),
+            Some(serde_json::json!({"n": 1}))
+        ),
+        other => panic!("{other:?}"),
+    }
+    let missing = store
+        .complete_idempotency(completion("m-9", "k-none", r#"{}"#))
+        .await;
+    assert!(matches!(missing, Ok(false)), "got {missing:?}");
 }
 
 /// Checkpoints: unknown is `None`, save then load, overwrite (also
@@ -909,6 +1017,7 @@ where
     case!(concurrent_writers_one_stream);
     case!(list_streams_by_type);
     case!(idempotency_records);
+    case!(idempotency_begin_and_complete);
     case!(checkpoints);
     true
 }
@@ -931,6 +1040,7 @@ macro_rules! store_conformance_tests {
                 concurrent_writers_one_stream,
                 list_streams_by_type,
                 idempotency_records,
+                idempotency_begin_and_complete,
                 checkpoints,
             );
         }

@@ -27,6 +27,7 @@ pub fn world() -> World {
         clock.clone(),
         EngineConfig {
             retry_backoff: Duration::from_millis(1),
+            idempotency_wait: Duration::from_secs(2),
             ..EngineConfig::default()
         },
     ));

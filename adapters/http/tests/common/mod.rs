@@ -1,5 +1,5 @@
-//! Test harness: the engine on an in-memory store (switchable to
-//! "unavailable") and the scriptable FakeGateway, two merchants with API
+//! Test harness: the engine on an in-memory store, or any store given to
+//! [`harness_over`] (switchable to "unavailable") and the scriptable FakeGateway, two merchants with API
 //! keys, and a test webhook verifier (SHA-256 over secret + body, plus the
 //! timestamp window).
 
@@ -15,8 +15,8 @@ use payorch_engine::gateway::fake::FakeGateway;
 use payorch_engine::orchestrator::{Engine, EngineConfig};
 use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::store::{
-    AppendOutcome, AppendRequest, Clock, EventStore, IdempotencyRecord, IdempotencyStore, Position,
-    RecordedEvent, StoreError, StreamId, SystemClock, Version,
+    AppendOutcome, AppendRequest, Clock, EventStore, IdempotencyCompletion, IdempotencyRecord,
+    IdempotencyStore, Position, RecordedEvent, StoreError, StreamId, SystemClock, Version,
 };
 use payorch_http::{
     ApiKeys, AppState, HealthCheck, Metrics, WebhookRejection, WebhookVerifier, hash_api_key,
@@ -33,14 +33,30 @@ pub const MERCHANT_B: &str = "29999999999999";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 const TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
-/// An in-memory store that can be switched off (every call `Unavailable`).
-#[derive(Default)]
+/// A store the engine can use: events and idempotency records.
+pub trait Backend: EventStore + IdempotencyStore {}
+impl<T: EventStore + IdempotencyStore> Backend for T {}
+
+/// A store (in memory unless given one) that can be switched off (every
+/// call `Unavailable`).
 pub struct SwitchableStore {
-    inner: InMemoryStore,
+    inner: Arc<dyn Backend>,
     down: AtomicBool,
 }
 
+impl Default for SwitchableStore {
+    fn default() -> Self {
+        Self::over(Arc::new(InMemoryStore::new()))
+    }
+}
+
 impl SwitchableStore {
+    pub fn over(inner: Arc<dyn Backend>) -> Self {
+        SwitchableStore {
+            inner,
+            down: AtomicBool::new(false),
+        }
+    }
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
@@ -104,6 +120,13 @@ impl IdempotencyStore for SwitchableStore {
     async fn put_idempotency(&self, record: IdempotencyRecord) -> Result<(), StoreError> {
         self.check()?;
         self.inner.put_idempotency(record).await
+    }
+    async fn complete_idempotency(
+        &self,
+        completion: IdempotencyCompletion,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.complete_idempotency(completion).await
     }
 }
 
@@ -177,7 +200,12 @@ pub struct Harness {
 }
 
 pub fn harness() -> Harness {
-    let store = Arc::new(SwitchableStore::default());
+    harness_over(Arc::new(InMemoryStore::new()))
+}
+
+/// The harness on a given store (SQLite, Postgres...).
+pub fn harness_over(backend: Arc<dyn Backend>) -> Harness {
+    let store = Arc::new(SwitchableStore::over(backend));
     let gateway = Arc::new(FakeGateway::new());
     let metrics = Metrics::new();
     let metered =
@@ -212,8 +240,7 @@ pub fn harness() -> Harness {
         .with_indexer(indexer)
         .with_metrics(metrics.clone())
         .with_health_check(store_check)
-        .with_health_check(broker.clone())
-        .with_idempotency_store(store.clone());
+        .with_health_check(broker.clone());
     Harness {
         router: payorch_http::router(state.clone()),
         state,

@@ -1,0 +1,46 @@
+//! The SQLite `open_work` table passes the engine's open-work conformance
+//! kit (one temp dir per test).
+
+use std::sync::Arc;
+
+use payorch_engine::open_work::testkit::IndexFixture;
+use payorch_sqlite::SqliteStore;
+
+struct SqliteFixture {
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl IndexFixture for SqliteFixture {
+    type Index = SqliteStore;
+    fn index(&self) -> Arc<SqliteStore> {
+        Arc::clone(&self.store)
+    }
+    async fn teardown(self) {
+        self.store.close().await;
+    }
+}
+
+async fn fixture() -> Option<SqliteFixture> {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("payorch.db").display()
+    );
+    let store = match SqliteStore::open(&url).await {
+        Ok(s) => s,
+        Err(e) => panic!("open {url}: {e}"),
+    };
+    if let Err(e) = store.migrate().await {
+        panic!("migrate: {e}");
+    }
+    Some(SqliteFixture {
+        store: Arc::new(store),
+        _dir: dir,
+    })
+}
+
+payorch_engine::open_work_conformance_tests!(fixture);
