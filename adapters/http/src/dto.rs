@@ -192,7 +192,7 @@ impl PaymentMethodInput {
                 if !method.is_wallet() {
                     return Err(ApiError::invalid_field(
                         "payment_method.wallet",
-                        format!("must be GOOGLE_PAY or APPLE_PAY, got {wallet:?}"),
+                        "must be GOOGLE_PAY or APPLE_PAY",
                     ));
                 }
                 if token_data.is_empty() {
@@ -343,7 +343,7 @@ impl CreateCheckoutBody {
                 SessionMode::Unknown(_) => {
                     return Err(ApiError::invalid_field(
                         "session_mode",
-                        format!("must be HOSTED, DROP_IN or COMPONENT, got {raw:?}"),
+                        "must be HOSTED, DROP_IN or COMPONENT",
                     ));
                 }
                 m => m,
