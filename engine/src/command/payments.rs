@@ -36,6 +36,14 @@ pub(crate) enum Begun {
     },
 }
 
+/// The `final_capture` field of a capture request: `Some(true)` for a
+/// final capture when PayKKa releases the remainder on the flag
+/// ([`ReleaseMode::CaptureFlag`]); omitted otherwise (in the other modes
+/// PayKKa ignores it, and a capture that is not final says nothing).
+pub(crate) fn capture_flag(mode: ReleaseMode, final_capture: bool) -> Option<bool> {
+    (mode == ReleaseMode::CaptureFlag && final_capture).then_some(true)
+}
+
 /// The stored response of an order command: the order's view.
 pub(crate) fn order_response(
     order_id: OrderId,
@@ -248,7 +256,10 @@ impl Engine {
                 order_id: gateway_order_id(&state),
                 amount: Some(entry.amount.minor),
                 currency: Some(entry.amount.currency),
-                final_capture: None,
+                final_capture: capture_flag(
+                    self.config.release_mode_for(ctx.merchant_id.as_str()),
+                    entry.final_capture,
+                ),
             };
             let gw = self.gateway.clone();
             let outcome = payment_outcome(
