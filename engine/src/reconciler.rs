@@ -22,12 +22,33 @@
 //!   request may still be in flight. It becomes a decline only once
 //!   [`ReconcilerConfig::grace`] has passed since the call was requested
 //!   (default 24 h, beyond PayKKa's payment expiry), when PayKKa can no
-//!   longer create that transaction. The same holds for a refund that
-//!   Refund Query does not know, and for a capture or void that a query
-//!   still shows as not applied (AUTHORIZED), and for a 3DS challenge
-//!   still PROCESSING.
+//!   longer create that transaction. The same holds for a capture or void
+//!   that a query still shows as not applied (AUTHORIZED), and for a 3DS
+//!   challenge still PROCESSING.
 //! * Before the grace period such observations are applied with
 //!   `settled = false`, which the aggregate ignores.
+//!
+//! **Re-sends are the reconciler's alone** (the PayKKa client never sends a
+//! money-moving call twice):
+//! * A refund that Refund Query still does not know after the grace period
+//!   is sent again with the same `refund_trans_id`
+//!   ([`Engine::refresh_order`] with `settled`), on every due pass (per
+//!   the backoff) until PayKKa knows it. A non-success answer to a re-send
+//!   (timeout, 5xx, refusal, decline code) is recorded as unknown, never
+//!   declined: the refund's amount stays reserved, so no second refund can
+//!   take money the first may still move. Only PayKKa's own record of the
+//!   refund (SUCCESS or FAILURE, by answer, query or notification) closes
+//!   it.
+//! * An initiate is not sent again for a card payment: payorch keeps no
+//!   card data at rest (the card number and CVV leave memory with the first
+//!   send), so there is nothing to send. Its rule stays: declined once
+//!   PayKKa still has no such `trans_id` after the grace period (beyond
+//!   PayKKa's payment expiry, when it can no longer create it). Token
+//!   payments follow the same rule (a re-send of those is not implemented).
+//! * A capture is never sent again: a PayKKa capture carries no merchant
+//!   reference, so a capture still processing at PayKKa would be taken
+//!   twice. A query showing the captured amount grown is how it lands; one
+//!   still AUTHORIZED after the grace period did not happen.
 //!
 //! It also looks at agreement and checkout streams:
 //! * An agreement whose cancel is requested or unknown gets the cancel sent

@@ -18,7 +18,7 @@ use super::*;
 use crate::gateway::{self, GatewayOutcome};
 use crate::order::{
     CallOutcome, CapturePayment, ObservationSource, OrderCommand, OrderState, PlacePayment,
-    RefundPayment,
+    RefundEntry, RefundPayment,
 };
 use crate::read::order_stream;
 use crate::store::{EventMetadata, StoreError, Version};
@@ -42,6 +42,18 @@ pub(crate) enum Begun {
 /// PayKKa ignores it, and a capture that is not final says nothing).
 pub(crate) fn capture_flag(mode: ReleaseMode, final_capture: bool) -> Option<bool> {
     (mode == ReleaseMode::CaptureFlag && final_capture).then_some(true)
+}
+
+/// What a non-success gateway answer said, for a reason text.
+fn outcome_detail<T>(o: &GatewayOutcome<T>) -> String {
+    match o {
+        GatewayOutcome::Success(_) => String::new(),
+        GatewayOutcome::Declined { code, description }
+        | GatewayOutcome::Rejected {
+            code, description, ..
+        } => format!("{code} {description}"),
+        GatewayOutcome::Retryable { reason } | GatewayOutcome::Unknown { reason } => reason.clone(),
+    }
 }
 
 /// The stored response of an order command: the order's view.
@@ -392,6 +404,72 @@ impl Engine {
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await
+    }
+
+    /// Sends an open refund again, with its own `refund_trans_id` (PayKKa
+    /// takes a known `refund_trans_id` as the same refund, not a new one).
+    /// Only the reconciler calls this, past the grace period and when
+    /// Refund Query still does not know the refund. PayKKa's answer is
+    /// recorded as for the first send, except that a non-success answer
+    /// (timeout, 5xx, refusal, decline code) is recorded as unknown, never
+    /// as declined: the first send may still be in PayKKa's books under
+    /// the same id, and a declined refund frees its amount for another
+    /// refund. The refund's reason is not sent again (it is not in the
+    /// state; PayKKa does not need it to identify the refund).
+    pub(crate) async fn resend_refund(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        refund: &RefundEntry,
+        gateway_order_id: String,
+    ) -> Result<OrderView, EngineError> {
+        let req = RefundRequest {
+            merchant_id: ctx.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            refund_trans_id: refund.refund_trans_id.as_str().to_owned(),
+            ori_order_id: gateway_order_id,
+            refund_amount: refund.amount.minor,
+            currency: refund.amount.currency,
+            reason: None,
+            notify_url: self.config.refund_notify_url.clone(),
+        };
+        let refund_id = refund.refund_id;
+        tracing::info!(
+            %order_id,
+            %refund_id,
+            refund_trans_id = refund.refund_trans_id.as_str(),
+            "refund unknown to PayKKa after the grace period: sending it again"
+        );
+        let gw = self.gateway.clone();
+        let outcome = match self
+            .call("refund", self.call_span("refund", ctx, order_id), || {
+                gw.refund(&req)
+            })
+            .await
+        {
+            GatewayOutcome::Success(r) => CallOutcome::Accepted(gateway::refund_observation(
+                &r,
+                refund_id,
+                ObservationSource::Response,
+            )),
+            other => CallOutcome::Unknown {
+                reason: format!(
+                    "re-sent refund not confirmed ({}): {}",
+                    other.kind(),
+                    outcome_detail(&other)
+                ),
+            },
+        };
+        let held = self.load_order(ctx, order_id).await?;
+        let done = self
+            .order_command(order_id, &ctx.metadata(), Idem::None, Some(held), |_| {
+                OrderCommand::RecordRefundOutcome {
+                    refund_id,
+                    outcome: Box::new(outcome.clone()),
+                }
+            })
+            .await?;
+        view_of(&done.state, order_id)
     }
 
     /// The shopper is back from the 3DS page; the result follows by
