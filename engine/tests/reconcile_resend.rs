@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use payorch_engine::gateway::fake::{Op, Step};
 use payorch_engine::gateway::{GatewayOutcome, RejectionClass};
+use payorch_engine::orchestrator::{PlacePaymentRequest, order_stream};
 use payorch_engine::order::{CallProgress, Phase};
 use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
+use payorch_engine::store::{EventStore, Version};
 use payorch_engine::view::OrderView;
 use payorch_schemas::events::{AuthorisationKind, CaptureMode, PaymentKind};
 use payorch_schemas::paykka::PaymentRequest;
@@ -35,7 +37,6 @@ fn payment() -> PlacePaymentRequest {
         browser: None,
     }
 }
-use payorch_engine::orchestrator::PlacePaymentRequest;
 
 fn reconciler(w: &World) -> Reconciler {
     Reconciler::new(
@@ -147,6 +148,17 @@ async fn a_non_success_answer_to_a_resent_refund_is_unknown_never_declined() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("exceeds"), "{e}");
+    // Nothing in the history says declined.
+    let events = w
+        .store
+        .read_stream(&order_stream(o.order_id), Version::NONE, 1000)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().all(|e| e.event_type != "refund_declined"),
+        "{:?}",
+        events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
     // The next re-send lands: refunded exactly once.
     w.clock.advance(Duration::from_secs(120));
     rec.run_once().await.unwrap();
