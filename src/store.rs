@@ -129,6 +129,14 @@ impl Store {
         }
     }
 
+    /// Bulk import (`payorch import`): batched, idempotent by event id.
+    pub fn bulk(&self) -> Arc<dyn payorch_engine::bulk::BulkImport> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
     /// A wake-up source that announces appends from any process: Postgres
     /// `LISTEN payorch_events` (a task holding one connection). `None` on
     /// SQLite (tailers poll the local file).

@@ -6,6 +6,8 @@
 
 #[path = "../fuzz/targets.rs"]
 mod targets;
+#[path = "../fuzz/targets_adapters.rs"]
+mod targets_adapters;
 
 use std::path::PathBuf;
 
@@ -32,7 +34,13 @@ fn replay(target: &str) {
     for f in &files {
         let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         // A panic names the input file through this message.
-        let outcome = std::panic::catch_unwind(|| targets::run(target, &data));
+        let outcome = std::panic::catch_unwind(|| {
+            if targets_adapters::TARGETS.contains(&target) {
+                targets_adapters::run(target, &data)
+            } else {
+                targets::run(target, &data)
+            }
+        });
         if let Err(e) = outcome {
             std::panic::resume_unwind(Box::new(format!(
                 "fuzz target {target} fails on {}: {:?}",
@@ -47,7 +55,7 @@ fn replay(target: &str) {
 
 #[test]
 fn every_target_has_a_test_and_a_corpus() {
-    for t in targets::TARGETS {
+    for t in targets::TARGETS.iter().chain(targets_adapters::TARGETS) {
         assert!(corpus_dir(t).is_dir(), "no corpus for {t}");
     }
 }
@@ -75,4 +83,77 @@ fn codec_differential_corpus() {
 #[test]
 fn upcast_corpus() {
     replay("upcast");
+}
+
+/// A few seeded mutations of every corpus input, through every target: a
+/// seconds-long smoke of each target in CI, which has no cargo-fuzz.
+/// `FUZZ_SMOKE_ITERS` (default 200) mutations per target; a failure names
+/// the target, the input it started from and the seed.
+#[test]
+fn smoke_mutations_of_the_corpus() {
+    let iters: u64 = std::env::var("FUZZ_SMOKE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for target in targets::TARGETS.iter().chain(targets_adapters::TARGETS) {
+        let dir = corpus_dir(target);
+        let mut inputs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .filter_map(|p| std::fs::read(&p).ok().map(|d| (p, d)))
+            .collect();
+        inputs.sort();
+        assert!(!inputs.is_empty(), "no corpus for {target}");
+        // SplitMix64: the same mutations on every run.
+        let mut state: u64 = 0x5EED;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        for i in 0..iters {
+            let pick = usize::try_from(next() % inputs.len() as u64).unwrap_or(0);
+            let (path, base) = &inputs[pick];
+            let mut data = base.clone();
+            for _ in 0..=(next() % 4) {
+                let at = usize::try_from(next() % (data.len() as u64 + 1)).unwrap_or(0);
+                match next() % 4 {
+                    0 if at < data.len() => data[at] ^= 1 << (next() % 8),
+                    1 => data.insert(at, (next() % 256) as u8),
+                    2 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => {
+                        let interesting: &[&[u8]] = &[
+                            b"\"",
+                            b"\\u0000",
+                            b"-1",
+                            b"99999999999999999999",
+                            b"{}",
+                            b"null",
+                            b"[]",
+                        ];
+                        let s = interesting[usize::try_from(next() % 7).unwrap_or(0)];
+                        data.splice(at..at, s.iter().copied());
+                    }
+                }
+            }
+            let outcome = std::panic::catch_unwind(|| {
+                if targets_adapters::TARGETS.contains(target) {
+                    targets_adapters::run(target, &data)
+                } else {
+                    targets::run(target, &data)
+                }
+            });
+            assert!(
+                outcome.is_ok(),
+                "fuzz target {target} fails on mutation {i} of {} (input bytes: {:?})",
+                path.display(),
+                String::from_utf8_lossy(&data)
+            );
+        }
+    }
 }

@@ -139,6 +139,13 @@ fn spawned_full_mix_on_sqlite_reports_every_flow_without_errors() {
             .is_some_and(|s| s > 0.0),
         "{r:#}"
     );
+    assert!(
+        r["serve_memory"]["rss_kib_end"]
+            .as_u64()
+            .is_some_and(|k| k > 0),
+        "{r:#}"
+    );
+    assert_eq!(r["serve_stop"]["stopped"], true, "{r:#}");
     let floor = &r["crypto"]["floor"];
     assert!(
         floor["floor_flows_per_s"].as_f64().is_some_and(|f| f > 0.0),

@@ -7,10 +7,14 @@
 //! Aggregates (pure `decide` / `evolve`):
 //!
 //! * [`aggregate`]: the `Aggregate` trait and its three implementations.
-//! * [`order`]: the Order aggregate (decide / evolve, transition table).
+//! * [`order`]: the Order aggregate: the `decide` match and state types in
+//!   `order/mod.rs`, its transition helpers (`order/rules.rs`), gateway
+//!   observations (`order/observe.rs`), `evolve` (`order/evolve.rs`), the
+//!   transition table.
 //! * [`agreement`]: the RecurringAgreement aggregate.
 //! * [`checkout`]: the CheckoutSession aggregate.
-//! * [`codec`]: event payloads to and from stored JSON, upcasters.
+//! * [`codec`]: event payloads to and from stored JSON, upcasters, and
+//!   (`codec/fast.rs`) the strict reader of payorch's own compact JSON.
 //!
 //! Write side:
 //!
@@ -42,6 +46,7 @@
 
 pub mod aggregate;
 pub mod agreement;
+pub mod bulk;
 pub mod bus;
 pub mod checkout;
 pub mod codec;

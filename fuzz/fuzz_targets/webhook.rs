@@ -1,7 +1,9 @@
-//! cargo-fuzz target `webhook`: see `targets::webhook` in fuzz/targets.rs.
+//! cargo-fuzz target `webhook`: see `targets_adapters::webhook` in fuzz/targets_adapters.rs.
 #![no_main]
 
 #[path = "../targets.rs"]
 mod targets;
+#[path = "../targets_adapters.rs"]
+mod targets_adapters;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::webhook(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets_adapters::webhook(data));

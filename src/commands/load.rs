@@ -36,7 +36,10 @@
 //! statements per order; the relay lag (`payorch_relay_lag_events` of
 //! `/metrics`) when the load stopped and how long it took to reach 0; CPU
 //! seconds of the spawned serve, of this process and of `--cpu-process`
-//! names (from /proc). With `--rsa-speed SIGNS/VERIFIES` (e.g. from
+//! names (from /proc), per flow until the database is quiet again (work
+//! such as notifications still queued when the load stops counts); the
+//! spawned serve's resident memory (start, end, max, one sample a
+//! minute). With `--rsa-speed SIGNS/VERIFIES` (e.g. from
 //! `openssl speed rsa2048`) it also reports the cryptographic floor of the
 //! mix and the ratio to it.
 
@@ -1270,6 +1273,50 @@ impl Spawned {
     }
 }
 
+/// Resident set size (KiB) of `pid` (VmRSS of /proc/<pid>/status).
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn rss_pid_now(pid: Option<u32>) -> Option<u64> {
+    pid.and_then(rss_kib)
+}
+
+/// Records the spawned serve's RSS every second into `out` as (seconds
+/// since the start, KiB); runs until aborted.
+async fn sample_rss(pid: u32, out: Arc<Mutex<Vec<(u64, u64)>>>) {
+    let start = Instant::now();
+    loop {
+        if let Some(k) = rss_kib(pid)
+            && let Ok(mut v) = out.lock()
+        {
+            v.push((start.elapsed().as_secs(), k));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Start, end, max and one sample a minute of the serve's RSS.
+fn rss_summary(samples: &[(u64, u64)], end: Option<u64>) -> Value {
+    let first = samples.first().map(|s| s.1);
+    let max = samples.iter().map(|s| s.1).chain(end).max();
+    let per_minute: Vec<Value> = samples
+        .iter()
+        .filter(|(t, _)| t % 60 == 0)
+        .map(|(t, k)| json!({"secs": t, "rss_kib": k}))
+        .collect();
+    json!({
+        "rss_kib_start": first,
+        "rss_kib_end": end,
+        "rss_kib_max": max,
+        "per_minute": per_minute,
+    })
+}
+
 /// `payorch_relay_lag_events` from `/metrics`.
 async fn relay_lag(http: &reqwest::Client, url: &str) -> Option<i64> {
     let text = http
@@ -1290,6 +1337,7 @@ async fn relay_lag(http: &reqwest::Client, url: &str) -> Option<i64> {
 /// What the measured phase produced plus the probes around it.
 struct Measured {
     stats: Stats,
+    serve_memory: Value,
     elapsed: f64,
     cpu: Value,
     cpu_until_quiet: Value,
@@ -1476,6 +1524,8 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         let bar = progress_bar(show_progress, bar_len, "load");
         let progress = Arc::new(Progress::default());
         let start = Instant::now();
+        let rss_samples = Arc::new(Mutex::new(Vec::new()));
+        let rss = serve_pid.map(|pid| tokio::spawn(sample_rss(pid, rss_samples.clone())));
         let ticker = tick_bar(
             bar.clone(),
             progress.clone(),
@@ -1487,6 +1537,14 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         ticker.abort();
         bar.finish_and_clear();
         let cpu = cpu_probe.finish(elapsed);
+        let serve_memory = match rss {
+            Some(task) => {
+                task.abort();
+                let samples = rss_samples.lock().map(|v| v.clone()).unwrap_or_default();
+                rss_summary(&samples, rss_pid_now(serve_pid))
+            }
+            None => Value::Null,
+        };
 
         // Relay lag when the load stopped, then the time to 0 (a spawned
         // serve without a broker relays nothing).
@@ -1562,6 +1620,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         let cpu_until_quiet = cpu_probe.finish(ended.elapsed().as_secs_f64() + elapsed);
         Ok(Measured {
             stats,
+            serve_memory,
             elapsed,
             cpu,
             cpu_until_quiet,
@@ -1571,9 +1630,14 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
     });
     let serve_exit = spawned.as_mut().map(|s| s.stop());
     let measured = measured?;
-    if let Some(Err(e)) = &serve_exit {
-        bail!("{e:#}");
-    }
+    // A serve that does not stop in time is reported, not a reason to
+    // lose the measurements.
+    let serve_stop = match &serve_exit {
+        None => Value::Null,
+        Some(Ok(code)) => json!({"stopped": true, "exit_code": code}),
+        Some(Err(e)) => json!({"stopped": false, "error": format!("{e:#}")}),
+    };
+    let stop_failed = matches!(serve_exit, Some(Err(_)));
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get() as f64)
@@ -1590,10 +1654,12 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         rsa,
         cores,
     );
+    let mut report = report;
+    report["serve_stop"] = serve_stop;
     let failed = report["flows"]["failed"].as_u64().unwrap_or(0)
         + report["flows"]["not_started"].as_u64().unwrap_or(0);
     out.emit(&report, || render(&report));
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && !stop_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -1658,6 +1724,7 @@ fn report(
 ) -> Value {
     let Measured {
         mut stats,
+        serve_memory,
         elapsed,
         cpu,
         mut cpu_until_quiet,
@@ -1754,6 +1821,7 @@ fn report(
         "relay": relay,
         "cpu": cpu,
         "cpu_until_quiet": cpu_until_quiet,
+        "serve_memory": serve_memory,
     })
 }
 
@@ -1870,6 +1938,19 @@ fn render(r: &Value) -> String {
         }
     }
     s.push('\n');
+    let mem = &r["serve_memory"];
+    if mem.is_object() {
+        s.push_str(&format!(
+            "serve RSS: {} KiB at the start, {} KiB at the end, {} KiB max\n",
+            mem["rss_kib_start"], mem["rss_kib_end"], mem["rss_kib_max"]
+        ));
+    }
+    if r["serve_stop"]["stopped"] == false {
+        s.push_str(&format!(
+            "serve: {}\n",
+            r["serve_stop"]["error"].as_str().unwrap_or("did not stop")
+        ));
+    }
     let q = &r["cpu_until_quiet"];
     s.push_str(&format!(
         "cpu per flow until quiet: serve {} ms, load tool {} ms",

@@ -147,13 +147,14 @@ fn schemas() -> Value {
             "return_url": {"type": "string", "format": "uri"},
             "expires_at": {"type": "string", "format": "date-time"}
         }},
-        "CheckoutSession": {"type": "object", "required": ["id", "status", "amount", "version"], "properties": {
+        "CheckoutSession": {"type": "object", "required": ["id", "status", "amount", "expires_at", "version"], "properties": {
             "id": {"type": "string", "format": "uuid"},
             "status": {"enum": ["requested", "open", "completed", "expired", "cancelled"]},
             "amount": {"$ref": "#/components/schemas/Money"},
             "session_id": {"type": "string"},
             "session_url": {"type": "string"},
             "payment_id": {"type": "string", "format": "uuid"},
+            "expires_at": {"type": "string", "format": "date-time", "description": "The request's expires_at, or the default fixed when the session was created (replays return the same)"},
             "version": {"type": "integer"}
         }},
         "Charge": {"type": "object", "required": ["amount"], "additionalProperties": false, "properties": {

@@ -66,6 +66,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod bulk;
 mod lock;
 mod open_work;
 pub mod wakeup;

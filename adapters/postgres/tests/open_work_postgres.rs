@@ -241,3 +241,11 @@ async fn an_append_wakes_a_listener_through_notify() {
     drop(wakeup);
     fx.teardown().await;
 }
+
+/// `payorch import`'s bulk path on Postgres passes the engine's bulk case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_import_is_idempotent_and_validated() {
+    let Some(fx) = fixture().await else { return };
+    payorch_engine::bulk::conformance(fx.store.clone()).await;
+    fx.teardown().await;
+}

@@ -35,6 +35,10 @@ use tokio::task::JoinHandle;
 use crate::topology::{self, EXCHANGE};
 use crate::{Backoff, RabbitError};
 
+/// First and last quick re-read after activity (see `pump`).
+const SETTLE_FIRST: Duration = Duration::from_millis(5);
+const SETTLE_LAST: Duration = Duration::from_secs(1);
+
 /// Relay settings.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
@@ -413,6 +417,12 @@ impl Runner {
         let mut unsaved = false;
         let mut since_save = 0usize;
         let mut lease_checked = Instant::now();
+        // After a wake-up or a publish: the next idle reads come quickly
+        // (5 ms, doubling to 1 s) before the relay sleeps on the wake-up
+        // source again. A notified event may not be readable yet: read_all
+        // stops at the oldest transaction still running anywhere on the
+        // server, and that one has sent no notification.
+        let mut settle: Option<Duration> = Some(SETTLE_FIRST);
         self.set_state(RelayState::Active);
 
         loop {
@@ -434,6 +444,9 @@ impl Runner {
                 let want = read_batch.min(window - inflight.len());
                 let events = self.relay.store.read_all(next, want).await?;
                 drained = events.len() < want;
+                if !events.is_empty() {
+                    settle = Some(SETTLE_FIRST);
+                }
                 for event in &events {
                     let confirm = self.publish(channel, &exchange, event).await?;
                     inflight.push_back((event.global_position, confirm));
@@ -490,9 +503,17 @@ impl Runner {
             let wake = self.relay.wake.clone();
             match self.relay.wakeup.clone() {
                 Some(wakeup) => {
-                    let fallback = self.relay.config.wakeup_fallback;
+                    let (timeout, next) = match settle {
+                        Some(d) => (d, (d * 2 <= SETTLE_LAST).then_some(d * 2)),
+                        None => (self.relay.config.wakeup_fallback, None),
+                    };
+                    settle = next;
                     tokio::select! {
-                        _ = wakeup.wait(fallback) => {}
+                        woken = wakeup.wait(timeout) => {
+                            if woken {
+                                settle = Some(SETTLE_FIRST);
+                            }
+                        }
                         _ = wake.notified() => {}
                         _ = self.stop.wait_for(|s| *s) => {}
                     }

@@ -23,6 +23,7 @@
 //!
 //! Payloads are stored as JSON text verbatim; timestamps as RFC 3339 text.
 
+mod bulk;
 mod open_work;
 
 use std::collections::HashMap;

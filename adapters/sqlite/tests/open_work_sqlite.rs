@@ -44,3 +44,11 @@ async fn fixture() -> Option<SqliteFixture> {
 }
 
 payorch_engine::open_work_conformance_tests!(fixture);
+
+/// `payorch import`'s bulk path on SQLite passes the engine's bulk case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_import_is_idempotent_and_validated() {
+    let Some(fx) = fixture().await else { return };
+    payorch_engine::bulk::conformance(fx.store.clone()).await;
+    fx.teardown().await;
+}

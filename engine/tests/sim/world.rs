@@ -116,6 +116,8 @@ pub struct PkOrder {
     pub void_moves: u32,
     /// The shopper's 3DS result once they finish: true = authorised.
     pub challenge_passes: bool,
+    /// Stored card (first recurring payment): token, shopper, agreement.
+    pub token: Option<(String, String, String)>,
 }
 
 impl PkOrder {
@@ -139,6 +141,13 @@ impl PkOrder {
                 "able_to_refund_amount": self.captured - self.refunded,
             }
         });
+        if let (Some((token, shopper, agreement)), Some(m)) = (&self.token, json.as_object_mut())
+            && !matches!(self.status, "FAILURE" | "PROCESSING")
+        {
+            m.insert("token".into(), token.clone().into());
+            m.insert("shopper_reference".into(), shopper.clone().into());
+            m.insert("recurring_agreement_id".into(), agreement.clone().into());
+        }
         if self.status == "PROCESSING"
             && let Some(m) = json.as_object_mut()
         {
@@ -164,7 +173,7 @@ impl PkOrder {
             "CANCELED" => "PAYMENT.CANCELED",
             _ => "PAYMENT.PROCESSING",
         };
-        serde_json::json!({
+        let mut n = serde_json::json!({
             "notify_type": notify_type,
             "timestamp": timestamp_ms,
             "merchant_id": crate::MERCHANT,
@@ -174,7 +183,15 @@ impl PkOrder {
             "amount": self.amount,
             "currency": self.currency,
             "error_code": if self.status == "FAILURE" { "2006" } else { "0000" },
-        })
+        });
+        if let (Some((token, shopper, agreement)), Some(m)) = (&self.token, n.as_object_mut())
+            && !matches!(self.status, "FAILURE" | "PROCESSING")
+        {
+            m.insert("token".into(), token.clone().into());
+            m.insert("shopper_reference".into(), shopper.clone().into());
+            m.insert("recurring_agreement_id".into(), agreement.clone().into());
+        }
+        n
     }
 }
 
@@ -184,6 +201,17 @@ pub struct PkRefund {
     pub trans_id: String,
     pub refund_order_id: String,
     pub amount: i64,
+}
+
+/// A checkout session at the simulated PayKKa.
+#[derive(Clone, Debug)]
+pub struct PkSession {
+    pub session_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub manual: bool,
+    /// PayKKa closed it (expired) without a payment.
+    pub expired: bool,
 }
 
 /// A notification waiting to be delivered.
@@ -260,6 +288,12 @@ pub struct World {
     pub ledger: BTreeMap<String, PkOrder>,
     pub refunds: BTreeMap<String, PkRefund>,
     pub gw_seq: u64,
+    /// PayKKa's recurring agreements: id -> cancelled.
+    pub agreements: BTreeMap<String, bool>,
+    /// Cancel calls PayKKa applied per agreement.
+    pub cancel_moves: BTreeMap<String, u32>,
+    /// Checkout sessions by trans_id.
+    pub sessions: BTreeMap<String, PkSession>,
     pub inbox: Vec<Delivery>,
     /// Every PayKKa call by operation, for the report.
     pub calls: BTreeMap<&'static str, u64>,
@@ -286,6 +320,9 @@ impl World {
             ledger: BTreeMap::new(),
             refunds: BTreeMap::new(),
             gw_seq: 0,
+            agreements: BTreeMap::new(),
+            cancel_moves: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             inbox: Vec::new(),
             calls: BTreeMap::new(),
             trace: Vec::new(),
@@ -394,9 +431,55 @@ impl World {
         Some(t)
     }
 
+    /// A shopper pays one open checkout session on PayKKa's page (if any).
+    pub fn shopper_pays_session(&mut self) -> Option<String> {
+        let open: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(t, s)| !s.expired && !self.ledger.contains_key(*t))
+            .map(|(t, _)| t.clone())
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        let t = open[usize::try_from(self.rng.below(open.len() as u64)).unwrap_or(0)].clone();
+        let s = self.sessions.get(&t)?.clone();
+        let order_id = self.next_gw_id("GW");
+        let o = PkOrder {
+            trans_id: t.clone(),
+            order_id,
+            amount: s.amount,
+            currency: s.currency.clone(),
+            manual: s.manual,
+            status: if s.manual { "AUTHORIZED" } else { "SUCCESS" },
+            authorised: s.amount,
+            captured: if s.manual { 0 } else { s.amount },
+            refunded: 0,
+            voided: 0,
+            capture_moves: 0,
+            void_moves: 0,
+            challenge_passes: true,
+            token: None,
+        };
+        let mut n = o.notification(self.now_ms());
+        if let Some(m) = n.as_object_mut() {
+            m.insert("session_id".into(), s.session_id.clone().into());
+            m.insert(
+                "payment".into(),
+                serde_json::json!({"payment_method": "BANKCARD"}),
+            );
+        }
+        self.ledger.insert(t.clone(), o);
+        self.enqueue(Delivery::Payment(n));
+        Some(t)
+    }
+
     /// PayKKa expires every challenge still pending (before the final
     /// reconciliation: the grace period is past).
     pub fn expire_challenges(&mut self) {
+        for s in self.sessions.values_mut() {
+            s.expired = true;
+        }
         for o in self.ledger.values_mut() {
             if o.status == "PROCESSING" {
                 o.status = "FAILURE";
@@ -652,7 +735,14 @@ impl PaymentGateway for SimPaykka {
                 Some(payorch_schemas::paykka::CaptureMethod::Manual)
             );
             let order_id = w.next_gw_id("GW");
-            let declined = w.rng.chance(w.faults.decline);
+            // A merchant-initiated charge on a cancelled or unknown
+            // agreement is refused.
+            let dead_agreement = req.mit == Some(true)
+                && req
+                    .recurring_agreement_id
+                    .as_ref()
+                    .is_none_or(|a| w.agreements.get(a).is_none_or(|cancelled| *cancelled));
+            let declined = dead_agreement || w.rng.chance(w.faults.decline);
             let challenge = !declined && w.rng.chance(w.faults.challenge);
             let challenge_passes = w.rng.chance(80);
             let mut o = PkOrder {
@@ -669,7 +759,21 @@ impl PaymentGateway for SimPaykka {
                 capture_moves: 0,
                 void_moves: 0,
                 challenge_passes,
+                token: None,
             };
+            // MIT charges skip 3DS.
+            let challenge = challenge && req.mit != Some(true);
+            if req.payment.store_payment_method == Some(true) && req.mit == Some(false) && !declined
+            {
+                let seq = w.gw_seq;
+                let agreement = format!("RA{seq:017}");
+                w.agreements.insert(agreement.clone(), false);
+                o.token = Some((
+                    format!("TK{seq:017}"),
+                    req.payment.shopper_reference.clone().unwrap_or_default(),
+                    agreement,
+                ));
+            }
             if declined {
                 o.status = "FAILURE";
             } else if challenge {
@@ -788,9 +892,21 @@ impl PaymentGateway for SimPaykka {
         GatewayOutcome::Success(())
     }
 
-    async fn recurring_cancel(&self, _req: &RecurringCancelRequest) -> GatewayOutcome<()> {
-        self.mutate("recurring_cancel", |_| GatewayOutcome::Success(()))
-            .await
+    async fn recurring_cancel(&self, req: &RecurringCancelRequest) -> GatewayOutcome<()> {
+        self.mutate("recurring_cancel", |w| {
+            match w.agreements.get_mut(&req.recurring_agreement_id) {
+                Some(cancelled) => {
+                    // Cancelling twice is fine at PayKKa.
+                    *cancelled = true;
+                    *w.cancel_moves
+                        .entry(req.recurring_agreement_id.clone())
+                        .or_default() += 1;
+                    GatewayOutcome::Success(())
+                }
+                None => not_found(),
+            }
+        })
+        .await
     }
 
     async fn apple_pay_session(
@@ -802,16 +918,73 @@ impl PaymentGateway for SimPaykka {
 
     async fn checkout_session_create(
         &self,
-        _req: &CheckoutSessionRequest,
+        req: &CheckoutSessionRequest,
     ) -> GatewayOutcome<CheckoutSessionResponse> {
-        refused("not simulated")
+        self.mutate("checkout_session_create", |w| {
+            // One trans_id, one session: a re-send gets the same one.
+            if !w.sessions.contains_key(&req.trans_id) {
+                let session_id = w.next_gw_id("CS");
+                w.sessions.insert(
+                    req.trans_id.clone(),
+                    PkSession {
+                        session_id,
+                        amount: req.amount,
+                        currency: req.currency.code().to_owned(),
+                        manual: matches!(
+                            req.capture_method,
+                            Some(payorch_schemas::paykka::CaptureMethod::Manual)
+                        ),
+                        expired: false,
+                    },
+                );
+            }
+            let s = &w.sessions[&req.trans_id];
+            let json = serde_json::json!({
+                "session_id": s.session_id,
+                "session_url": format!("https://checkout.sim/{}", s.session_id),
+                "trans_id": req.trans_id,
+            });
+            GatewayOutcome::Success(serde_json::from_value(json).unwrap_or_default())
+        })
+        .await
     }
 
     async fn checkout_session_query(
         &self,
-        _req: &CheckoutSessionQueryRequest,
+        req: &CheckoutSessionQueryRequest,
     ) -> GatewayOutcome<CheckoutSessionQueryResponse> {
-        refused("not simulated")
+        self.read("checkout_session_query", |w| {
+            let found = w.sessions.iter().find(|(t, s)| {
+                req.trans_id.as_deref() == Some(t.as_str())
+                    || req.session_id.as_deref() == Some(s.session_id.as_str())
+            });
+            let Some((t, s)) = found else {
+                return GatewayOutcome::Rejected {
+                    class: RejectionClass::NotFound,
+                    code: "206011".into(),
+                    description: "The session does not exist".into(),
+                };
+            };
+            let mut json = serde_json::json!({
+                "session_url": format!("https://checkout.sim/{}", s.session_id),
+                "session_mode": "HOSTED",
+                "session_id": s.session_id,
+                "trans_id": t,
+            });
+            if let (Some(o), Some(map)) = (w.ledger.get(t), json.as_object_mut()) {
+                map.insert(
+                    "payment".into(),
+                    serde_json::json!({"payment_method": "BANKCARD"}),
+                );
+                if let Ok(serde_json::Value::Object(order)) = serde_json::to_value(o.response()) {
+                    for (k, v) in order {
+                        map.entry(k).or_insert(v);
+                    }
+                }
+            }
+            GatewayOutcome::Success(serde_json::from_value(json).unwrap_or_default())
+        })
+        .await
     }
 }
 
@@ -922,4 +1095,7 @@ impl Executor {
 pub struct KeyLog {
     /// key -> order ids a place with that key answered.
     pub place_answers: HashMap<String, Vec<String>>,
+    /// Retries with the same key and the same body that were refused as
+    /// another request under that key.
+    pub same_body_conflicts: Vec<String>,
 }
