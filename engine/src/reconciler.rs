@@ -507,7 +507,9 @@ impl Reconciler {
             }
             state = order::evolve(state, &ev);
         }
-        let open = state.has_open_call() || state.phase() == Phase::ChallengeRequired;
+        let open = state.has_open_call()
+            || state.awaits_release()
+            || state.phase() == Phase::ChallengeRequired;
         let (Some(last), Some(order_id), true) = (recorded.last(), state.order_id(), open) else {
             self.lock().remove(stream);
             return Ok(());

@@ -3,15 +3,18 @@
 //! fake PayKKa modelling each mode.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use payorch_engine::gateway::PaymentGateway;
-use payorch_engine::gateway::fake::FakeGateway;
+use payorch_engine::gateway::fake::{FakeGateway, Op, Step};
 use payorch_engine::orchestrator::{
     CommandContext, Engine, EngineConfig, PlacePaymentRequest, ReleaseMode,
 };
 use payorch_engine::order::Phase;
+use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
 use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::testing::ManualClock;
+use payorch_engine::view::OrderView;
 use payorch_schemas::events::{AuthorisationKind, CaptureMode, PaymentKind};
 use payorch_schemas::paykka::PaymentRequest;
 use payorch_schemas::{Currency, Money};
@@ -118,4 +121,138 @@ async fn a_merchant_override_decides_the_flag() {
         .await
         .unwrap();
     assert_eq!(gateway.final_capture_flags(), vec![None]);
+}
+
+fn reconciler(w: &World, clock: &Arc<ManualClock>) -> (Reconciler, Arc<ManualClock>) {
+    (
+        Reconciler::new(w.engine.clone(), ReconcilerConfig::default()),
+        clock.clone(),
+    )
+}
+
+/// The engine and its clock, PayKKa (the fake) behaving as `paykka_mode`.
+fn world_clocked(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> (World, Arc<ManualClock>) {
+    let store = Arc::new(InMemoryStore::new());
+    let gateway = Arc::new(FakeGateway::with_release_mode(paykka_mode));
+    let clock = Arc::new(ManualClock::at_epoch_2026());
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        store,
+        gateway.clone() as Arc<dyn PaymentGateway>,
+        clock.clone(),
+        EngineConfig {
+            retry_backoff: std::time::Duration::from_millis(1),
+            release_mode: engine_mode,
+            ..EngineConfig::default()
+        },
+    ));
+    (World { engine, gateway }, clock)
+}
+
+/// What payorch shows released: the authorised rest of an order whose
+/// remainder is released (status captured with less captured than
+/// authorised), else 0.
+fn released(v: &OrderView) -> i64 {
+    match v.status {
+        Phase::Captured | Phase::PartiallyRefunded | Phase::Refunded => {
+            v.authorised.minor - v.captured.minor
+        }
+        _ => 0,
+    }
+}
+
+/// capture_flag: PayKKa's answer to the final capture shows the rest
+/// released, and payorch shows exactly what PayKKa's ledger holds.
+#[tokio::test]
+async fn capture_flag_mode_shows_the_release_paykka_confirms_in_its_answer() {
+    let (w, _) = world_clocked(ReleaseMode::CaptureFlag, ReleaseMode::CaptureFlag);
+    let o = w
+        .engine
+        .place_payment(&ctx(), manual_card_payment(10_000))
+        .await
+        .unwrap();
+    let v = w
+        .engine
+        .capture(&ctx(), o.order_id, Some(eur(3_000)), false)
+        .await
+        .unwrap();
+    assert_eq!((v.status, released(&v)), (Phase::PartiallyCaptured, 0));
+    let v = w
+        .engine
+        .capture(&ctx(), o.order_id, Some(eur(2_000)), true)
+        .await
+        .unwrap();
+    assert_eq!(v.status, Phase::Captured);
+    let (captured, voided) = w.gateway.released(&v.trans_id).unwrap();
+    assert_eq!((captured, voided), (5_000, 5_000));
+    assert_eq!((v.captured.minor, released(&v)), (captured, voided));
+}
+
+/// The bug of issue 17: a final capture PayKKa did not act on (it ignores
+/// the flag, or never heard of it) must not show the rest released. It is
+/// shown only once a query reports it (here: at the authorisation's
+/// expiry), and the reconciler keeps asking until then.
+#[tokio::test]
+async fn a_final_capture_shows_nothing_released_until_paykka_reports_it() {
+    for paykka in [ReleaseMode::OnExpiry, ReleaseMode::VoidAfterCapture] {
+        let (w, clock) = world_clocked(ReleaseMode::OnExpiry, paykka);
+        let o = w
+            .engine
+            .place_payment(&ctx(), manual_card_payment(10_000))
+            .await
+            .unwrap();
+        let v = w
+            .engine
+            .capture(&ctx(), o.order_id, Some(eur(4_000)), true)
+            .await
+            .unwrap();
+        assert_eq!((v.status, released(&v)), (Phase::PartiallyCaptured, 0));
+        assert_eq!(w.gateway.released(&v.trans_id), Some((4_000, 0)));
+        let (rec, clock) = reconciler(&w, &clock);
+        clock.advance(Duration::from_secs(60));
+        let r = rec.run_once().await.unwrap();
+        assert_eq!(r.queried, 1, "a release awaited is the reconciler's work");
+        let v = w.engine.get_order(&ctx(), o.order_id).await.unwrap();
+        assert_eq!((v.status, released(&v)), (Phase::PartiallyCaptured, 0));
+        // The authorisation expires at PayKKa: the next query shows it.
+        assert!(w.gateway.expire(&v.trans_id));
+        clock.advance(Duration::from_secs(3600));
+        rec.run_once().await.unwrap();
+        let v = w.engine.get_order(&ctx(), o.order_id).await.unwrap();
+        assert_eq!(v.status, Phase::Captured, "captured, not voided");
+        let (captured, voided) = w.gateway.released(&v.trans_id).unwrap();
+        assert_eq!((v.captured.minor, released(&v)), (captured, voided));
+        assert_eq!(voided, 6_000);
+        // Nothing open any more.
+        clock.advance(Duration::from_secs(3600));
+        let r = rec.run_once().await.unwrap();
+        assert_eq!(r.candidates, 0);
+    }
+}
+
+/// A capture's answer without balances says nothing about the rest: a
+/// query does.
+#[tokio::test]
+async fn an_answer_without_balances_leaves_the_release_to_a_query() {
+    let (w, clock) = world_clocked(ReleaseMode::CaptureFlag, ReleaseMode::CaptureFlag);
+    let o = w
+        .engine
+        .place_payment(&ctx(), manual_card_payment(10_000))
+        .await
+        .unwrap();
+    // PayKKa takes the capture (and releases the rest) but the answer is lost.
+    w.gateway.script(Op::Capture, Step::ProcessThenTimeout);
+    let v = w
+        .engine
+        .capture(&ctx(), o.order_id, Some(eur(2_500)), true)
+        .await
+        .unwrap();
+    assert_eq!(v.status, Phase::Authorised);
+    let (rec, clock) = reconciler(&w, &clock);
+    clock.advance(Duration::from_secs(60));
+    rec.run_once().await.unwrap();
+    let v = w.engine.get_order(&ctx(), o.order_id).await.unwrap();
+    assert_eq!(v.status, Phase::Captured);
+    assert_eq!((v.captured.minor, released(&v)), (2_500, 7_500));
+    assert_eq!(w.gateway.released(&v.trans_id), Some((2_500, 7_500)));
 }

@@ -51,6 +51,10 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
             s.remainder_released |= c.remainder_released;
             settle(s);
         }
+        OrderEvent::RemainderReleased(_) => {
+            s.remainder_released = true;
+            settle(s);
+        }
         OrderEvent::CaptureDeclined(c) => set_capture(s, c.capture_id, CallProgress::Declined),
         OrderEvent::CaptureOutcomeUnknown(c) => {
             set_capture(s, c.capture_id, CallProgress::OutcomeUnknown)

@@ -286,6 +286,22 @@ impl OrderState {
             || self.refunds.iter().any(|r| r.progress.is_open())
     }
 
+    /// A final partial capture went through but PayKKa has not (yet)
+    /// shown the rest of the authorisation released: the reconciler keeps
+    /// asking (a query's balances are how the release lands, in every
+    /// release mode), and in `void_after_capture` mode the engine sends the
+    /// Void that releases it. Never declined: PayKKa releases it at the
+    /// latest when the authorisation expires.
+    pub fn awaits_release(&self) -> bool {
+        self.phase() == Phase::PartiallyCaptured
+            && !self.remainder_released
+            && self.open_capture().is_none()
+            && self
+                .captures
+                .iter()
+                .any(|c| c.final_capture && c.progress == CallProgress::Succeeded)
+    }
+
     /// The money invariants; `Err` names the broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
         let in_flight = self.refunds_in_flight();

@@ -172,12 +172,13 @@ pub(super) fn capture_outcome(
                 description,
             })
         }
-        // PARTIALLY_REVERSED's meaning is [INFERRED]; whether the rest is
-        // released is our own request's `final_capture`.
+        // Whether the rest is released is PayKKa's to say (its balances),
+        // never our request's `final_capture` (how PayKKa releases it is
+        // [INFERRED]; without balances a query or notification tells).
         CallOutcome::Accepted(obs) if obs.status.is_captured() => one(Captured {
             capture_id: id,
             amount: open.amount,
-            remainder_released: open.final_capture,
+            remainder_released: shows_release(s, obs, open.amount.minor),
         }),
         // Accepted but still AUTHORIZED/PROCESSING: the result comes later.
         CallOutcome::Accepted(_) => none(),

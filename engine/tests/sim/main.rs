@@ -444,7 +444,7 @@ impl Sim {
                         session_mode: SessionMode::Hosted,
                         return_url: Some("https://shop.example/return".into()),
                         // Part of the body: fixed, so a retry sends the same.
-                        expires_at: session_expiry(),
+                        expires_at: Some(session_expiry()),
                     };
                     let r = engine.create_checkout_session(&c, req).await;
                     if matches!(r, Err(EngineError::IdempotencyConflict { .. }))
