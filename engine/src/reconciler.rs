@@ -91,6 +91,7 @@ use crate::agreement::AgreementPhase;
 use crate::bus::LeaseGuard;
 use crate::checkout::CheckoutPhase;
 use crate::codec;
+use crate::command::ReleaseMode;
 use crate::open_work::{InMemoryOpenWorkIndex, OpenWorkIndex, OpenWorkProjector, WorkKind};
 use crate::orchestrator::{
     AgreementAggregate, CheckoutAggregate, CommandContext, Engine, EngineError,
@@ -527,7 +528,20 @@ impl Reconciler {
         let settled = requested_at.is_some_and(|t| now - t >= self.config.grace);
         report.queried += 1;
         let before = state.version;
-        let view = self.engine.refresh_order(order_id, settled).await?;
+        let mut view = self.engine.refresh_order(order_id, settled).await?;
+        // void_after_capture: the rest of a final partial capture is still
+        // held (the Void was lost, refused for now, or never sent because
+        // of a crash after the capture): send the Void (again).
+        if view.status == Phase::PartiallyCaptured
+            && state.awaits_release()
+            && self
+                .engine
+                .config()
+                .release_mode_for(view.merchant_id.as_str())
+                == ReleaseMode::VoidAfterCapture
+        {
+            view = self.engine.release_remainder(order_id).await?;
+        }
         if view.version != before {
             report.resolved += 1;
         }

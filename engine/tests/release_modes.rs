@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use payorch_engine::gateway::PaymentGateway;
 use payorch_engine::gateway::fake::{FakeGateway, Op, Step};
+use payorch_engine::gateway::{GatewayOutcome, PaymentGateway};
 use payorch_engine::orchestrator::{
-    CommandContext, Engine, EngineConfig, PlacePaymentRequest, ReleaseMode,
+    CommandContext, Engine, EngineConfig, PlacePaymentRequest, ReleaseMode, order_stream,
 };
-use payorch_engine::order::Phase;
+use payorch_engine::order::{CallProgress, Phase};
 use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
 use payorch_engine::store::memory::InMemoryStore;
+use payorch_engine::store::{EventStore, Version};
 use payorch_engine::testing::ManualClock;
 use payorch_engine::view::OrderView;
 use payorch_schemas::events::{AuthorisationKind, CaptureMode, PaymentKind};
@@ -24,6 +25,7 @@ const MERCHANT: &str = "18356675194960";
 struct World {
     engine: Arc<Engine>,
     gateway: Arc<FakeGateway>,
+    store: Arc<InMemoryStore>,
 }
 
 /// The engine told `engine_mode`, PayKKa (the fake) behaving as
@@ -33,7 +35,7 @@ fn world_with(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> World {
     let gateway = Arc::new(FakeGateway::with_release_mode(paykka_mode));
     let engine = Arc::new(Engine::new(
         store.clone(),
-        store,
+        store.clone(),
         gateway.clone() as Arc<dyn PaymentGateway>,
         Arc::new(ManualClock::at_epoch_2026()),
         EngineConfig {
@@ -42,7 +44,11 @@ fn world_with(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> World {
             ..EngineConfig::default()
         },
     ));
-    World { engine, gateway }
+    World {
+        engine,
+        gateway,
+        store,
+    }
 }
 
 fn ctx() -> CommandContext {
@@ -137,7 +143,7 @@ fn world_clocked(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> (World, 
     let clock = Arc::new(ManualClock::at_epoch_2026());
     let engine = Arc::new(Engine::new(
         store.clone(),
-        store,
+        store.clone(),
         gateway.clone() as Arc<dyn PaymentGateway>,
         clock.clone(),
         EngineConfig {
@@ -146,7 +152,14 @@ fn world_clocked(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> (World, 
             ..EngineConfig::default()
         },
     ));
-    (World { engine, gateway }, clock)
+    (
+        World {
+            engine,
+            gateway,
+            store,
+        },
+        clock,
+    )
 }
 
 /// What payorch shows released: the authorised rest of an order whose
@@ -255,4 +268,133 @@ async fn an_answer_without_balances_leaves_the_release_to_a_query() {
     assert_eq!(v.status, Phase::Captured);
     assert_eq!((v.captured.minor, released(&v)), (2_500, 7_500));
     assert_eq!(w.gateway.released(&v.trans_id), Some((2_500, 7_500)));
+}
+
+/// void_after_capture: once the final partial capture is confirmed the
+/// engine sends a Void for the rest, recorded as `void_requested` then
+/// `remainder_released` (from the Void answer's balances); the order is
+/// captured, not voided, and PayKKa's ledger agrees.
+#[tokio::test]
+async fn void_after_capture_mode_sends_a_void_for_the_rest_and_records_it() {
+    let (w, _) = world_clocked(ReleaseMode::VoidAfterCapture, ReleaseMode::VoidAfterCapture);
+    let o = w
+        .engine
+        .place_payment(&ctx(), manual_card_payment(10_000))
+        .await
+        .unwrap();
+    let v = w
+        .engine
+        .capture(&ctx(), o.order_id, Some(eur(3_000)), false)
+        .await
+        .unwrap();
+    assert_eq!(v.status, Phase::PartiallyCaptured, "not final: no void");
+    assert!(!w.gateway.calls().contains(&"void".to_owned()));
+    let v = w
+        .engine
+        .capture(&ctx(), o.order_id, Some(eur(1_000)), true)
+        .await
+        .unwrap();
+    assert_eq!(v.status, Phase::Captured);
+    assert_eq!(v.void, Some(CallProgress::Succeeded));
+    let (captured, voided) = w.gateway.released(&v.trans_id).unwrap();
+    assert_eq!((captured, voided), (4_000, 6_000));
+    assert_eq!((v.captured.minor, released(&v)), (captured, voided));
+    let types = event_types(&w, &v).await;
+    assert!(
+        types.ends_with(&[
+            "capture_requested".to_owned(),
+            "captured".to_owned(),
+            "void_requested".to_owned(),
+            "remainder_released".to_owned(),
+        ]),
+        "{types:?}"
+    );
+}
+
+/// A crash between the confirmed final capture and the Void: the order
+/// awaits the release (visible as reconciler work); the reconciler queries,
+/// sees the rest still held and sends the Void. Modelled by a first engine
+/// that records the capture and never sends the Void (its process ends),
+/// then the restarted engine (void_after_capture) over the same store.
+#[tokio::test]
+async fn a_crash_between_the_capture_and_the_void_is_resolved_by_the_reconciler() {
+    let store = Arc::new(InMemoryStore::new());
+    let gateway = Arc::new(FakeGateway::with_release_mode(
+        ReleaseMode::VoidAfterCapture,
+    ));
+    let clock = Arc::new(ManualClock::at_epoch_2026());
+    let engine_with = |mode| {
+        Arc::new(Engine::new(
+            store.clone(),
+            store.clone(),
+            gateway.clone() as Arc<dyn PaymentGateway>,
+            clock.clone(),
+            EngineConfig {
+                release_mode: mode,
+                ..EngineConfig::default()
+            },
+        ))
+    };
+    let before_crash = engine_with(ReleaseMode::OnExpiry);
+    let o = before_crash
+        .place_payment(&ctx(), manual_card_payment(10_000))
+        .await
+        .unwrap();
+    let v = before_crash
+        .capture(&ctx(), o.order_id, Some(eur(2_000)), true)
+        .await
+        .unwrap();
+    assert_eq!((v.status, v.void), (Phase::PartiallyCaptured, None));
+    drop(before_crash);
+
+    let engine = engine_with(ReleaseMode::VoidAfterCapture);
+    let w = World {
+        engine: engine.clone(),
+        gateway: gateway.clone(),
+        store: store.clone(),
+    };
+    let (rec, clock) = reconciler(&w, &clock);
+    // The Void is lost once (a timeout before PayKKa saw it): still held,
+    // the void unknown, nothing shown released.
+    gateway.script(
+        Op::Void,
+        Step::Return(GatewayOutcome::Unknown {
+            reason: "read timeout".into(),
+        }),
+    );
+    clock.advance(Duration::from_secs(60));
+    rec.run_once().await.unwrap();
+    let v = engine.get_order(&ctx(), o.order_id).await.unwrap();
+    assert_eq!(
+        (v.status, v.void, released(&v)),
+        (
+            Phase::PartiallyCaptured,
+            Some(CallProgress::OutcomeUnknown),
+            0
+        )
+    );
+    assert_eq!(gateway.released(&v.trans_id), Some((2_000, 0)));
+    // The next pass sends it again; PayKKa releases; payorch shows it.
+    clock.advance(Duration::from_secs(3600));
+    rec.run_once().await.unwrap();
+    let v = engine.get_order(&ctx(), o.order_id).await.unwrap();
+    assert_eq!(v.status, Phase::Captured);
+    let (captured, voided) = gateway.released(&v.trans_id).unwrap();
+    assert_eq!((captured, voided), (2_000, 8_000));
+    assert_eq!((v.captured.minor, released(&v)), (captured, voided));
+    let voids = gateway.calls().iter().filter(|c| *c == "void").count();
+    assert_eq!(voids, 2);
+    clock.advance(Duration::from_secs(3600));
+    let r = rec.run_once().await.unwrap();
+    assert_eq!(r.candidates, 0, "nothing open any more");
+}
+
+async fn event_types(w: &World, v: &OrderView) -> Vec<String> {
+    w.store
+        .read_stream(&order_stream(v.order_id), Version::NONE, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
 }

@@ -284,11 +284,79 @@ impl Engine {
                 capture_id,
                 outcome,
             };
-            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
-                .await
+            let view = self
+                .finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .await?;
+            // void_after_capture: PayKKa releases the rest of a final
+            // partial capture on a Void. Until PayKKa confirms it the order
+            // awaits the release (reconciler work), so a crash here leaves
+            // the intent visible and the reconciler sends the Void.
+            if self.config.release_mode_for(ctx.merchant_id.as_str())
+                == ReleaseMode::VoidAfterCapture
+                && view.status == crate::order::Phase::PartiallyCaptured
+            {
+                return self.release_remainder(order_id).await;
+            }
+            Ok(view)
         }
         .instrument(self.command_span("capture", ctx, Some(order_id)))
         .await
+    }
+
+    /// `void_after_capture` release mode: sends the Void that releases the
+    /// rest of a final partial capture PayKKa has not shown released yet
+    /// (recorded as `void_requested`, then the answer: `remainder_released`
+    /// when its balances show it, `void_declined` / `void_outcome_unknown`
+    /// otherwise; an answer that does not show it leaves the void open for
+    /// the reconciler). Sent again while it is open (a Void of a released
+    /// rest changes nothing at PayKKa). Nothing to do for an order that
+    /// does not await a release.
+    pub async fn release_remainder(&self, order_id: OrderId) -> Result<OrderView, EngineError> {
+        let (state, version) = crate::read::load::<crate::aggregate::OrderAggregate>(
+            self.store.as_ref(),
+            &order_stream(order_id),
+        )
+        .await?;
+        let Some(merchant) = state.merchant_id().cloned() else {
+            return Err(EngineError::NotFound {
+                what: "order",
+                id: order_id.to_string(),
+            });
+        };
+        if !state.awaits_release() {
+            return view_of(&state, order_id);
+        }
+        let ctx = CommandContext::new(merchant.as_str());
+        let meta = ctx.metadata();
+        let reason = "release the rest of a final partial capture";
+        let done = self
+            .order_command(order_id, &meta, Idem::None, Some((state, version)), |_| {
+                OrderCommand::ReleaseRemainder
+            })
+            .await?;
+        let req = VoidRequest {
+            merchant_id: merchant.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            order_id: gateway_order_id(&done.state),
+            reason: Some(Reason::parse(reason)),
+        };
+        let gw = self.gateway.clone();
+        let outcome = payment_outcome(
+            self.call("void", self.call_span("void", &ctx, order_id), || {
+                gw.void(&req)
+            })
+            .await,
+        );
+        let done = self
+            .order_command(
+                order_id,
+                &meta,
+                Idem::None,
+                Some((done.state, done.version)),
+                |_| OrderCommand::RecordVoidOutcome(outcome.clone()),
+            )
+            .await?;
+        view_of(&done.state, order_id)
     }
 
     /// Voids (releases) an authorisation with nothing captured.

@@ -52,6 +52,10 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
             settle(s);
         }
         OrderEvent::RemainderReleased(_) => {
+            // Resolves a Void of the rest in flight, if any.
+            if s.void.is_some_and(CallProgress::is_open) {
+                s.void = Some(CallProgress::Succeeded);
+            }
             s.remainder_released = true;
             settle(s);
         }

@@ -219,6 +219,18 @@ pub(super) fn void_outcome(s: &OrderState, o: &mut CallOutcome<PaymentObservatio
             let (code, description) = error_of(obs, "FAILURE");
             one(VoidDeclined { code, description })
         }
+        // The Void of the rest of a final partial capture: released when
+        // PayKKa's balances say so; an answer that does not show it leaves
+        // the void open for a query to settle.
+        CallOutcome::Accepted(obs) if s.awaits_release() => {
+            if shows_release(s, obs, 0) {
+                one(RemainderReleased {
+                    amount: s.money(s.authorised - s.captured),
+                })
+            } else {
+                none()
+            }
+        }
         CallOutcome::Accepted(obs) if obs.status.is_captured() || s.captured > 0 => {
             // PayKKa says it is captured: the void lost; learn the capture.
             let mut out = vec![OrderEvent::from(VoidDeclined {
