@@ -141,6 +141,38 @@ impl PaykkaSection {
     }
 }
 
+/// One merchant webhook endpoint (`[[webhooks]]`): payorch POSTs the
+/// merchant's events there, signed with `secret` (payorch-webhooks).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Stable id naming the endpoint in logs (default `<merchant_id>-<n>`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The merchant whose events go there.
+    pub merchant_id: String,
+    /// `https://...` (or `http://` for tests).
+    pub url: String,
+    /// Signing secret (HMAC-SHA256), shared with the merchant.
+    pub secret: String,
+    /// Filters on `<stream_type>.<event_type>` (`order.*`, `order.captured`,
+    /// `*`); empty or absent: every event.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSection")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("url", &self.url)
+            .field("secret", &"***")
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
 /// The whole configuration. See the module docs for precedence.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -172,6 +204,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub paykka: Option<PaykkaSection>,
     pub merchants: Vec<MerchantSection>,
+    /// Merchant webhook endpoints (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookSection>,
 }
 
 impl Default for Config {
@@ -189,6 +223,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             paykka: None,
             merchants: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -442,7 +477,39 @@ impl Config {
                 ));
             }
         }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return Err(invalid(
+                    &format!("webhooks[{i}].url"),
+                    "must start with https:// or http://".into(),
+                ));
+            }
+            if w.secret.len() < 16 {
+                return Err(invalid(
+                    &format!("webhooks[{i}].secret"),
+                    "must be at least 16 characters".into(),
+                ));
+            }
+            if w.merchant_id.is_empty() {
+                return Err(invalid(
+                    &format!("webhooks[{i}].merchant_id"),
+                    "empty".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The `[[webhooks]]` entries with their ids.
+    pub fn webhook_ids(&self) -> Vec<String> {
+        self.webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                w.id.clone()
+                    .unwrap_or_else(|| format!("{}-{i}", w.merchant_id))
+            })
+            .collect()
     }
 
     /// The configured PayKKa base URL, if any (`None`: in-process sandbox):

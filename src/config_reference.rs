@@ -219,6 +219,48 @@ pub const SETTINGS: &[Setting] = &[
         "absent",
         "Table `[merchants.paykka]`: any key of `[paykka]`, overriding it for this merchant only.",
     ),
+    s(
+        "webhooks",
+        None,
+        None,
+        "none",
+        "Array of tables `[[webhooks]]`: merchant endpoints that receive the merchant's events, signed (`Payorch-Signature: t=..,v1=<hex HMAC-SHA256(secret, t.body)>`), retried with backoff for a day, in order per payment (crate payorch-webhooks).",
+    ),
+    s(
+        "webhooks[].id",
+        None,
+        None,
+        "`<merchant_id>-<index>`",
+        "Name of the endpoint in logs.",
+    ),
+    s(
+        "webhooks[].merchant_id",
+        None,
+        None,
+        "required",
+        "The merchant whose events go to this endpoint.",
+    ),
+    s(
+        "webhooks[].url",
+        None,
+        None,
+        "required",
+        "`https://...` (or `http://`).",
+    ),
+    s(
+        "webhooks[].secret",
+        None,
+        None,
+        "required",
+        "Signing secret shared with the merchant, at least 16 characters.",
+    ),
+    s(
+        "webhooks[].events",
+        None,
+        None,
+        "every event",
+        "Filters on `<stream_type>.<event_type>`: `order.*`, `order.captured`, `*`.",
+    ),
 ];
 
 fn cell(text: &str) -> String {
@@ -344,6 +386,11 @@ mod tests {
             accepted_keys("[[merchants]]\nprobe_unknown = 1\n"),
             table_keys("merchants[]."),
             "[[merchants]] keys"
+        );
+        assert_eq!(
+            accepted_keys("[[webhooks]]\nprobe_unknown = 1\n"),
+            table_keys("webhooks[]."),
+            "[[webhooks]] keys"
         );
     }
 }

@@ -14,6 +14,7 @@ mod gauges;
 mod logging;
 mod output;
 mod store;
+mod webhooks_out;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
+use payorch_engine::listing::{Indexer, ResourceIndex};
 use payorch_engine::open_work::OpenWorkIndex;
 use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
 use payorch_postgres::AdvisoryLock;
@@ -112,6 +113,24 @@ impl Store {
             Store::Sqlite(s) => s.clone(),
             Store::Postgres(s) => s.clone(),
         }
+    }
+
+    /// The listing index (migration 0005).
+    pub fn index(&self) -> Arc<dyn ResourceIndex> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The listing index's feeder over this store (checkpoint
+    /// `resource_index`).
+    pub fn indexer(&self) -> Arc<Indexer> {
+        Arc::new(Indexer::new(
+            self.events(),
+            self.checkpoints(),
+            self.index(),
+        ))
     }
 
     pub fn checkpoints(&self) -> Arc<dyn CheckpointStore> {

@@ -52,6 +52,7 @@ pub mod checkout;
 pub mod codec;
 pub mod command;
 pub mod gateway;
+pub mod listing;
 pub mod open_work;
 pub mod orchestrator;
 pub mod order;

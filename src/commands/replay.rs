@@ -4,8 +4,9 @@
 //!   state of one stream at a version or time; `--explain` lists every
 //!   event with the order's phase after it.
 //! * `payorch replay --all`: rebuilds the [`OrderSummary`] projection
-//!   (orders per status, money per currency) from position 0, progress on
-//!   stderr, checkpoint saved after each batch.
+//!   (orders per status, money per currency) and the listing index of
+//!   `GET /v1/payments` & co. (payorch_engine::listing) from position 0,
+//!   progress on stderr, checkpoints saved after each batch.
 //! * `payorch replay --verify`: decodes every stored event through today's
 //!   upcasters and folds every stream with today's `evolve`; lists streams
 //!   that fail and exits 1 if any.
@@ -54,7 +55,7 @@ pub struct Args {
     /// List every event with the state after it (order streams).
     #[arg(long, conflicts_with_all = ["all", "verify"])]
     explain: bool,
-    /// Rebuild the order-summary projection from position 0.
+    /// Rebuild the order-summary projection and the listing index from position 0.
     #[arg(long)]
     all: bool,
     /// Check that every stored history is accepted by today's code.
@@ -265,12 +266,19 @@ async fn rebuild(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
     let checkpoints = store.checkpoints();
     let runner = ProjectionRunner::new(events.as_ref(), checkpoints.as_ref()).with_batch(512);
     let applied = runner.rebuild(&mut projection).await?;
+    bar.set_message("rebuilding the listing index");
+    let indexed = store
+        .indexer()
+        .rebuild()
+        .await
+        .context("listing index rebuild")?;
     bar.finish_and_clear();
     let checkpoint = checkpoints.load_checkpoint("order_summary").await?;
     let (by_status, totals) = projection.report();
     let value = json!({
         "projection": "order_summary",
         "events": applied,
+        "resource_index_events": indexed,
         "checkpoint": checkpoint.map(|p| p.0),
         "orders": projection.orders.len(),
         "by_status": by_status,
@@ -278,7 +286,7 @@ async fn rebuild(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
     });
     out.emit(&value, || {
         let mut s = format!(
-            "order_summary rebuilt from position 0: {applied} events, {} orders\n",
+            "order_summary and the listing index rebuilt from position 0: {applied} events, {} orders\n",
             projection.orders.len()
         );
         for (k, v) in &by_status {

@@ -200,7 +200,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             app.api_keys.clone(),
             app.verifier.clone(),
         )
-        .with_metrics(app.metrics.clone());
+        .with_metrics(app.metrics.clone())
+        // GET /v1/payments and the other lists (payorch_http::listing).
+        .with_indexer(app.store.indexer());
         for check in app.health_checks() {
             state = state.with_health_check(check);
         }
@@ -252,6 +254,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             app.metrics.clone(),
             stop_rx,
         ));
+
+        // Merchant webhooks out ([[webhooks]]), one pass per second.
+        let webhook_task = crate::webhooks_out::spawn(&config, &app, stop_tx.subscribe())?;
 
         // Relay lag gauge (see crate::gauges), refreshed every second.
         let lag_task = relay_name.map(|name| {
@@ -332,6 +337,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         tracing::info!("shutting down: HTTP stopped, stopping reconciler and relay");
         let _ = stop_tx.send(true);
         let _ = reconcile_task.await;
+        if let Some(t) = webhook_task {
+            let _ = t.await;
+        }
         if let Some(t) = lag_task {
             let _ = t.await;
         }

@@ -156,17 +156,6 @@ pub(crate) async fn refund(
     Ok(payment(view, false))
 }
 
-/// `GET /v1/payments/{id}/events`.
-pub(crate) async fn payment_events(
-    State(s): State<AppState>,
-    m: Merchant,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let id = order_id(&id)?;
-    let events = s.engine().list_order_events(&ctx(&m, None), id).await?;
-    Ok(Json(serde_json::json!({ "payment_id": id, "events": events })).into_response())
-}
-
 /// `POST /v1/checkout-sessions`.
 pub(crate) async fn create_checkout_session(
     State(s): State<AppState>,

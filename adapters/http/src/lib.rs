@@ -50,6 +50,7 @@ pub mod error;
 pub mod extract;
 mod handlers;
 mod idempotency;
+pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;

@@ -137,8 +137,12 @@ fn schemas() -> Value {
         },
         "PaymentEvents": {"type": "object", "properties": {
             "payment_id": {"type": "string", "format": "uuid"},
-            "events": {"type": "array", "items": {"type": "object", "description": "EventEnvelope of an order event (payorch-schemas)"}}
+            "events": {"type": "array", "items": {"type": "object", "description": "EventEnvelope of an order event (payorch-schemas)"}},
+            "has_more": {"type": "boolean"}
         }},
+        "PaymentList": list_of("Payment"),
+        "CheckoutSessionList": list_of("CheckoutSession"),
+        "RecurringAgreementList": list_of("RecurringAgreement"),
         "CreateCheckoutSession": {"type": "object", "required": ["amount"], "additionalProperties": false, "properties": {
             "amount": {"$ref": "#/components/schemas/Money"},
             "payment_type": {"enum": ["PURCHASE", "RECURRING"]},
@@ -201,6 +205,55 @@ fn schemas() -> Value {
     })
 }
 
+fn list_of(item: &str) -> Value {
+    json!({"type": "object", "required": ["object", "url", "has_more", "data"], "properties": {
+        "object": {"const": "list"},
+        "url": {"type": "string"},
+        "has_more": {"type": "boolean", "description": "More items follow: ask again with starting_after = the last id"},
+        "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}
+    }})
+}
+
+/// Query parameters of the lists (see [`crate::listing`]).
+fn list_parameters() -> Vec<Value> {
+    let q = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
+    vec![
+        q(
+            "limit",
+            "Items per page, 1 to 100 (default 10)",
+            json!({"type": "integer", "minimum": 1, "maximum": 100}),
+        ),
+        q(
+            "starting_after",
+            "The id of the last item of the previous page",
+            json!({"type": "string", "format": "uuid"}),
+        ),
+        q(
+            "status",
+            "One state (snake_case)",
+            json!({"type": "string"}),
+        ),
+        q(
+            "created[gte]",
+            "Created at or after (unix seconds or RFC 3339)",
+            json!({"type": "string"}),
+        ),
+        q(
+            "created[lte]",
+            "Created at or before (unix seconds or RFC 3339)",
+            json!({"type": "string"}),
+        ),
+        q(
+            "merchant_reference",
+            "The merchant's own reference",
+            json!({"type": "string"}),
+        ),
+        json!({"name": "metadata", "in": "query", "required": false, "style": "deepObject", "explode": true,
+               "description": "One metadata key/value: metadata[KEY]=VALUE",
+               "schema": {"type": "object", "additionalProperties": {"type": "string"}}}),
+    ]
+}
+
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
@@ -236,6 +289,14 @@ pub fn document() -> Value {
             }
             Access::Public => {
                 op.insert("security".into(), json!([]));
+            }
+        }
+        if r.method == Method::Get && r.operation_id.starts_with("list") {
+            if r.operation_id == "listPaymentEvents" {
+                params.push(json!({"name": "limit", "in": "query", "required": false, "description": "Events per page, 1 to 100 (default 100)", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}));
+                params.push(json!({"name": "starting_after", "in": "query", "required": false, "description": "The event_id of the last event of the previous page", "schema": {"type": "string", "format": "uuid"}}));
+            } else {
+                params.extend(list_parameters());
             }
         }
         params.push(json!({

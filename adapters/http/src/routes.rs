@@ -6,6 +6,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::handlers as h;
+use crate::listing as l;
 use crate::state::{AppState, HttpConfig};
 use crate::webhook;
 
@@ -86,6 +87,18 @@ pub fn routes() -> Vec<RouteSpec> {
         },
         RouteSpec {
             method: Get,
+            path: "/v1/payments",
+            operation_id: "listPayments",
+            summary: "List the merchant's payments, newest first (limit, starting_after, status, created[gte], created[lte], merchant_reference, metadata[KEY])",
+            tag: "payments",
+            access: Merchant,
+            request: None,
+            request_optional: false,
+            responses: &[(200, "PaymentList")],
+            make: |_| get(l::list_payments),
+        },
+        RouteSpec {
+            method: Get,
             path: "/v1/payments/{id}",
             operation_id: "getPayment",
             summary: "Get a payment",
@@ -136,13 +149,13 @@ pub fn routes() -> Vec<RouteSpec> {
             method: Get,
             path: "/v1/payments/{id}/events",
             operation_id: "listPaymentEvents",
-            summary: "The recorded events of a payment, oldest first",
+            summary: "The recorded events of a payment, oldest first (limit, starting_after = an event_id)",
             tag: "payments",
             access: Merchant,
             request: None,
             request_optional: false,
             responses: &[(200, "PaymentEvents")],
-            make: |_| get(h::payment_events),
+            make: |_| get(l::payment_events),
         },
         RouteSpec {
             method: Post,
@@ -155,6 +168,18 @@ pub fn routes() -> Vec<RouteSpec> {
             request_optional: false,
             responses: &[(201, "CheckoutSession"), (202, "CheckoutSession")],
             make: |_| post(h::create_checkout_session),
+        },
+        RouteSpec {
+            method: Get,
+            path: "/v1/checkout-sessions",
+            operation_id: "listCheckoutSessions",
+            summary: "List the merchant's checkout sessions, newest first (same parameters as listPayments)",
+            tag: "checkout",
+            access: Merchant,
+            request: None,
+            request_optional: false,
+            responses: &[(200, "CheckoutSessionList")],
+            make: |_| get(l::list_checkout_sessions),
         },
         RouteSpec {
             method: Get,
@@ -191,6 +216,18 @@ pub fn routes() -> Vec<RouteSpec> {
             request_optional: true,
             responses: &[(200, "RecurringAgreement"), (202, "RecurringAgreement")],
             make: |_| post(h::cancel_agreement),
+        },
+        RouteSpec {
+            method: Get,
+            path: "/v1/recurring-agreements",
+            operation_id: "listRecurringAgreements",
+            summary: "List the merchant's recurring agreements, newest first (same parameters as listPayments)",
+            tag: "recurring",
+            access: Merchant,
+            request: None,
+            request_optional: false,
+            responses: &[(200, "RecurringAgreementList")],
+            make: |_| get(l::list_agreements),
         },
         RouteSpec {
             method: Get,

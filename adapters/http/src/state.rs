@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use payorch_engine::listing::Indexer;
 use payorch_engine::orchestrator::Engine;
 
 use crate::auth::ApiKeys;
@@ -50,6 +51,7 @@ struct Inner {
     metrics: Metrics,
     health: Vec<Arc<dyn HealthCheck>>,
     config: HttpConfig,
+    indexer: Option<Arc<Indexer>>,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -80,6 +82,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 health: Vec::new(),
                 config: HttpConfig::default(),
+                indexer: None,
             }),
         }
     }
@@ -94,6 +97,7 @@ impl AppState {
                 metrics: shared.metrics.clone(),
                 health: shared.health.clone(),
                 config: shared.config.clone(),
+                indexer: shared.indexer.clone(),
             },
         };
         f(&mut inner);
@@ -115,6 +119,17 @@ impl AppState {
     /// Replaces the HTTP settings.
     pub fn with_config(self, config: HttpConfig) -> Self {
         self.map(|i| i.config = config)
+    }
+
+    /// The listing index feeder (`GET /v1/payments` and the other lists,
+    /// see [`crate::listing`]); without it the lists answer 501.
+    pub fn with_indexer(self, indexer: Arc<Indexer>) -> Self {
+        self.map(|i| i.indexer = Some(indexer))
+    }
+
+    /// The listing indexer, when configured.
+    pub fn indexer(&self) -> Option<&Arc<Indexer>> {
+        self.inner.indexer.as_ref()
     }
 
     /// The engine.

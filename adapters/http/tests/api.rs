@@ -539,7 +539,8 @@ async fn body_limit_and_malformed_json() {
     let r = h.get_a("/v1/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["error"]["code"], "route_not_found");
-    let r = h.get_a("/v1/payments").await;
+    // GET /v1/payments lists (issue 15); GET of a POST-only route is 405.
+    let r = h.get_a("/v1/tokens/query").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["error"]["code"], "method_not_allowed");
 }

@@ -1,15 +1,14 @@
 //! Input hygiene (issue 17): malformed card payloads are refused with a 400
 //! naming the field, nothing is recorded, and neither the response nor any
-//! log line carries the card number or the CVV; metric labels take HTTP
-//! methods from a fixed set.
+//! log line carries the card number or the CVV. One test per binary: it
+//! captures every log line (see `hygiene_labels.rs` for the rest).
 
 mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::*;
 use payorch_engine::store::{EventStore, Position};
 use serde_json::json;
@@ -133,6 +132,9 @@ async fn malformed_card_payloads_are_refused_without_echoing_card_data() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // This binary holds this one test, so no other thread can register a
+    // callsite first with no subscriber (tracing caches interest).
+    tracing::callsite::rebuild_interest_cache();
 
     let h = harness();
     for (i, (case, body, param)) in malformed_cards().into_iter().enumerate() {
@@ -160,42 +162,11 @@ async fn malformed_card_payloads_are_refused_without_echoing_card_data() {
     assert_eq!(h.gateway.calls().len(), 0, "PayKKa was called");
 
     let text = String::from_utf8(logs.0.lock().expect("log buffer").clone()).expect("utf-8");
+    // The capture works: the refusals were logged (else this proves nothing).
+    assert!(
+        text.lines().count() >= malformed_cards().len(),
+        "too few log lines captured:\n{text}"
+    );
     assert!(!text.contains("411111"), "PAN in the logs:\n{text}");
     assert!(!text.contains(CVV), "CVV in the logs:\n{text}");
-}
-
-#[tokio::test]
-async fn a_valid_card_still_goes_through_after_the_stricter_checks() {
-    let h = harness();
-    let r = h
-        .post_a("/v1/payments", "hygiene-ok", &card_payment("MANUAL"))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-}
-
-#[tokio::test]
-async fn metric_labels_take_methods_from_a_fixed_set() {
-    let h = harness();
-    let long = "X".repeat(8 * 1024);
-    let mut methods: Vec<String> = (0..50).map(|i| format!("RANDOM{i}")).collect();
-    methods.push(long.clone());
-    for m in &methods {
-        let req = Request::builder()
-            .method(m.as_str())
-            .uri("/v1/payments")
-            .header("authorization", format!("Bearer {KEY_A}"))
-            .body(Body::empty())
-            .expect("request");
-        let r = send(&h.router, req).await;
-        assert!(r.status.is_client_error(), "{m}: {}", r.status);
-    }
-    let text = h.metrics.render();
-    assert!(!text.contains("RANDOM"), "{text}");
-    assert!(!text.contains(&long[..64]), "long method stored");
-    assert!(text.contains("method=\"OTHER\""), "{text}");
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("payorch_http_requests_total{"))
-        .count();
-    assert!(series <= 3, "{series} series for one route:\n{text}");
 }

@@ -67,6 +67,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod bulk;
+mod index;
 mod lock;
 mod open_work;
 pub mod wakeup;

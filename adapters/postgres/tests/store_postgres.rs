@@ -658,3 +658,11 @@ async fn server_restart_loses_nothing_acknowledged() {
     assert_eq!(ids, acked);
     fx.teardown().await;
 }
+
+/// The listing index (migration 0005) passes the engine's index suite.
+#[tokio::test]
+async fn resource_index_conformance() {
+    let Some(fx) = fixture().await else { return };
+    payorch_engine::listing::testkit::conformance(fx.store.as_ref()).await;
+    fx.teardown().await;
+}

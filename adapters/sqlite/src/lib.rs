@@ -55,6 +55,8 @@ pub const DEFAULT_URL: &str = "sqlite://payorch.db?mode=rwc";
 /// before the operation fails as `Unavailable`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+mod index;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Errors of opening and migrating a SQLite store. (The storage ports

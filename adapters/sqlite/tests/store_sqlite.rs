@@ -149,3 +149,12 @@ async fn two_stores_on_one_file_race_safely() {
         assert_eq!(winners.get(&e.version), Some(&e.event_id));
     }
 }
+
+/// The listing index (migration 0005) passes the engine's index suite.
+#[tokio::test]
+async fn resource_index_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_in(&dir).await;
+    payorch_engine::listing::testkit::conformance(&store).await;
+    store.close().await;
+}

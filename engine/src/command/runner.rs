@@ -161,11 +161,21 @@ impl Engine {
         events: &[OrderEvent],
         meta: &EventMetadata,
     ) -> Result<(), EngineError> {
-        let Some(OrderEvent::TokenStored(t)) = events
-            .iter()
-            .find(|e| matches!(e, OrderEvent::TokenStored(_)))
-        else {
-            return Ok(());
+        // The token arrives with PayKKa's answer or its notification,
+        // whichever is recorded first. The path that records nothing (the
+        // fact was already there) still makes sure the agreement exists
+        // before it answers: the racing path may not have created it yet,
+        // and a merchant charging right after the answer must find it.
+        let t = match events.iter().find_map(|e| match e {
+            OrderEvent::TokenStored(t) => Some(t),
+            _ => None,
+        }) {
+            Some(t) => t,
+            None if events.is_empty() => match state.token() {
+                Some(t) => t,
+                None => return Ok(()),
+            },
+            None => return Ok(()),
         };
         let Some(p) = state.placed.as_deref() else {
             return Ok(());

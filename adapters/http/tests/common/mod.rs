@@ -231,7 +231,13 @@ pub fn harness_over(backend: Arc<dyn Backend>) -> Harness {
         ok: AtomicBool::new(true),
     });
     let store_check = Arc::new(StoreCheck(store.clone()));
+    let indexer = Arc::new(payorch_engine::listing::Indexer::new(
+        store.clone(),
+        Arc::new(payorch_engine::store::memory::InMemoryStore::default()),
+        Arc::new(payorch_engine::listing::InMemoryIndex::new()),
+    ));
     let state = AppState::new(engine.clone(), keys, Arc::new(TestVerifier))
+        .with_indexer(indexer)
         .with_metrics(metrics.clone())
         .with_health_check(store_check)
         .with_health_check(broker.clone());
