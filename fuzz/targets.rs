@@ -42,13 +42,14 @@ pub fn split(data: &[u8], sep: u8) -> (&[u8], &[u8]) {
 /// A PayKKa answer body through the schemas the client parses it with
 /// (the `Envelope` of each response type) and the engine's mapping of a
 /// parsed answer to an observation (`payment_observation`,
-/// `refund_observation`, `session_payment_observation`), plus the ret_code
-/// classification. Byte 0 picks the response type.
+/// `refund_observation`, `session_payment_observation`). The ret_code
+/// classification is the adapter's (`classify_code`, table-tested there).
+/// Byte 0 picks the response type.
 ///
 /// Properties: no panic; a parsed envelope serializes and parses back to
 /// an equal value (what we log and store is what we read).
 pub fn paykka_response(data: &[u8]) {
-    use payorch_engine::gateway::{self, classify};
+    use payorch_engine::gateway;
     use payorch_engine::order::ObservationSource;
     use payorch_schemas::events::RefundId;
     use payorch_schemas::paykka::{
@@ -98,8 +99,6 @@ pub fn paykka_response(data: &[u8]) {
     match which % 5 {
         0 => {
             if let Ok(env) = serde_json::from_slice::<Envelope<PaymentResponse>>(body) {
-                let _ = classify(&env.ret_code, true);
-                let _ = classify(&env.ret_code, false);
                 if let Some(r) = &env.data {
                     let _ = gateway::payment_observation(r, ObservationSource::Response);
                     let _ = r.amount_money();

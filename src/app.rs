@@ -11,7 +11,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use payorch_engine::gateway::PaymentGateway;
-use payorch_engine::orchestrator::{Engine, EngineConfig};
+use payorch_engine::orchestrator::{Engine, EngineConfig, ReleaseMode};
 use payorch_engine::store::{StreamId, SystemClock};
 use payorch_http::{
     ApiKeys, HealthCheck, MeteredGateway, Metrics, WebhookRejection, WebhookVerifier,
@@ -72,6 +72,15 @@ fn signature_mode(s: Option<&str>) -> SignatureMode {
         Some("enforce") => SignatureMode::Enforce,
         Some("off") => SignatureMode::Off,
         _ => SignatureMode::Warn,
+    }
+}
+
+/// The sandbox's model of the engine's [`ReleaseMode`].
+fn sandbox_release_mode(mode: ReleaseMode) -> payorch_sandbox::ReleaseMode {
+    match mode {
+        ReleaseMode::CaptureFlag => payorch_sandbox::ReleaseMode::CaptureFlag,
+        ReleaseMode::VoidAfterCapture => payorch_sandbox::ReleaseMode::VoidAfterCapture,
+        ReleaseMode::OnExpiry => payorch_sandbox::ReleaseMode::OnExpiry,
     }
 }
 
@@ -198,13 +207,16 @@ impl App {
             }
             None => {
                 let keys = generate_merchant_key_pair().context("cannot generate demo keys")?;
-                let sb_config = SandboxConfig {
+                let mut sb_config = SandboxConfig {
                     merchants: vec![SandboxMerchant::new(
                         DEMO_MERCHANT,
                         keys.public.to_spki_pem(),
                     )],
                     ..SandboxConfig::default()
                 };
+                // The in-process PayKKa releases a remainder the way the
+                // engine is told it does.
+                sb_config.behaviour.release_mode = sandbox_release_mode(config.release_mode());
                 let running = payorch_sandbox::spawn(sb_config, ([127, 0, 0, 1], 0).into())
                     .await
                     .context("cannot start the in-process sandbox")?;
@@ -249,6 +261,13 @@ impl App {
                 notify_url: Some(notify),
                 refund_notify_url: Some(refund_notify),
                 default_return_url: Some(format!("{}/", public_url.trim_end_matches('/'))),
+                release_mode: config.release_mode(),
+                merchant_release_modes: config
+                    .merchants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.merchant_id.clone(), config.merchant_release_mode(i)))
+                    .collect(),
                 ..EngineConfig::default()
             },
         ));

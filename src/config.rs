@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use payorch_engine::orchestrator::ReleaseMode;
 use payorch_engine::reconciler::ReconcilerConfig;
 use serde::Deserialize;
 
@@ -88,6 +89,11 @@ pub struct PaykkaSection {
     /// Relative path per operation ([INFERRED] paths; defaults from the spec).
     #[serde(default)]
     pub paths: Option<payorch_paykka::OperationPaths>,
+    /// How PayKKa releases the uncaptured rest of a final partial capture
+    /// ([INFERRED]): `capture_flag` (default), `void_after_capture` or
+    /// `on_expiry` (`payorch_engine::orchestrator::ReleaseMode`).
+    #[serde(default)]
+    pub release_mode: Option<String>,
 }
 
 /// One merchant served by this instance.
@@ -130,6 +136,7 @@ impl PaykkaSection {
                 .or_else(|| self.webhook_signature.clone()),
             timeout_secs: o.timeout_secs.or(self.timeout_secs),
             paths: o.paths.clone().or_else(|| self.paths.clone()),
+            release_mode: o.release_mode.clone().or_else(|| self.release_mode.clone()),
         }
     }
 }
@@ -340,6 +347,11 @@ impl Config {
                 .get_or_insert_with(Default::default)
                 .webhook_signature = Some(v);
         }
+        if let Some(v) = get("PAYORCH_PAYKKA_RELEASE_MODE") {
+            self.paykka
+                .get_or_insert_with(Default::default)
+                .release_mode = Some(v);
+        }
         Ok(())
     }
 
@@ -415,6 +427,14 @@ impl Config {
                         format!("{mode:?} is not one of enforce, warn, off"),
                     ));
                 }
+            }
+            if let Some(mode) = &p.release_mode
+                && ReleaseMode::parse(mode).is_none()
+            {
+                return Err(invalid(
+                    &format!("{key}.release_mode"),
+                    format!("{mode:?} is not one of capture_flag, void_after_capture, on_expiry"),
+                ));
             }
             Ok(())
         };
@@ -503,6 +523,27 @@ impl Config {
                     .iter()
                     .find_map(|m| m.paykka.as_ref().and_then(|p| p.base_url.as_deref()))
             })
+    }
+
+    /// The engine's release mode ([`ReleaseMode`]) when nothing names a
+    /// merchant: `[paykka] release_mode`, else the default. Call after
+    /// [`Config::validate`] (an unknown name reads as the default).
+    pub fn release_mode(&self) -> ReleaseMode {
+        self.paykka
+            .as_ref()
+            .and_then(|p| p.release_mode.as_deref())
+            .and_then(ReleaseMode::parse)
+            .unwrap_or_default()
+    }
+
+    /// Merchant `i`'s release mode: its own `[merchants.paykka]
+    /// release_mode`, else `[paykka]`'s, else the default.
+    pub fn merchant_release_mode(&self, i: usize) -> ReleaseMode {
+        self.merchant_paykka(i)
+            .release_mode
+            .as_deref()
+            .and_then(ReleaseMode::parse)
+            .unwrap_or_default()
     }
 
     /// The PayKKa settings of merchant `i`: `[paykka]` overlaid with its
@@ -784,6 +825,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("merchants[0].paykka.webhook_signature"), "{e}");
+    }
+
+    #[test]
+    fn release_mode_is_a_setting_per_merchant_with_the_sandbox_default() {
+        // Nothing set: capture_flag, the sandbox's default.
+        let c = Config::from_toml("", Path::new("t.toml")).unwrap();
+        assert_eq!(c.release_mode(), ReleaseMode::CaptureFlag);
+        let text = format!(
+            "[paykka]\nbase_url = \"https://global/apis\"\nrelease_mode = \"on_expiry\"\n{MERCHANT}[merchants.paykka]\nrelease_mode = \"void_after_capture\"\n{}",
+            MERCHANT.replace("\"1\"", "\"2\"")
+        );
+        let c = Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.release_mode(), ReleaseMode::OnExpiry);
+        assert_eq!(c.merchant_release_mode(0), ReleaseMode::VoidAfterCapture);
+        assert_eq!(
+            c.merchant_release_mode(1),
+            ReleaseMode::OnExpiry,
+            "inherited"
+        );
+        // The environment sets the shared one.
+        let mut c = Config::default();
+        c.apply_env(&env_of(&[(
+            "PAYORCH_PAYKKA_RELEASE_MODE",
+            "void_after_capture",
+        )]))
+        .unwrap();
+        assert_eq!(c.release_mode(), ReleaseMode::VoidAfterCapture);
+        // An unknown mode names its key and the valid ones.
+        for (text, key) in [
+            (
+                "[paykka]\nrelease_mode = \"final\"\n".to_owned(),
+                "paykka.release_mode",
+            ),
+            (
+                format!(
+                    "{MERCHANT}[merchants.paykka]\nbase_url = \"https://own/apis\"\nrelease_mode = \"flag\"\n"
+                ),
+                "merchants[0].paykka.release_mode",
+            ),
+        ] {
+            let e = Config::from_toml(&text, Path::new("t.toml"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("void_after_capture"), "{e}");
+        }
     }
 
     #[test]

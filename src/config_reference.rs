@@ -164,6 +164,13 @@ pub const SETTINGS: &[Setting] = &[
         "Total timeout of every PayKKa call, in seconds. A timeout is an unknown outcome, never a failure.",
     ),
     s(
+        "paykka.release_mode",
+        Some("PAYORCH_PAYKKA_RELEASE_MODE"),
+        None,
+        "`\"capture_flag\"`",
+        "How PayKKa releases the uncaptured rest of a final partial capture ([INFERRED]): `capture_flag` (the capture carries `final_capture: true`), `void_after_capture` (payorch sends a Void for the rest once the capture is confirmed) or `on_expiry` (nothing is sent; PayKKa releases it when the authorisation expires). In every mode the rest shows as released only when PayKKa's balances say so.",
+    ),
+    s(
         "paykka.paths",
         None,
         None,

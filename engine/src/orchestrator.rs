@@ -6,7 +6,7 @@
 pub use crate::aggregate::{Aggregate, AgreementAggregate, CheckoutAggregate, OrderAggregate};
 pub use crate::command::{
     CheckoutSessionCreate, CommandContext, Engine, EngineConfig, EngineError, Orchestrator,
-    PlacePaymentRequest, SessionPaymentCheck,
+    PlacePaymentRequest, ReleaseMode, SessionPaymentCheck,
 };
 pub use crate::read::{
     agreement_stream, checkout_stream, fold_recorded, load, order_of_trans_id, order_stream,

@@ -22,12 +22,33 @@
 //!   request may still be in flight. It becomes a decline only once
 //!   [`ReconcilerConfig::grace`] has passed since the call was requested
 //!   (default 24 h, beyond PayKKa's payment expiry), when PayKKa can no
-//!   longer create that transaction. The same holds for a refund that
-//!   Refund Query does not know, and for a capture or void that a query
-//!   still shows as not applied (AUTHORIZED), and for a 3DS challenge
-//!   still PROCESSING.
+//!   longer create that transaction. The same holds for a capture or void
+//!   that a query still shows as not applied (AUTHORIZED), and for a 3DS
+//!   challenge still PROCESSING.
 //! * Before the grace period such observations are applied with
 //!   `settled = false`, which the aggregate ignores.
+//!
+//! **Re-sends are the reconciler's alone** (the PayKKa client never sends a
+//! money-moving call twice):
+//! * A refund that Refund Query still does not know after the grace period
+//!   is sent again with the same `refund_trans_id`
+//!   ([`Engine::refresh_order`] with `settled`), on every due pass (per
+//!   the backoff) until PayKKa knows it. A non-success answer to a re-send
+//!   (timeout, 5xx, refusal, decline code) is recorded as unknown, never
+//!   declined: the refund's amount stays reserved, so no second refund can
+//!   take money the first may still move. Only PayKKa's own record of the
+//!   refund (SUCCESS or FAILURE, by answer, query or notification) closes
+//!   it.
+//! * An initiate is not sent again for a card payment: payorch keeps no
+//!   card data at rest (the card number and CVV leave memory with the first
+//!   send), so there is nothing to send. Its rule stays: declined once
+//!   PayKKa still has no such `trans_id` after the grace period (beyond
+//!   PayKKa's payment expiry, when it can no longer create it). Token
+//!   payments follow the same rule (a re-send of those is not implemented).
+//! * A capture is never sent again: a PayKKa capture carries no merchant
+//!   reference, so a capture still processing at PayKKa would be taken
+//!   twice. A query showing the captured amount grown is how it lands; one
+//!   still AUTHORIZED after the grace period did not happen.
 //!
 //! It also looks at agreement and checkout streams:
 //! * An agreement whose cancel is requested or unknown gets the cancel sent
@@ -70,6 +91,7 @@ use crate::agreement::AgreementPhase;
 use crate::bus::LeaseGuard;
 use crate::checkout::CheckoutPhase;
 use crate::codec;
+use crate::command::ReleaseMode;
 use crate::open_work::{InMemoryOpenWorkIndex, OpenWorkIndex, OpenWorkProjector, WorkKind};
 use crate::orchestrator::{
     AgreementAggregate, CheckoutAggregate, CommandContext, Engine, EngineError,
@@ -486,7 +508,9 @@ impl Reconciler {
             }
             state = order::evolve(state, &ev);
         }
-        let open = state.has_open_call() || state.phase() == Phase::ChallengeRequired;
+        let open = state.has_open_call()
+            || state.awaits_release()
+            || state.phase() == Phase::ChallengeRequired;
         let (Some(last), Some(order_id), true) = (recorded.last(), state.order_id(), open) else {
             self.lock().remove(stream);
             return Ok(());
@@ -504,7 +528,20 @@ impl Reconciler {
         let settled = requested_at.is_some_and(|t| now - t >= self.config.grace);
         report.queried += 1;
         let before = state.version;
-        let view = self.engine.refresh_order(order_id, settled).await?;
+        let mut view = self.engine.refresh_order(order_id, settled).await?;
+        // void_after_capture: the rest of a final partial capture is still
+        // held (the Void was lost, refused for now, or never sent because
+        // of a crash after the capture): send the Void (again).
+        if view.status == Phase::PartiallyCaptured
+            && state.awaits_release()
+            && self
+                .engine
+                .config()
+                .release_mode_for(view.merchant_id.as_str())
+                == ReleaseMode::VoidAfterCapture
+        {
+            view = self.engine.release_remainder(order_id).await?;
+        }
         if view.version != before {
             report.resolved += 1;
         }

@@ -205,6 +205,10 @@ fn order_samples() -> Vec<OrderEvent> {
             reason: "timeout".into(),
         }
         .into(),
+        RemainderReleased {
+            amount: Money::new(700, Currency::EUR),
+        }
+        .into(),
         RefundRequested {
             refund_id,
             refund_trans_id: order_id.refund_trans_id(1),

@@ -145,6 +145,73 @@ pub struct EngineConfig {
     /// A checkout session's lifetime when the request names no
     /// `expires_at` (resolved once, by the first execution).
     pub checkout_ttl: Duration,
+    /// How PayKKa releases the uncaptured remainder after a final partial
+    /// capture ([INFERRED], flows.md): see [`ReleaseMode`]. Default
+    /// [`ReleaseMode::CaptureFlag`], as the sandbox.
+    pub release_mode: ReleaseMode,
+    /// Per-merchant overrides of [`EngineConfig::release_mode`], by PayKKa
+    /// merchant id.
+    pub merchant_release_modes: std::collections::HashMap<String, ReleaseMode>,
+}
+
+impl EngineConfig {
+    /// The release mode for `merchant_id` (its override, else the default).
+    pub fn release_mode_for(&self, merchant_id: &str) -> ReleaseMode {
+        self.merchant_release_modes
+            .get(merchant_id)
+            .copied()
+            .unwrap_or(self.release_mode)
+    }
+}
+
+/// How PayKKa releases what is left of an authorisation after a final
+/// partial capture. The spec does not say ([INFERRED]): a setting, per
+/// merchant. In every mode payorch shows the remainder released only when
+/// PayKKa confirms it (balances in an answer, a query or a notification:
+/// `voided_amount` grown or `able_to_capture_amount` 0), never because
+/// of its own request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReleaseMode {
+    /// The capture request carries `final_capture: true` and PayKKa
+    /// releases the rest with it (the sandbox's default).
+    #[default]
+    CaptureFlag,
+    /// PayKKa ignores the flag: after a final partial capture is
+    /// confirmed, payorch sends a Void for the remainder.
+    VoidAfterCapture,
+    /// Nothing is sent: PayKKa releases the rest when the authorisation
+    /// expires, which a query or notification reports.
+    OnExpiry,
+}
+
+impl ReleaseMode {
+    /// Every mode, in the order of [`ReleaseMode::as_str`]'s names.
+    pub const ALL: [ReleaseMode; 3] = [
+        ReleaseMode::CaptureFlag,
+        ReleaseMode::VoidAfterCapture,
+        ReleaseMode::OnExpiry,
+    ];
+
+    /// The setting's spelling: `capture_flag`, `void_after_capture`,
+    /// `on_expiry`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseMode::CaptureFlag => "capture_flag",
+            ReleaseMode::VoidAfterCapture => "void_after_capture",
+            ReleaseMode::OnExpiry => "on_expiry",
+        }
+    }
+
+    /// Parses [`ReleaseMode::as_str`]'s spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<ReleaseMode> {
+        ReleaseMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ReleaseMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for EngineConfig {
@@ -159,6 +226,8 @@ impl Default for EngineConfig {
             idempotency_wait: Duration::from_secs(5),
             idempotency_stale_after: Duration::from_secs(300),
             checkout_ttl: Duration::from_secs(30 * 60),
+            release_mode: ReleaseMode::default(),
+            merchant_release_modes: Default::default(),
         }
     }
 }
@@ -289,6 +358,11 @@ impl Engine {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     pub(crate) fn now_ms(&self) -> i64 {

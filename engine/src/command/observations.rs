@@ -193,7 +193,9 @@ impl Engine {
 
     /// Queries PayKKa about an order now and applies the answer (the
     /// browser-return handler and the reconciler use this). `settled` marks
-    /// the answer as past the grace period (see `crate::reconciler`).
+    /// the answer as past the grace period (see `crate::reconciler`): only
+    /// then is a refund that Refund Query does not know sent again
+    /// ([`Engine::resend_refund`]); a capture is never sent again.
     pub async fn refresh_order(
         &self,
         order_id: OrderId,
@@ -267,12 +269,31 @@ impl Engine {
                 GatewayOutcome::Success(resp) => Some(Observation::Refund(
                     gateway::refund_observation(&resp, r.refund_id, ObservationSource::Query),
                 )),
+                // Past the grace period PayKKa still does not know the
+                // refund: the reconciler sends it again, with the same
+                // `refund_trans_id` (never declined on "not found": the
+                // first send may have been lost before PayKKa saw it).
+                GatewayOutcome::Rejected {
+                    class: RejectionClass::NotFound,
+                    ..
+                } if settled => {
+                    let gateway_order_id = state
+                        .gateway_order_id
+                        .as_ref()
+                        .map(|g| g.as_str().to_owned())
+                        .unwrap_or_default();
+                    view = Some(
+                        self.resend_refund(&ctx, order_id, r, gateway_order_id)
+                            .await?,
+                    );
+                    None
+                }
                 GatewayOutcome::Rejected {
                     class: RejectionClass::NotFound,
                     ..
                 } => Some(Observation::RefundNotFound {
                     refund_id: r.refund_id,
-                    settled,
+                    settled: false,
                 }),
                 _ => None,
             };

@@ -18,7 +18,7 @@ use super::*;
 use crate::gateway::{self, GatewayOutcome};
 use crate::order::{
     CallOutcome, CapturePayment, ObservationSource, OrderCommand, OrderState, PlacePayment,
-    RefundPayment,
+    RefundEntry, RefundPayment,
 };
 use crate::read::order_stream;
 use crate::store::{EventMetadata, StoreError, Version};
@@ -34,6 +34,26 @@ pub(crate) enum Begun {
         version: Version,
         meta: EventMetadata,
     },
+}
+
+/// The `final_capture` field of a capture request: `Some(true)` for a
+/// final capture when PayKKa releases the remainder on the flag
+/// ([`ReleaseMode::CaptureFlag`]); omitted otherwise (in the other modes
+/// PayKKa ignores it, and a capture that is not final says nothing).
+pub(crate) fn capture_flag(mode: ReleaseMode, final_capture: bool) -> Option<bool> {
+    (mode == ReleaseMode::CaptureFlag && final_capture).then_some(true)
+}
+
+/// What a non-success gateway answer said, for a reason text.
+fn outcome_detail<T>(o: &GatewayOutcome<T>) -> String {
+    match o {
+        GatewayOutcome::Success(_) => String::new(),
+        GatewayOutcome::Declined { code, description }
+        | GatewayOutcome::Rejected {
+            code, description, ..
+        } => format!("{code} {description}"),
+        GatewayOutcome::Retryable { reason } | GatewayOutcome::Unknown { reason } => reason.clone(),
+    }
 }
 
 /// The stored response of an order command: the order's view.
@@ -248,7 +268,10 @@ impl Engine {
                 order_id: gateway_order_id(&state),
                 amount: Some(entry.amount.minor),
                 currency: Some(entry.amount.currency),
-                final_capture: None,
+                final_capture: capture_flag(
+                    self.config.release_mode_for(ctx.merchant_id.as_str()),
+                    entry.final_capture,
+                ),
             };
             let gw = self.gateway.clone();
             let outcome = payment_outcome(
@@ -261,11 +284,79 @@ impl Engine {
                 capture_id,
                 outcome,
             };
-            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
-                .await
+            let view = self
+                .finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .await?;
+            // void_after_capture: PayKKa releases the rest of a final
+            // partial capture on a Void. Until PayKKa confirms it the order
+            // awaits the release (reconciler work), so a crash here leaves
+            // the intent visible and the reconciler sends the Void.
+            if self.config.release_mode_for(ctx.merchant_id.as_str())
+                == ReleaseMode::VoidAfterCapture
+                && view.status == crate::order::Phase::PartiallyCaptured
+            {
+                return self.release_remainder(order_id).await;
+            }
+            Ok(view)
         }
         .instrument(self.command_span("capture", ctx, Some(order_id)))
         .await
+    }
+
+    /// `void_after_capture` release mode: sends the Void that releases the
+    /// rest of a final partial capture PayKKa has not shown released yet
+    /// (recorded as `void_requested`, then the answer: `remainder_released`
+    /// when its balances show it, `void_declined` / `void_outcome_unknown`
+    /// otherwise; an answer that does not show it leaves the void open for
+    /// the reconciler). Sent again while it is open (a Void of a released
+    /// rest changes nothing at PayKKa). Nothing to do for an order that
+    /// does not await a release.
+    pub async fn release_remainder(&self, order_id: OrderId) -> Result<OrderView, EngineError> {
+        let (state, version) = crate::read::load::<crate::aggregate::OrderAggregate>(
+            self.store.as_ref(),
+            &order_stream(order_id),
+        )
+        .await?;
+        let Some(merchant) = state.merchant_id().cloned() else {
+            return Err(EngineError::NotFound {
+                what: "order",
+                id: order_id.to_string(),
+            });
+        };
+        if !state.awaits_release() {
+            return view_of(&state, order_id);
+        }
+        let ctx = CommandContext::new(merchant.as_str());
+        let meta = ctx.metadata();
+        let reason = "release the rest of a final partial capture";
+        let done = self
+            .order_command(order_id, &meta, Idem::None, Some((state, version)), |_| {
+                OrderCommand::ReleaseRemainder
+            })
+            .await?;
+        let req = VoidRequest {
+            merchant_id: merchant.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            order_id: gateway_order_id(&done.state),
+            reason: Some(Reason::parse(reason)),
+        };
+        let gw = self.gateway.clone();
+        let outcome = payment_outcome(
+            self.call("void", self.call_span("void", &ctx, order_id), || {
+                gw.void(&req)
+            })
+            .await,
+        );
+        let done = self
+            .order_command(
+                order_id,
+                &meta,
+                Idem::None,
+                Some((done.state, done.version)),
+                |_| OrderCommand::RecordVoidOutcome(outcome.clone()),
+            )
+            .await?;
+        view_of(&done.state, order_id)
     }
 
     /// Voids (releases) an authorisation with nothing captured.
@@ -381,6 +472,72 @@ impl Engine {
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await
+    }
+
+    /// Sends an open refund again, with its own `refund_trans_id` (PayKKa
+    /// takes a known `refund_trans_id` as the same refund, not a new one).
+    /// Only the reconciler calls this, past the grace period and when
+    /// Refund Query still does not know the refund. PayKKa's answer is
+    /// recorded as for the first send, except that a non-success answer
+    /// (timeout, 5xx, refusal, decline code) is recorded as unknown, never
+    /// as declined: the first send may still be in PayKKa's books under
+    /// the same id, and a declined refund frees its amount for another
+    /// refund. The refund's reason is not sent again (it is not in the
+    /// state; PayKKa does not need it to identify the refund).
+    pub(crate) async fn resend_refund(
+        &self,
+        ctx: &CommandContext,
+        order_id: OrderId,
+        refund: &RefundEntry,
+        gateway_order_id: String,
+    ) -> Result<OrderView, EngineError> {
+        let req = RefundRequest {
+            merchant_id: ctx.merchant_id.as_str().to_owned(),
+            timestamp: self.now_ms(),
+            refund_trans_id: refund.refund_trans_id.as_str().to_owned(),
+            ori_order_id: gateway_order_id,
+            refund_amount: refund.amount.minor,
+            currency: refund.amount.currency,
+            reason: None,
+            notify_url: self.config.refund_notify_url.clone(),
+        };
+        let refund_id = refund.refund_id;
+        tracing::info!(
+            %order_id,
+            %refund_id,
+            refund_trans_id = refund.refund_trans_id.as_str(),
+            "refund unknown to PayKKa after the grace period: sending it again"
+        );
+        let gw = self.gateway.clone();
+        let outcome = match self
+            .call("refund", self.call_span("refund", ctx, order_id), || {
+                gw.refund(&req)
+            })
+            .await
+        {
+            GatewayOutcome::Success(r) => CallOutcome::Accepted(gateway::refund_observation(
+                &r,
+                refund_id,
+                ObservationSource::Response,
+            )),
+            other => CallOutcome::Unknown {
+                reason: format!(
+                    "re-sent refund not confirmed ({}): {}",
+                    other.kind(),
+                    outcome_detail(&other)
+                ),
+            },
+        };
+        let held = self.load_order(ctx, order_id).await?;
+        let done = self
+            .order_command(order_id, &ctx.metadata(), Idem::None, Some(held), |_| {
+                OrderCommand::RecordRefundOutcome {
+                    refund_id,
+                    outcome: Box::new(outcome.clone()),
+                }
+            })
+            .await?;
+        view_of(&done.state, order_id)
     }
 
     /// The shopper is back from the 3DS page; the result follows by

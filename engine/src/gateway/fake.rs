@@ -19,6 +19,7 @@ use payorch_schemas::paykka::{
 };
 
 use super::{GatewayOutcome, PaymentGateway, RejectionClass};
+use crate::command::ReleaseMode;
 
 /// A scripted behaviour for the next call of one operation.
 #[derive(Clone, Debug)]
@@ -65,6 +66,10 @@ struct Inner {
     session: VecDeque<Step<CheckoutSessionResponse>>,
     session_query: VecDeque<Step<CheckoutSessionQueryResponse>>,
     recurring_cancel: VecDeque<Step<()>>,
+    /// How this PayKKa releases the rest of a partial capture.
+    release_mode: ReleaseMode,
+    /// `final_capture` of every capture request, in call order.
+    final_flags: Vec<Option<bool>>,
     sessions: Vec<FakeSession>,
     orders: Vec<FakeOrder>,
     refunds: HashMap<String, (String, i64, String)>,
@@ -95,6 +100,46 @@ impl FakeGateway {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned fake means a test already panicked; keep going.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fake PayKKa that releases the rest of a partially captured
+    /// authorisation the way `mode` says (like the sandbox's
+    /// `behaviour.release_mode`): on a capture's `final_capture: true`
+    /// ([`ReleaseMode::CaptureFlag`], the default), on a Void after a
+    /// partial capture ([`ReleaseMode::VoidAfterCapture`]), or only on
+    /// [`FakeGateway::expire`] ([`ReleaseMode::OnExpiry`]). A release sets
+    /// `voided_amount` to the rest and the status to `SUCCESS`.
+    pub fn with_release_mode(mode: ReleaseMode) -> Self {
+        let fake = Self::default();
+        fake.lock().release_mode = mode;
+        fake
+    }
+
+    /// The `final_capture` field of every capture request so far.
+    pub fn final_capture_flags(&self) -> Vec<Option<bool>> {
+        self.lock().final_flags.clone()
+    }
+
+    /// The authorisation of `trans_id` expires: an uncaptured rest of a
+    /// partial capture is released (any mode). `false` if there was none.
+    pub fn expire(&self, trans_id: &str) -> bool {
+        let mut g = self.lock();
+        match g.find(None, Some(trans_id)) {
+            Some(o) if o.captured > 0 && o.captured + o.voided < o.amount => {
+                release(o);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Captured and voided (released) amounts PayKKa holds for a trans_id.
+    pub fn released(&self, trans_id: &str) -> Option<(i64, i64)> {
+        let g = self.lock();
+        g.orders
+            .iter()
+            .find(|o| o.trans_id == trans_id)
+            .map(|o| (o.captured, o.voided))
     }
 
     /// Queues a behaviour for the next payment-operation call.
@@ -182,6 +227,19 @@ impl FakeGateway {
     }
 }
 
+/// Releases the uncaptured rest of a partially captured order.
+fn release(o: &mut FakeOrder) {
+    o.voided = o.amount - o.captured;
+    o.status = "SUCCESS";
+}
+
+/// Whether more can be captured: authorised, or partially captured with
+/// the rest not released.
+fn capturable(o: &FakeOrder) -> bool {
+    (o.status == "AUTHORIZED" || o.status == "PARTIALLY_REVERSED")
+        && o.captured + o.voided < o.amount
+}
+
 fn response(o: &FakeOrder) -> PaymentResponse {
     let json = serde_json::json!({
         "trans_id": o.trans_id,
@@ -198,7 +256,7 @@ fn response(o: &FakeOrder) -> PaymentResponse {
         "balances": {
             "authed_amount": o.amount,
             "captured_amount": o.captured,
-            "able_to_capture_amount": if o.status == "AUTHORIZED" { o.amount - o.captured } else { 0 },
+            "able_to_capture_amount": if capturable(o) { o.amount - o.captured - o.voided } else { 0 },
             "voided_amount": o.voided,
             "able_to_void_amount": if o.status == "AUTHORIZED" && o.captured == 0 { o.amount } else { 0 },
             "refunded_amount": o.refunded,
@@ -303,9 +361,12 @@ impl PaymentGateway for FakeGateway {
     async fn capture(&self, req: &CaptureRequest) -> GatewayOutcome<PaymentResponse> {
         let mut g = self.lock();
         g.calls.push("capture".into());
+        g.final_flags.push(req.final_capture);
         let step = g.capture.pop_front();
+        let flag_releases =
+            g.release_mode == ReleaseMode::CaptureFlag && req.final_capture == Some(true);
         run(step, || match g.find(Some(&req.order_id), None) {
-            Some(o) if o.status == "AUTHORIZED" || o.status == "PARTIALLY_REVERSED" => {
+            Some(o) if capturable(o) => {
                 let amount = req.amount.unwrap_or(o.amount - o.captured);
                 o.captured += amount;
                 o.status = if o.captured >= o.amount {
@@ -313,6 +374,9 @@ impl PaymentGateway for FakeGateway {
                 } else {
                     "PARTIALLY_REVERSED"
                 };
+                if flag_releases && o.captured < o.amount {
+                    release(o);
+                }
                 GatewayOutcome::Success(response(o))
             }
             Some(_) => GatewayOutcome::Rejected {
@@ -328,10 +392,15 @@ impl PaymentGateway for FakeGateway {
         let mut g = self.lock();
         g.calls.push("void".into());
         let step = g.void.pop_front();
+        let void_releases = g.release_mode == ReleaseMode::VoidAfterCapture;
         run(step, || match g.find(Some(&req.order_id), None) {
             Some(o) if o.status == "AUTHORIZED" && o.captured == 0 => {
                 o.status = "CANCELED";
                 o.voided = o.amount;
+                GatewayOutcome::Success(response(o))
+            }
+            Some(o) if void_releases && o.captured > 0 && capturable(o) => {
+                release(o);
                 GatewayOutcome::Success(response(o))
             }
             Some(_) => GatewayOutcome::Rejected {

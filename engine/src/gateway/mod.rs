@@ -15,7 +15,11 @@
 //! * `Rejected` — our request or configuration is wrong (FINAL_REQUEST,
 //!   FINAL_CONFIG, NEED_NEW_CARD_DATA, NOT_FOUND); do not resend unchanged.
 //!
-//! [`classify`] implements the codes.md §5 table for adapters.
+//! The codes.md §5 table itself (which `ret_code` is which [`OutcomeClass`])
+//! lives in the PayKKa adapter (`payorch-paykka`, `client/outcome.rs`,
+//! `classify_code`, with a table-driven test over every code of codes.md):
+//! one copy, next to the HTTP handling it belongs to. The engine only
+//! names the classes.
 //! [`fake::FakeGateway`] is a scriptable in-memory gateway for tests.
 
 use async_trait::async_trait;
@@ -96,7 +100,8 @@ impl<T> GatewayOutcome<T> {
     }
 }
 
-/// The class of a PayKKa answer (codes.md §5), for adapters.
+/// The class of a PayKKa answer (codes.md §5), for adapters (the table
+/// that maps codes to classes is the adapter's, see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutcomeClass {
     Ok,
@@ -105,27 +110,6 @@ pub enum OutcomeClass {
     RetryBackoff,
     RetryOnce,
     UnknownQuery,
-}
-
-/// Classifies an envelope `ret_code` per the codes.md §5 pseudo-code.
-/// `mutating`: initiate, capture, void, refund, cancel, session create.
-pub fn classify(ret_code: &str, mutating: bool) -> OutcomeClass {
-    match ret_code {
-        "000000" => OutcomeClass::Ok,
-        "999999" if mutating => OutcomeClass::UnknownQuery,
-        "999999" => OutcomeClass::RetryBackoff,
-        "206004" | "2001" => OutcomeClass::RetryOnce,
-        "206020" | "206021" | "2003" | "2004" | "2005" => {
-            OutcomeClass::Rejected(RejectionClass::NeedNewCardData)
-        }
-        "206024" | "206011" => OutcomeClass::Rejected(RejectionClass::NotFound),
-        "206022" | "2006" => OutcomeClass::FinalDecline,
-        "2000" => OutcomeClass::Rejected(RejectionClass::Config),
-        c if c.starts_with("2060") || (c.len() == 4 && c.starts_with('1')) => {
-            OutcomeClass::Rejected(RejectionClass::Config)
-        }
-        _ => OutcomeClass::Rejected(RejectionClass::Request),
-    }
 }
 
 /// Every PayKKa v1.2 operation (endpoints.md §0). Implementations never

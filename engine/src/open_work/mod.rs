@@ -190,7 +190,9 @@ fn order_open_since(events: &[RecordedEvent]) -> Result<Option<OffsetDateTime>, 
         }
         state = order::evolve_owned(state, ev);
     }
-    let open = state.has_open_call() || state.phase() == Phase::ChallengeRequired;
+    let open = state.has_open_call()
+        || state.awaits_release()
+        || state.phase() == Phase::ChallengeRequired;
     Ok(match (open, state.order_id(), events.first()) {
         (true, Some(_), Some(first)) => Some(requested_at.unwrap_or(first.recorded_at)),
         _ => None,

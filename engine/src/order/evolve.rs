@@ -51,6 +51,14 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
             s.remainder_released |= c.remainder_released;
             settle(s);
         }
+        OrderEvent::RemainderReleased(_) => {
+            // Resolves a Void of the rest in flight, if any.
+            if s.void.is_some_and(CallProgress::is_open) {
+                s.void = Some(CallProgress::Succeeded);
+            }
+            s.remainder_released = true;
+            settle(s);
+        }
         OrderEvent::CaptureDeclined(c) => set_capture(s, c.capture_id, CallProgress::Declined),
         OrderEvent::CaptureOutcomeUnknown(c) => {
             set_capture(s, c.capture_id, CallProgress::OutcomeUnknown)

@@ -286,6 +286,22 @@ impl OrderState {
             || self.refunds.iter().any(|r| r.progress.is_open())
     }
 
+    /// A final partial capture went through but PayKKa has not (yet)
+    /// shown the rest of the authorisation released: the reconciler keeps
+    /// asking (a query's balances are how the release lands, in every
+    /// release mode), and in `void_after_capture` mode the engine sends the
+    /// Void that releases it. Never declined: PayKKa releases it at the
+    /// latest when the authorisation expires.
+    pub fn awaits_release(&self) -> bool {
+        self.phase() == Phase::PartiallyCaptured
+            && !self.remainder_released
+            && self.open_capture().is_none()
+            && self
+                .captures
+                .iter()
+                .any(|c| c.final_capture && c.progress == CallProgress::Succeeded)
+    }
+
     /// The money invariants; `Err` names the broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
         let in_flight = self.refunds_in_flight();
@@ -394,6 +410,11 @@ pub enum OrderCommand {
     Void {
         reason: Option<String>,
     },
+    /// Release the rest of a final partial capture PayKKa has not shown
+    /// released, by a Void (`void_after_capture` release mode; the engine
+    /// sends it, a merchant's Void of a captured order stays refused).
+    /// Nothing when no release is awaited or its Void is in flight.
+    ReleaseRemainder,
     RecordVoidOutcome(CallOutcome<PaymentObservation>),
     Refund(RefundPayment),
     RecordRefundOutcome {
@@ -455,7 +476,7 @@ impl OrderCommand {
             OrderCommand::ExpireChallenge => CommandKind::ExpireChallenge,
             OrderCommand::Capture(_) => CommandKind::Capture,
             OrderCommand::RecordCaptureOutcome { .. } => CommandKind::RecordCaptureOutcome,
-            OrderCommand::Void { .. } => CommandKind::Void,
+            OrderCommand::Void { .. } | OrderCommand::ReleaseRemainder => CommandKind::Void,
             OrderCommand::RecordVoidOutcome(_) => CommandKind::RecordVoidOutcome,
             OrderCommand::Refund(_) => CommandKind::Refund,
             OrderCommand::RecordRefundOutcome { .. } => CommandKind::RecordRefundOutcome,
@@ -548,6 +569,13 @@ pub fn decide(s: &OrderState, mut cmd: OrderCommand) -> Decided {
             },
         ) => capture_outcome(s, *capture_id, outcome),
         (P::Authorised, C::Void { reason }) => void(s, reason.take()),
+        // The rest of a final partial capture, released by a Void
+        // (`void_after_capture` release mode); the phase stays captured.
+        (P::PartiallyCaptured, C::ReleaseRemainder) if s.awaits_release() => void(
+            s,
+            Some("release the rest of a final partial capture".to_owned()),
+        ),
+        (_, C::ReleaseRemainder) => none(),
         (P::Voided, C::Void { .. }) => none(),
         (_, C::RecordVoidOutcome(o)) => void_outcome(s, o),
 

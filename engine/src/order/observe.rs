@@ -248,12 +248,13 @@ pub(super) fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
     let covered = st
         .open_capture()
         .filter(|c| o.balances().is_none() || target >= st.captured.saturating_add(c.amount.minor))
-        .map(|c| (c.capture_id, c.amount, c.final_capture));
-    if let Some((capture_id, amount, final_capture)) = covered {
+        .map(|c| (c.capture_id, c.amount));
+    if let Some((capture_id, amount)) = covered {
+        let remainder_released = shows_release(st, o, amount.minor);
         em.emit(Captured {
             capture_id,
             amount,
-            remainder_released: final_capture,
+            remainder_released,
         });
     }
     let st = em.state();
@@ -269,6 +270,33 @@ pub(super) fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
             captured,
         });
     }
+    // PayKKa released the rest of a partial capture (a capture's flag, a
+    // void, or the authorisation's expiry): learned from its balances.
+    let st = em.state();
+    if st.open_capture().is_none()
+        && !st.remainder_released
+        && st.captured > 0
+        && st.captured < st.authorised
+        && shows_release(st, o, 0)
+    {
+        let amount = st.money(st.authorised - st.captured);
+        em.emit(RemainderReleased { amount });
+    }
+}
+
+/// Whether PayKKa's balances in `o` show the rest of the authorisation
+/// released once our captures plus `capturing` (a capture being resolved)
+/// are captured: something voided, and captured plus voided covers the
+/// authorisation (nothing left to capture). `false` without balances.
+pub(super) fn shows_release(s: &OrderState, o: &PaymentObservation, capturing: i64) -> bool {
+    let captured = s.captured.saturating_add(capturing);
+    o.balances().is_some_and(|b| {
+        let authed = if b.authed > 0 { b.authed } else { s.authorised };
+        captured > 0
+            && captured < authed
+            && b.voided > 0
+            && b.captured.max(captured).saturating_add(b.voided) >= authed
+    })
 }
 
 pub(super) fn observe_refund(s: &OrderState, o: &mut RefundObservation) -> Decided {

@@ -172,12 +172,13 @@ pub(super) fn capture_outcome(
                 description,
             })
         }
-        // PARTIALLY_REVERSED's meaning is [INFERRED]; whether the rest is
-        // released is our own request's `final_capture`.
+        // Whether the rest is released is PayKKa's to say (its balances),
+        // never our request's `final_capture` (how PayKKa releases it is
+        // [INFERRED]; without balances a query or notification tells).
         CallOutcome::Accepted(obs) if obs.status.is_captured() => one(Captured {
             capture_id: id,
             amount: open.amount,
-            remainder_released: open.final_capture,
+            remainder_released: shows_release(s, obs, open.amount.minor),
         }),
         // Accepted but still AUTHORIZED/PROCESSING: the result comes later.
         CallOutcome::Accepted(_) => none(),
@@ -217,6 +218,18 @@ pub(super) fn void_outcome(s: &OrderState, o: &mut CallOutcome<PaymentObservatio
         CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
             let (code, description) = error_of(obs, "FAILURE");
             one(VoidDeclined { code, description })
+        }
+        // The Void of the rest of a final partial capture: released when
+        // PayKKa's balances say so; an answer that does not show it leaves
+        // the void open for a query to settle.
+        CallOutcome::Accepted(obs) if s.awaits_release() => {
+            if shows_release(s, obs, 0) {
+                one(RemainderReleased {
+                    amount: s.money(s.authorised - s.captured),
+                })
+            } else {
+                none()
+            }
         }
         CallOutcome::Accepted(obs) if obs.status.is_captured() || s.captured > 0 => {
             // PayKKa says it is captured: the void lost; learn the capture.

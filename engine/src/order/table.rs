@@ -70,6 +70,8 @@ pub const TRANSITIONS: &[(Phase, CommandKind, Phase)] = &[
     (P::PartiallyCaptured, K::RecordCaptureOutcome, P::PartiallyCaptured),
     (P::PartiallyCaptured, K::RecordCaptureOutcome, P::Captured),
     (P::PartiallyCaptured, K::RecordCaptureOutcome, P::PartiallyRefunded),
+    (P::PartiallyCaptured, K::Void, P::PartiallyCaptured),
+    (P::PartiallyCaptured, K::RecordVoidOutcome, P::PartiallyCaptured),
     (P::PartiallyCaptured, K::Refund, P::PartiallyCaptured),
     (P::PartiallyCaptured, K::RecordRefundOutcome, P::PartiallyCaptured),
     (P::PartiallyCaptured, K::ApplyGatewayObservation, P::PartiallyCaptured),
@@ -168,6 +170,7 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
             final_capture: true,
         }),
         OrderCommand::Void { reason: None },
+        OrderCommand::ReleaseRemainder,
         OrderCommand::Refund(RefundPayment {
             refund_id: rf(1),
             amount: eur(200),

@@ -152,7 +152,9 @@ pub struct CaptureRequested {
 pub struct Captured {
     pub capture_id: CaptureId,
     pub amount: Money,
-    /// The rest of the authorisation was released (no more captures).
+    /// PayKKa's answer showed the rest of the authorisation released (no
+    /// more captures). Set only from PayKKa's balances, never from our
+    /// request's `final_capture`.
     pub remainder_released: bool,
 }
 
@@ -169,6 +171,19 @@ pub struct CaptureDeclined {
 pub struct CaptureOutcomeUnknown {
     pub capture_id: CaptureId,
     pub reason: String,
+}
+
+/// PayKKa confirmed that the uncaptured rest of a partially captured
+/// authorisation is released (its balances: `voided_amount` grown, nothing
+/// left to capture), by the answer to a capture or void, a query or a
+/// notification. No more captures; the order is captured, not voided.
+/// How PayKKa releases it is [INFERRED] (the engine's release mode); it is
+/// recorded only from PayKKa's balances, never from our own request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+pub struct RemainderReleased {
+    /// The released amount (authorised minus captured).
+    pub amount: Money,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -268,6 +283,7 @@ super::event_enum! {
         RefundDeclined = "refund_declined",
         RefundOutcomeUnknown = "refund_outcome_unknown",
         TokenStored = "token_stored",
+        RemainderReleased = "remainder_released",
     }
 }
 
@@ -296,6 +312,6 @@ mod tests {
             Err(super::super::EventDecodeError::UnknownType(_))
         ));
         assert_eq!(e.event_type(), "captured");
-        assert_eq!(OrderEvent::EVENT_TYPES.len(), 23);
+        assert_eq!(OrderEvent::EVENT_TYPES.len(), 24);
     }
 }
