@@ -112,3 +112,49 @@ async fn the_random_decline_fault_declines_an_approving_card() {
     assert_eq!(r.data()["error_code"], "2099");
     h.sandbox.shutdown().await;
 }
+
+/// The late-and-hidden fault (`...994`) also holds the notification back:
+/// a merchant must not learn of the capture before its late answer.
+#[tokio::test]
+async fn a_late_capture_is_not_notified_while_hidden() {
+    const LATE: std::time::Duration = std::time::Duration::from_secs(3);
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let h = start_with(|c| c.faults.late_answer = LATE).await;
+    let rx = Receiver::start(0).await;
+    let id = h
+        .call(
+            "/payments",
+            payment_body(
+                "late-notify",
+                5_000,
+                cards::VISA_SUCCESS,
+                true,
+                Some(&rx.url),
+            ),
+        )
+        .await
+        .order_id();
+    assert_eq!(rx.wait_for(1, WAIT).await.len(), 1, "authorisation notice");
+    let capture = h.call("/payments/capture", json!({"order_id": id, "amount": 994}));
+    let check = async {
+        // Once the capture is committed (but not yet answered) ...
+        let committed = h
+            .sandbox
+            .wait_until(WAIT, |s| {
+                s.ledger().merchants[MID].orders[&id].captured == 994
+            })
+            .await;
+        assert!(committed, "the capture never committed");
+        // ... its notification is queued but not delivered.
+        let records = h.sandbox.notifications_sent();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].attempts, 0, "notified while hidden");
+        assert_eq!(rx.all().len(), 1);
+    };
+    let (r, ()) = tokio::join!(capture, check);
+    assert_eq!(r.status_text(), "SUCCESS");
+    let got = rx.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2, "the capture's notification never came");
+    assert_eq!(got[1].json()["notify_type"], "PAYMENT.SUCCESS");
+    h.sandbox.shutdown().await;
+}
