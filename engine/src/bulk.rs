@@ -109,11 +109,29 @@ where
             );
         }
     }
-    let all = store
-        .read_all(Position::START, 100)
-        .await
-        .expect("read_all");
-    assert_eq!(all.len(), 12, "positions assigned, readable in order");
+    // read_all may hold back events while other writers' transactions on
+    // the same server are open: wait (with a deadline) until they show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let all = store
+            .read_all(Position::START, 100)
+            .await
+            .expect("read_all");
+        assert!(all.len() <= 12, "no event imported twice");
+        if all.len() == 12 {
+            assert!(
+                all.windows(2)
+                    .all(|w| w[0].global_position < w[1].global_position),
+                "positions increase"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "imported events never became readable by read_all"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 
     // A stream that does not continue where the store is: refused whole.
     let other = stream("bulk-gap");
