@@ -23,8 +23,9 @@
 //!   [`ReconcilerConfig::grace`] has passed since the call was requested
 //!   (default 24 h, beyond PayKKa's payment expiry), when PayKKa can no
 //!   longer create that transaction. The same holds for a capture or void
-//!   that a query still shows as not applied (AUTHORIZED), and for a 3DS
-//!   challenge still PROCESSING.
+//!   that a query still shows as not applied (AUTHORIZED; for a capture
+//!   after an earlier partial one, `balances.captured` not grown), and for
+//!   a 3DS challenge still PROCESSING.
 //! * Before the grace period such observations are applied with
 //!   `settled = false`, which the aggregate ignores.
 //!

@@ -652,3 +652,121 @@ fn events_never_carry_a_card_number() {
     assert!(!json.to_lowercase().contains("cvv"));
     assert!(!json.contains("card_no"));
 }
+
+/// An order with 4.00 of 10.00 captured and a second capture of 6.00 open
+/// (its answer lost).
+fn partial_then_open_capture() -> Vec<OrderEvent> {
+    let mut h = manual_authorised();
+    h.push(
+        CaptureRequested {
+            capture_id: cap(1),
+            amount: eur(400),
+            final_capture: false,
+        }
+        .into(),
+    );
+    h.push(
+        Captured {
+            capture_id: cap(1),
+            amount: eur(400),
+            remainder_released: false,
+        }
+        .into(),
+    );
+    h.push(
+        CaptureRequested {
+            capture_id: cap(2),
+            amount: eur(600),
+            final_capture: true,
+        }
+        .into(),
+    );
+    h.push(
+        CaptureOutcomeUnknown {
+            capture_id: cap(2),
+            reason: "timeout".into(),
+        }
+        .into(),
+    );
+    h
+}
+
+fn balances(captured: i64) -> Balances {
+    Balances {
+        authed: 1000,
+        captured,
+        refunded: 0,
+        voided: 0,
+    }
+}
+
+#[test]
+fn a_stale_capture_notification_does_not_confirm_a_later_open_capture() {
+    // Found by the simulation (engine bug 1): a late or duplicated
+    // notification of the first capture (no balances, no capture id) is
+    // not proof that the second one went through.
+    for status in [ObservedStatus::PartiallyReversed, ObservedStatus::Success] {
+        given(partial_then_open_capture())
+            .when(observe(obs(status)))
+            .then_nothing();
+    }
+    // A query's balances do show it.
+    given(partial_then_open_capture())
+        .when(observe(
+            obs(ObservedStatus::Success).with_balances(balances(1000)),
+        ))
+        .then([Captured {
+            capture_id: cap(2),
+            amount: eur(600),
+            remainder_released: false,
+        }
+        .into()]);
+}
+
+#[test]
+fn a_single_capture_is_confirmed_by_its_notification() {
+    // Nothing captured before: the money PayKKa reports captured can only
+    // be the open capture's.
+    let mut h = manual_authorised();
+    h.push(
+        CaptureRequested {
+            capture_id: cap(1),
+            amount: eur(400),
+            final_capture: false,
+        }
+        .into(),
+    );
+    given(h)
+        .when(observe(obs(ObservedStatus::PartiallyReversed)))
+        .then([Captured {
+            capture_id: cap(1),
+            amount: eur(400),
+            remainder_released: false,
+        }
+        .into()]);
+}
+
+#[test]
+fn a_capture_lost_after_a_partial_capture_is_declined_after_the_grace_period() {
+    // Found by the simulation (engine bug 2): the query still shows only
+    // the first capture once the grace period has passed.
+    let query = |settled| {
+        let mut o = obs(ObservedStatus::PartiallyReversed).with_balances(balances(400));
+        o.source = ObservationSource::Query;
+        o.settled = settled;
+        observe(o)
+    };
+    given(partial_then_open_capture())
+        .when(query(false))
+        .then_nothing();
+    let s = given(partial_then_open_capture())
+        .when(query(true))
+        .then([CaptureDeclined {
+            capture_id: cap(2),
+            code: "NOT_CAPTURED".into(),
+            description: "PayKKa's captured amount did not grow within the grace period".into(),
+        }
+        .into()]);
+    assert_eq!(s.phase(), Phase::PartiallyCaptured);
+    assert!(!s.has_open_call());
+}

@@ -173,6 +173,23 @@ pub(super) fn observe_payment(s: &OrderState, o: &mut PaymentObservation) -> Dec
             }
             if o.status.is_captured() {
                 learn_capture(&mut em, o);
+                // After the grace period, a query whose balances still show
+                // only the captures we recorded: the open capture (after an
+                // earlier partial one) did not happen.
+                let st = em.state();
+                let not_captured = st
+                    .open_capture()
+                    .filter(|_| o.settled)
+                    .filter(|_| o.balances().is_some_and(|b| b.captured <= st.captured))
+                    .map(|c| c.capture_id);
+                if let Some(capture_id) = not_captured {
+                    em.emit(CaptureDeclined {
+                        capture_id,
+                        code: "NOT_CAPTURED".into(),
+                        description:
+                            "PayKKa's captured amount did not grow within the grace period".into(),
+                    });
+                }
             } else if o.settled {
                 // AUTHORIZED after the grace period: an open capture or void
                 // did not happen.
@@ -237,9 +254,18 @@ pub(super) fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
     // (automatic capture). After our own partial captures a SUCCESS without
     // balances says nothing new (PayKKa reports SUCCESS from the first
     // capture on): only balances (a query) can show more money captured.
+    //
+    // A status without balances (every notification: PayKKa's carries no
+    // capture id and no captured amount) confirms an open capture only
+    // when nothing else can explain it: no earlier capture succeeded, so
+    // the money captured can only be this capture's. After an earlier
+    // partial capture, a late or duplicated notification of that one
+    // looks the same: the capture stays open and the reconciler's query
+    // (balances) decides.
     let target = match (o.balances(), st.open_capture()) {
         (Some(b), _) => b.captured,
-        (None, Some(c)) => st.captured.saturating_add(c.amount.minor),
+        (None, Some(c)) if st.captured == 0 => c.amount.minor,
+        (None, Some(_)) => st.captured,
         (None, None) if o.status == ObservedStatus::PartiallyReversed => st.captured,
         (None, None) if st.phase() == Phase::PartiallyCaptured => st.captured,
         (None, None) => st.authorised,
@@ -247,7 +273,7 @@ pub(super) fn learn_capture(em: &mut Emitter, o: &PaymentObservation) {
     .min(st.authorised);
     let covered = st
         .open_capture()
-        .filter(|c| o.balances().is_none() || target >= st.captured.saturating_add(c.amount.minor))
+        .filter(|c| target >= st.captured.saturating_add(c.amount.minor))
         .map(|c| (c.capture_id, c.amount));
     if let Some((capture_id, amount)) = covered {
         let remainder_released = shows_release(st, o, amount.minor);

@@ -201,6 +201,19 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
             obs(st),
         )));
     }
+    // A query's answer: the balances show everything captured.
+    let all_captured = obs(ObservedStatus::Success).with_balances(Balances {
+        authed: 1000,
+        captured: 1000,
+        refunded: 0,
+        voided: 0,
+    });
+    cmds.push(OrderCommand::RecordInitiateOutcome(CallOutcome::Accepted(
+        all_captured.clone(),
+    )));
+    cmds.push(OrderCommand::ApplyGatewayObservation(Observation::Payment(
+        all_captured,
+    )));
     let challenge =
         obs(ObservedStatus::Processing).with_authentication_url("https://acs.example/3ds");
     cmds.push(OrderCommand::RecordInitiateOutcome(CallOutcome::Accepted(

@@ -78,19 +78,12 @@ pub struct Bugs {
     /// The idempotency store forgets every key: the same key executes
     /// again.
     pub idempotency_forgets: bool,
-    /// Not a bug switch: PayKKa notifies partial captures too. Off by
-    /// default because today's engine takes a late or duplicated
-    /// notification of an earlier partial capture as proof that a later,
-    /// open capture went through (REAL BUG, see docs/SIMULATION.md and the
-    /// ignored test `known_bug_stale_capture_notification`).
+    /// Not a bug switch: PayKKa notifies partial captures too (whether it
+    /// does is not documented). The main run turns it on for odd seeds;
+    /// before the fix of engine bug 1 (docs/SIMULATION.md) a late or
+    /// duplicated notification of an earlier partial capture confirmed a
+    /// later, open capture.
     pub notify_partial_captures: bool,
-    /// Not a bug switch: strict about KNOWN BUG 2 (see docs/SIMULATION.md
-    /// and `known_bug_lost_capture_after_partial`): a capture lost before
-    /// PayKKa applied it (timeout before commit, 5xx, crash after the
-    /// intent) on an order with an earlier partial capture is never
-    /// resolved by today's engine. By default the quiescence check counts
-    /// that one signature as known instead of failing the seed.
-    pub strict_lost_capture_after_partial: bool,
 }
 
 // --------------------------------------------------------- PayKKa ledger
