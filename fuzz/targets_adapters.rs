@@ -186,6 +186,34 @@ fn digit_runs(text: &[u8], min: usize) -> Vec<&[u8]> {
 /// of 13+ digits from the request (a card number) comes back in the
 /// response.
 pub fn merchant_api(data: &[u8]) {
+    let (Some(&route), Some(&id_pick)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let (key, body) = split(&data[2..], 0xFF);
+    thread_local! {
+        // One runtime per fuzzing thread: building one per input cost more
+        // than the request itself. Each input still gets its own engine,
+        // store and router, so an input's outcome depends on it alone.
+        static RT: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok();
+    }
+    RT.with(|rt| {
+        if let Some(rt) = rt {
+            merchant_api_on(rt, route, id_pick, key, body, data);
+        }
+    });
+}
+
+fn merchant_api_on(
+    rt: &tokio::runtime::Runtime,
+    route: u8,
+    id_pick: u8,
+    key: &[u8],
+    body: &[u8],
+    data: &[u8],
+) {
     use axum::body::Body;
     use axum::http::Request;
     use payorch_engine::gateway::PaymentGateway;
@@ -194,16 +222,6 @@ pub fn merchant_api(data: &[u8]) {
     use payorch_engine::store::memory::InMemoryStore;
     use tower::ServiceExt;
 
-    let (Some(&route), Some(&id_pick)) = (data.first(), data.get(1)) else {
-        return;
-    };
-    let (key, body) = split(&data[2..], 0xFF);
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
     rt.block_on(async {
         let store = Arc::new(InMemoryStore::new());
         let engine = Arc::new(Engine::new(
