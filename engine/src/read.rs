@@ -47,7 +47,7 @@ pub fn fold_recorded<A: Aggregate>(
     events: &[RecordedEvent],
 ) -> Result<A::State, CodecError> {
     for e in events {
-        state = A::evolve_owned(state, codec::decode_recorded(e)?);
+        state = A::evolve(state, &codec::decode_recorded(e)?);
     }
     Ok(state)
 }

@@ -528,7 +528,7 @@ impl Reconciler {
         let now = self.engine.clock().now();
         let settled = requested_at.is_some_and(|t| now - t >= self.config.grace);
         report.queried += 1;
-        let before = state.version;
+        let before = state.version();
         let mut view = self.engine.refresh_order(order_id, settled).await?;
         // void_after_capture: the rest of a final partial capture is still
         // held (the Void was lost, refused for now, or never sent because

@@ -52,7 +52,7 @@ async fn fold_to_version_and_time_and_explain() {
     let at3 = fold_to_version::<OrderAggregate>(w.store.as_ref(), &stream, Version(3))
         .await
         .unwrap();
-    assert_eq!((at3.phase(), at3.version), (Phase::Authorised, 3));
+    assert_eq!((at3.phase(), at3.version()), (Phase::Authorised, 3));
     let then = fold_to_time::<OrderAggregate>(w.store.as_ref(), &stream, t_authorised)
         .await
         .unwrap();

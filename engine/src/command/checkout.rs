@@ -233,7 +233,7 @@ impl Engine {
             checkout: Some((r.checkout_id, session_id)),
         };
         self.order_command(order_id, &meta, Idem::None, None, |_| {
-            OrderCommand::Place(Box::new(place.clone()))
+            OrderCommand::Place(place.clone())
         })
         .await?;
         self.execute::<CheckoutAggregate>(&stream, &meta, Idem::None, None, |_| {
