@@ -60,6 +60,7 @@ pub mod read;
 pub mod reconciler;
 pub mod replay;
 pub mod store;
+pub mod stream;
 pub mod testing;
 pub mod view;
 pub mod wakeup;
