@@ -188,6 +188,9 @@ pub enum Stage {
 
 /// The state of an order, folded from its events: nothing before its
 /// placement, then a [`Order`] that always has its amount and currency.
+// `NotPlaced` only exists before the first event: boxing the placed order
+// to shrink it would cost an allocation on every load for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OrderState {
     /// No events yet: only [`OrderCommand::Place`] means anything.
