@@ -21,12 +21,6 @@ pub trait Aggregate {
     fn decide(state: &Self::State, command: Self::Command)
     -> Result<Vec<Self::Event>, Self::Error>;
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
-    /// [`Aggregate::evolve`] for an event the caller is done with (loading
-    /// from the store); an aggregate may move data out of it instead of
-    /// copying. Must give the same state as `evolve(state, &event)`.
-    fn evolve_owned(state: Self::State, event: Self::Event) -> Self::State {
-        Self::evolve(state, &event)
-    }
     /// The merchant the aggregate belongs to (`None` before its first
     /// event).
     fn merchant_id(state: &Self::State) -> Option<&MerchantId>;
@@ -44,9 +38,6 @@ impl Aggregate for OrderAggregate {
     }
     fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
         order::evolve(state, event)
-    }
-    fn evolve_owned(state: OrderState, event: OrderEvent) -> OrderState {
-        order::evolve_owned(state, event)
     }
     fn merchant_id(state: &OrderState) -> Option<&MerchantId> {
         state.merchant_id()

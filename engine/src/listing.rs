@@ -307,8 +307,7 @@ pub fn row_of(kind: ResourceKind, events: &[RecordedEvent]) -> Result<Option<Ind
     Ok(match kind {
         ResourceKind::Payment => {
             let s = fold_recorded::<OrderAggregate>(Default::default(), events)?;
-            s.placed
-                .as_deref()
+            s.placed()
                 .map(|p| base(p.order_id.0, p.merchant_id.as_str(), s.phase().as_str()))
         }
         ResourceKind::CheckoutSession => {

@@ -7,6 +7,7 @@ use payorch_schemas::events::{AgreementId, CheckoutId, OrderId};
 use crate::aggregate::Aggregate;
 use crate::codec::{self, CodecError};
 use crate::store::{EventStore, RecordedEvent, StoreError, StreamId, Version};
+use crate::stream::StreamRef;
 
 /// Why a stream could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -19,17 +20,17 @@ pub enum ReadError {
     Codec(#[from] CodecError),
 }
 
-/// Stream id of an order.
+/// Stream id of an order ([`StreamRef`]).
 pub fn order_stream(id: OrderId) -> StreamId {
-    StreamId::new(format!("order-{}", id.0))
+    StreamRef::Order(id).stream_id()
 }
-/// Stream id of an agreement.
+/// Stream id of an agreement ([`StreamRef`]).
 pub fn agreement_stream(id: AgreementId) -> StreamId {
-    StreamId::new(format!("agreement-{}", id.0))
+    StreamRef::Agreement(id).stream_id()
 }
-/// Stream id of a checkout session.
+/// Stream id of a checkout session ([`StreamRef`]).
 pub fn checkout_stream(id: CheckoutId) -> StreamId {
-    StreamId::new(format!("checkout-{}", id.0))
+    StreamRef::Checkout(id).stream_id()
 }
 
 /// Resolves which order a PayKKa `trans_id` belongs to.
@@ -47,7 +48,7 @@ pub fn fold_recorded<A: Aggregate>(
     events: &[RecordedEvent],
 ) -> Result<A::State, CodecError> {
     for e in events {
-        state = A::evolve_owned(state, codec::decode_recorded(e)?);
+        state = A::evolve(state, &codec::decode_recorded(e)?);
     }
     Ok(state)
 }

@@ -27,13 +27,13 @@
 //!   after an earlier partial one, `balances.captured` not grown), and for
 //!   a 3DS challenge still PROCESSING.
 //! * Before the grace period such observations are applied with
-//!   `settled = false`, which the aggregate ignores.
+//!   `past_grace = false`, which the aggregate ignores.
 //!
 //! **Re-sends are the reconciler's alone** (the PayKKa client never sends a
 //! money-moving call twice):
 //! * A refund that Refund Query still does not know after the grace period
 //!   is sent again with the same `refund_trans_id`
-//!   ([`Engine::refresh_order`] with `settled`), on every due pass (per
+//!   ([`Engine::refresh_order`] with `past_grace`), on every due pass (per
 //!   the backoff) until PayKKa knows it. A non-success answer to a re-send
 //!   (timeout, 5xx, refusal, decline code) is recorded as unknown, never
 //!   declined: the refund's amount stays reserved, so no second refund can
@@ -378,11 +378,11 @@ impl Reconciler {
                 return Ok(());
             };
             let now = self.engine.clock().now();
-            let settled = self.settled(&recorded);
+            let past_grace = self.past_grace(&recorded);
             report.queried += 1;
             let check = self
                 .engine
-                .check_checkout_payment(r.checkout_id, settled)
+                .check_checkout_payment(r.checkout_id, past_grace)
                 .await;
             self.schedule(stream, attempts);
             match check? {
@@ -416,11 +416,11 @@ impl Reconciler {
         ) else {
             return Ok(());
         };
-        let settled = self.settled(&recorded);
+        let past_grace = self.past_grace(&recorded);
         report.queried += 1;
         if self
             .engine
-            .refresh_checkout_session(r.checkout_id, settled)
+            .refresh_checkout_session(r.checkout_id, past_grace)
             .await?
         {
             report.resolved += 1;
@@ -462,7 +462,7 @@ impl Reconciler {
 
     /// Whether the grace period has passed since the stream's first event,
     /// after which PayKKa's "does not exist" is taken as final.
-    fn settled(&self, recorded: &[RecordedEvent]) -> bool {
+    fn past_grace(&self, recorded: &[RecordedEvent]) -> bool {
         let now = self.engine.clock().now();
         recorded
             .first()
@@ -526,10 +526,10 @@ impl Reconciler {
             return Ok(());
         };
         let now = self.engine.clock().now();
-        let settled = requested_at.is_some_and(|t| now - t >= self.config.grace);
+        let past_grace = requested_at.is_some_and(|t| now - t >= self.config.grace);
         report.queried += 1;
-        let before = state.version;
-        let mut view = self.engine.refresh_order(order_id, settled).await?;
+        let before = state.version();
+        let mut view = self.engine.refresh_order(order_id, past_grace).await?;
         // void_after_capture: the rest of a final partial capture is still
         // held (the Void was lost, refused for now, or never sent because
         // of a crash after the capture): send the Void (again).

@@ -1,6 +1,10 @@
-//! Replay: fold any stream to a version or a point in time, explain a
-//! history event by event, and run projections over `read_all` with a
-//! checkpoint (rebuildable from position 0).
+//! Replay: fold any stream to a version or a point in time
+//! ([`fold_stream`]), explain a history event by event ([`explain`]),
+//! verify that today's code accepts every stored history
+//! ([`verify_all`]), and run projections over `read_all` with a checkpoint
+//! (rebuildable from position 0; [`OrderPhases`], [`OrderSummary`]).
+//! `payorch replay` is the CLI over these: it keeps the wiring and the
+//! output only.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -14,6 +18,7 @@ use crate::read::{ReadError, read_whole_stream};
 use crate::store::{
     CheckpointStore, EventStore, Position, RecordedEvent, StoreError, StreamId, Version,
 };
+use crate::stream::StreamRef;
 use crate::view::OrderView;
 
 /// The state of `stream` after its first `version` events.
@@ -221,4 +226,205 @@ impl Projection for OrderPhases {
     fn reset(&mut self) {
         self.states.clear();
     }
+}
+
+/// Money totals of one currency (minor units).
+#[derive(Clone, Default, Debug, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub authorised: i64,
+    pub captured: i64,
+    pub refunded: i64,
+}
+
+/// Orders per phase and money per currency, rebuilt from the whole
+/// history (`payorch replay --all`). Folds like [`OrderPhases`], under its
+/// own checkpoint name.
+#[derive(Default, Debug)]
+pub struct OrderSummary {
+    pub phases: OrderPhases,
+}
+
+impl OrderSummary {
+    /// How many orders the history holds.
+    pub fn orders(&self) -> usize {
+        self.phases.states.len()
+    }
+
+    /// Orders per phase (snake_case) and totals per currency code.
+    pub fn report(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<String, usize>,
+        std::collections::BTreeMap<String, Totals>,
+    ) {
+        let mut by_status = std::collections::BTreeMap::new();
+        let mut totals: std::collections::BTreeMap<String, Totals> = Default::default();
+        for s in self.phases.states.values() {
+            *by_status.entry(s.phase().to_string()).or_insert(0) += 1;
+            if let Some(o) = s.order() {
+                let t = totals.entry(o.currency().code().to_owned()).or_default();
+                t.authorised += o.authorised;
+                t.captured += o.captured;
+                t.refunded += o.refunded;
+            }
+        }
+        (by_status, totals)
+    }
+}
+
+impl Projection for OrderSummary {
+    fn name(&self) -> &str {
+        "order_summary"
+    }
+
+    fn apply(&mut self, e: &RecordedEvent) -> Result<(), String> {
+        self.phases.apply(e)
+    }
+
+    fn reset(&mut self) {
+        self.phases.reset();
+    }
+}
+
+/// The state of any stream, by its kind.
+#[derive(Clone, Debug)]
+pub enum StreamState {
+    Order(OrderState),
+    Agreement(crate::agreement::AgreementState),
+    Checkout(crate::checkout::CheckoutState),
+}
+
+/// How far to fold a stream.
+#[derive(Clone, Copy, Debug)]
+pub enum FoldTo {
+    /// Events 1..=version.
+    Version(Version),
+    /// Events recorded at or before this time.
+    Time(OffsetDateTime),
+}
+
+/// The state of the stream `r` at `to`, whatever its aggregate.
+pub async fn fold_stream(
+    store: &dyn EventStore,
+    r: StreamRef,
+    to: FoldTo,
+) -> Result<StreamState, ReadError> {
+    use crate::aggregate::{AgreementAggregate, CheckoutAggregate};
+    async fn fold<A: Aggregate>(
+        store: &dyn EventStore,
+        id: &StreamId,
+        to: FoldTo,
+    ) -> Result<A::State, ReadError> {
+        match to {
+            FoldTo::Version(v) => fold_to_version::<A>(store, id, v).await,
+            FoldTo::Time(t) => fold_to_time::<A>(store, id, t).await,
+        }
+    }
+    let id = r.stream_id();
+    Ok(match r {
+        StreamRef::Order(_) => StreamState::Order(fold::<OrderAggregate>(store, &id, to).await?),
+        StreamRef::Agreement(_) => {
+            StreamState::Agreement(fold::<AgreementAggregate>(store, &id, to).await?)
+        }
+        StreamRef::Checkout(_) => {
+            StreamState::Checkout(fold::<CheckoutAggregate>(store, &id, to).await?)
+        }
+    })
+}
+
+/// One stream that today's code does not accept.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VerifyFailure {
+    pub stream: String,
+    /// The event at fault, when one is.
+    pub version: Option<u64>,
+    pub error: String,
+}
+
+/// Checks that today's code accepts the stored history of `id`: versions
+/// without gaps, every event decoded through today's upcasters and folded
+/// with today's `evolve`. `None` when it does.
+pub async fn verify_stream(store: &dyn EventStore, id: &StreamId) -> Option<VerifyFailure> {
+    let fail = |version: Option<u64>, error: String| {
+        Some(VerifyFailure {
+            stream: id.as_str().to_owned(),
+            version,
+            error,
+        })
+    };
+    let r = match StreamRef::of(id) {
+        Ok(r) => r,
+        Err(e) => return fail(None, e.to_string()),
+    };
+    let events = match read_whole_stream(store, id).await {
+        Ok(e) => e,
+        Err(e) => return fail(None, e.to_string()),
+    };
+    for (expected, e) in (1u64..).zip(events.iter()) {
+        if e.version.0 != expected {
+            return fail(
+                Some(e.version.0),
+                format!("version gap: expected {expected}"),
+            );
+        }
+        if e.stream_type != r.stream_type() {
+            return fail(
+                Some(e.version.0),
+                format!(
+                    "stream type {:?} where {:?} was expected",
+                    e.stream_type,
+                    r.stream_type()
+                ),
+            );
+        }
+    }
+    let folded = match r {
+        StreamRef::Order(_) => fold_all::<OrderAggregate>(&events),
+        StreamRef::Agreement(_) => fold_all::<crate::aggregate::AgreementAggregate>(&events),
+        StreamRef::Checkout(_) => fold_all::<crate::aggregate::CheckoutAggregate>(&events),
+    };
+    folded.err().and_then(|(v, msg)| fail(Some(v), msg))
+}
+
+fn fold_all<A: Aggregate>(events: &[RecordedEvent]) -> Result<(), (u64, String)> {
+    let mut state = A::State::default();
+    for e in events {
+        let event: A::Event =
+            codec::decode_recorded(e).map_err(|err| (e.version.0, err.to_string()))?;
+        state = A::evolve(state, &event);
+    }
+    drop(state);
+    Ok(())
+}
+
+/// [`verify_stream`] over every stream of every kind; `progress` is called
+/// once per stream checked. Returns how many were checked and the failures.
+pub async fn verify_all(
+    store: &dyn EventStore,
+    mut progress: impl FnMut(),
+) -> Result<(usize, Vec<VerifyFailure>), StoreError> {
+    use payorch_schemas::events::{AGREEMENT_STREAM_TYPE, CHECKOUT_STREAM_TYPE, ORDER_STREAM_TYPE};
+    let mut failures = Vec::new();
+    let mut checked = 0usize;
+    for stream_type in [
+        ORDER_STREAM_TYPE,
+        AGREEMENT_STREAM_TYPE,
+        CHECKOUT_STREAM_TYPE,
+    ] {
+        let mut after: Option<StreamId> = None;
+        loop {
+            let page = store.list_streams(stream_type, after.as_ref(), 500).await?;
+            let Some((last, _)) = page.last() else { break };
+            let last = last.clone();
+            for (id, _) in &page {
+                if let Some(f) = verify_stream(store, id).await {
+                    failures.push(f);
+                }
+                checked += 1;
+                progress();
+            }
+            after = Some(last);
+        }
+    }
+    Ok((checked, failures))
 }

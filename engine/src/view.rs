@@ -50,35 +50,36 @@ pub struct OrderView {
 impl OrderView {
     /// `None` for an order with no events.
     pub fn from_state(s: &OrderState) -> Option<OrderView> {
-        let p = s.placed.as_deref()?;
+        let o = s.order()?;
+        let p = &*o.placed;
         Some(OrderView {
             order_id: p.order_id,
             merchant_id: p.merchant_id.clone(),
             trans_id: p.trans_id.as_str().to_owned(),
-            status: s.phase(),
+            status: o.phase(),
             amount: p.amount,
-            authorised: s.authorised_money(),
-            captured: s.captured_money(),
-            refunded: s.refunded_money(),
+            authorised: o.money(o.authorised),
+            captured: o.money(o.captured),
+            refunded: o.money(o.refunded),
             payment_type: p.payment_type,
             capture_method: p.capture_method,
-            gateway_order_id: s.gateway_order_id.as_ref().map(|g| g.as_str().to_owned()),
-            authentication_url: s.authentication_url().map(str::to_owned),
-            decline_code: s.decline().map(|d| d.0.clone()),
-            decline_description: s.decline().map(|d| d.1.clone()),
-            card: s.card().or(p.instrument.card.as_ref()).cloned(),
-            token: s.token().map(|t| t.token.clone()),
+            gateway_order_id: o.gateway_order_id.as_ref().map(|g| g.as_str().to_owned()),
+            authentication_url: o.authentication_url.clone(),
+            decline_code: o.decline.as_ref().map(|d| d.0.clone()),
+            decline_description: o.decline.as_ref().map(|d| d.1.clone()),
+            card: o.card.as_ref().or(p.instrument.card.as_ref()).cloned(),
+            token: o.token.as_ref().map(|t| t.token.clone()),
             // A charge names its agreement; a first recurring payment that
             // stored its card created the agreement with its own id (see
             // `after_order_change`).
             agreement_id: p.agreement_id.or_else(|| {
-                (p.payment_type == PaymentKind::Recurring && s.token().is_some())
+                (p.payment_type == PaymentKind::Recurring && o.token.is_some())
                     .then_some(AgreementId(p.order_id.0))
             }),
-            captures: s.captures.clone(),
-            refunds: s.refunds.clone(),
-            void: s.void,
-            version: s.version,
+            captures: o.captures.clone(),
+            refunds: o.refunds.clone(),
+            void: o.void,
+            version: o.version,
         })
     }
 }

@@ -116,7 +116,7 @@ fn payment_obs(n: u8, captured: Option<i64>, settled: bool) -> PaymentObservatio
             voided: 0,
         });
     }
-    o.settled = settled;
+    o.past_grace = settled;
     o
 }
 
@@ -176,7 +176,7 @@ fn command(s: Step) -> OrderCommand {
         }),
         Step::RefundOutcome { id, outcome: o } => OrderCommand::RecordRefundOutcome {
             refund_id: rf(id),
-            outcome: Box::new(outcome(o, || refund_obs(id, o != 3))),
+            outcome: outcome(o, || refund_obs(id, o != 3)),
         },
         Step::InitiateOutcome { outcome: o } => {
             OrderCommand::RecordInitiateOutcome(outcome(o, || payment_obs(o % 4, None, false)))
@@ -192,7 +192,9 @@ fn command(s: Step) -> OrderCommand {
             OrderCommand::ApplyGatewayObservation(Observation::Refund(refund_obs(id, success)))
         }
         Step::NotFound { settled } => {
-            OrderCommand::ApplyGatewayObservation(Observation::PaymentNotFound { settled })
+            OrderCommand::ApplyGatewayObservation(Observation::PaymentNotFound {
+                past_grace: settled,
+            })
         }
         Step::CompleteChallenge => OrderCommand::CompleteChallenge,
         Step::ExpireChallenge => OrderCommand::ExpireChallenge,
@@ -200,7 +202,7 @@ fn command(s: Step) -> OrderCommand {
 }
 
 fn place(manual: bool) -> OrderCommand {
-    OrderCommand::Place(Box::new(PlacePayment {
+    OrderCommand::Place(PlacePayment {
         order_id: OrderId(Uuid::from_u128(42)),
         merchant_id: MerchantId::new("m"),
         amount: eur(1000),
@@ -219,7 +221,7 @@ fn place(manual: bool) -> OrderCommand {
         store_token: None,
         agreement_id: None,
         checkout: None,
-    }))
+    })
 }
 
 proptest! {

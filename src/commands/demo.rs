@@ -32,6 +32,7 @@ use payorch_engine::orchestrator::{
 };
 use payorch_engine::order::Phase;
 use payorch_engine::store::Position;
+use payorch_engine::stream::StreamRef;
 use payorch_http::AppState;
 use payorch_sandbox::cards;
 use payorch_schemas::events::order::TokenRequest;
@@ -97,7 +98,7 @@ fn card(pan: &str, minor: i64, capture: CaptureMode) -> PlacePaymentRequest {
 }
 
 fn stream_of(o: &OrderView) -> Option<String> {
-    Some(format!("order-{}", o.order_id.0))
+    Some(StreamRef::Order(o.order_id).to_string())
 }
 
 struct Demo<'a> {
@@ -345,7 +346,7 @@ async fn recurring(d: &Demo<'_>) -> anyhow::Result<FlowResult> {
         expected: AgreementPhase::Cancelled.to_string(),
         actual: a.status.to_string(),
         ok: ok && a.status == AgreementPhase::Cancelled,
-        stream: Some(format!("agreement-{}", agreement.0)),
+        stream: Some(StreamRef::Agreement(agreement).to_string()),
         detail: format!(
             "first payment {}, charges {}/{}, {} charge(s) on the agreement",
             o.status,
@@ -398,7 +399,7 @@ async fn checkout(
         actual: view.status.to_string(),
         ok: view.status == CheckoutPhase::Completed
             && order.as_ref().is_some_and(|o| o.status == Phase::Captured),
-        stream: Some(format!("checkout-{}", s.checkout_id.0)),
+        stream: Some(StreamRef::Checkout(s.checkout_id).to_string()),
         detail: match &order {
             Some(o) => format!("paid on the hosted page: order {} {}", o.status, o.captured),
             None => "no order yet".into(),

@@ -233,7 +233,7 @@ impl Engine {
             checkout: Some((r.checkout_id, session_id)),
         };
         self.order_command(order_id, &meta, Idem::None, None, |_| {
-            OrderCommand::Place(Box::new(place.clone()))
+            OrderCommand::Place(place.clone())
         })
         .await?;
         self.execute::<CheckoutAggregate>(&stream, &meta, Idem::None, None, |_| {
@@ -246,7 +246,7 @@ impl Engine {
     /// Resolves a checkout session whose create call is in flight or whose
     /// outcome is unknown (the reconciler uses this): Checkout Session
     /// Query by `trans_id`. A session PayKKa shows opens ours; "does not
-    /// exist" (206011/206024) counts only when `settled` (past the
+    /// exist" (206011/206024) counts only when `past_grace` (past the
     /// reconciler's grace period), then the session is declined; anything
     /// else changes nothing. If the answer already shows a payment, the
     /// order starts as in [`Self::check_checkout_payment`]. `Ok(true)` when
@@ -254,7 +254,7 @@ impl Engine {
     pub async fn refresh_checkout_session(
         &self,
         checkout_id: CheckoutId,
-        settled: bool,
+        past_grace: bool,
     ) -> Result<bool, EngineError> {
         let stream = checkout_stream(checkout_id);
         let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), &stream).await?;
@@ -283,7 +283,7 @@ impl Engine {
                 class: RejectionClass::NotFound,
                 code,
                 description,
-            } if settled => CallOutcome::Declined { code, description },
+            } if past_grace => CallOutcome::Declined { code, description },
             _ => return Ok(false),
         };
         let events = self
@@ -338,12 +338,12 @@ impl Engine {
     /// is recorded, asking again (or a late notification) appends nothing.
     ///
     /// "The session does not exist" (206011/206024) counts as "not paid"
-    /// only when `settled` (past the reconciler's grace period since the
+    /// only when `past_grace` (past the reconciler's grace period since the
     /// session was requested); before that it is no answer.
     pub async fn check_checkout_payment(
         &self,
         checkout_id: CheckoutId,
-        settled: bool,
+        past_grace: bool,
     ) -> Result<SessionPaymentCheck, EngineError> {
         let stream = checkout_stream(checkout_id);
         let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), &stream).await?;
@@ -361,7 +361,7 @@ impl Engine {
             GatewayOutcome::Rejected {
                 class: RejectionClass::NotFound,
                 ..
-            } if settled => Ok(SessionPaymentCheck::NotPaid),
+            } if past_grace => Ok(SessionPaymentCheck::NotPaid),
             _ => Ok(SessionPaymentCheck::NoAnswer),
         }
     }

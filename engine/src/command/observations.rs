@@ -129,7 +129,7 @@ impl Engine {
             (state, version) =
                 load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         }
-        if let Some(placed) = state.placed.as_deref() {
+        if let Some(placed) = state.placed() {
             contradiction(
                 order_id,
                 placed.merchant_id.as_str(),
@@ -166,11 +166,11 @@ impl Engine {
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         let Some(refund) = usize::try_from(seq)
             .ok()
-            .and_then(|i| state.refunds.get(i.wrapping_sub(1)))
+            .and_then(|i| state.refunds().get(i.wrapping_sub(1)))
         else {
             return Ok(None);
         };
-        if let Some(placed) = state.placed.as_deref() {
+        if let Some(placed) = state.placed() {
             contradiction(
                 order_id,
                 placed.merchant_id.as_str(),
@@ -192,25 +192,25 @@ impl Engine {
     }
 
     /// Queries PayKKa about an order now and applies the answer (the
-    /// browser-return handler and the reconciler use this). `settled` marks
+    /// browser-return handler and the reconciler use this). `past_grace` marks
     /// the answer as past the grace period (see `crate::reconciler`): only
     /// then is a refund that Refund Query does not know sent again
     /// ([`Engine::resend_refund`]); a capture is never sent again.
     pub async fn refresh_order(
         &self,
         order_id: OrderId,
-        settled: bool,
+        past_grace: bool,
     ) -> Result<OrderView, EngineError> {
         let (state, _) =
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
-        let Some(p) = state.placed.as_deref() else {
+        let Some(p) = state.placed() else {
             return Err(EngineError::NotFound {
                 what: "order",
                 id: order_id.to_string(),
             });
         };
         let ctx = CommandContext::new(p.merchant_id.as_str());
-        let req = match &state.gateway_order_id {
+        let req = match state.gateway_order_id() {
             Some(g) => QueryRequest {
                 merchant_id: p.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
@@ -236,13 +236,13 @@ impl Engine {
         let obs = match answer {
             GatewayOutcome::Success(r) => {
                 let mut o = gateway::payment_observation(&r, ObservationSource::Query);
-                o.settled = settled;
+                o.past_grace = past_grace;
                 Some(Observation::Payment(o))
             }
             GatewayOutcome::Rejected {
                 class: RejectionClass::NotFound,
                 ..
-            } => Some(Observation::PaymentNotFound { settled }),
+            } => Some(Observation::PaymentNotFound { past_grace }),
             _ => None, // no definitive answer: change nothing
         };
         if let Some(obs) = obs {
@@ -251,7 +251,7 @@ impl Engine {
         // Open refunds: Refund Query each.
         let (state, _) =
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
-        for r in state.refunds.iter().filter(|r| r.progress.is_open()) {
+        for r in state.refunds().iter().filter(|r| r.progress.is_open()) {
             let req = RefundQueryRequest {
                 merchant_id: p.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
@@ -276,10 +276,9 @@ impl Engine {
                 GatewayOutcome::Rejected {
                     class: RejectionClass::NotFound,
                     ..
-                } if settled => {
+                } if past_grace => {
                     let gateway_order_id = state
-                        .gateway_order_id
-                        .as_ref()
+                        .gateway_order_id()
                         .map(|g| g.as_str().to_owned())
                         .unwrap_or_default();
                     view = Some(
@@ -293,7 +292,6 @@ impl Engine {
                     ..
                 } => Some(Observation::RefundNotFound {
                     refund_id: r.refund_id,
-                    settled: false,
                 }),
                 _ => None,
             };

@@ -76,8 +76,7 @@ pub(crate) fn non_success<T, U>(o: GatewayOutcome<T>) -> CallOutcome<U> {
 /// PayKKa's order id of an order (empty before PayKKa assigned one).
 pub(crate) fn gateway_order_id(state: &OrderState) -> String {
     state
-        .gateway_order_id
-        .as_ref()
+        .gateway_order_id()
         .map(|g| g.as_str().to_owned())
         .unwrap_or_default()
 }

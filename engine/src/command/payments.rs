@@ -117,7 +117,7 @@ impl Engine {
                 &meta,
                 idem,
                 Some((OrderState::default(), Version::NONE)),
-                |_| OrderCommand::Place(Box::new(place.clone())),
+                |_| OrderCommand::Place(place.clone()),
             )
             .await
         {
@@ -258,7 +258,7 @@ impl Engine {
                     meta,
                 } => (state, version, meta),
             };
-            let Some(entry) = state.captures.iter().find(|c| c.capture_id == capture_id) else {
+            let Some(entry) = state.captures().iter().find(|c| c.capture_id == capture_id) else {
                 let view = view_of(&state, order_id)?;
                 return self.complete_alone(key.as_ref(), view).await;
             };
@@ -436,7 +436,7 @@ impl Engine {
                     meta,
                 } => (state, version, meta),
             };
-            let Some(entry) = state.refunds.iter().find(|r| r.refund_id == refund_id) else {
+            let Some(entry) = state.refunds().iter().find(|r| r.refund_id == refund_id) else {
                 let view = view_of(&state, order_id)?;
                 return self.complete_alone(key.as_ref(), view).await;
             };
@@ -463,10 +463,7 @@ impl Engine {
                     ),
                     other => non_success(other),
                 };
-            let cmd = OrderCommand::RecordRefundOutcome {
-                refund_id,
-                outcome: Box::new(outcome),
-            };
+            let cmd = OrderCommand::RecordRefundOutcome { refund_id, outcome };
             self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
                 .await
         }
@@ -533,7 +530,7 @@ impl Engine {
             .order_command(order_id, &ctx.metadata(), Idem::None, Some(held), |_| {
                 OrderCommand::RecordRefundOutcome {
                     refund_id,
-                    outcome: Box::new(outcome.clone()),
+                    outcome: outcome.clone(),
                 }
             })
             .await?;

@@ -177,7 +177,7 @@ impl Engine {
             },
             None => return Ok(()),
         };
-        let Some(p) = state.placed.as_deref() else {
+        let Some(p) = state.placed() else {
             return Ok(());
         };
         if p.payment_type != PaymentKind::Recurring || p.agreement_id.is_some() {

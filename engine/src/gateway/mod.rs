@@ -36,8 +36,8 @@ use payorch_schemas::paykka::{
 };
 
 use crate::order::{
-    Balances, ObservationDetails, ObservationSource, ObservedRefundStatus, ObservedStatus,
-    PaymentObservation, RefundObservation,
+    Balances, ObservationSource, ObservedRefundStatus, ObservedStatus, PaymentObservation,
+    RefundObservation,
 };
 
 pub mod fake;
@@ -170,18 +170,15 @@ pub fn payment_observation(r: &PaymentResponse, source: ObservationSource) -> Pa
             .unwrap_or(ObservedStatus::Other(String::new())),
         gateway_order_id: r.order_id.clone().map(GatewayOrderId::from),
         amount: r.amount_money().ok().flatten(),
-        card: card_summary(r.card_info.as_ref()).map(Box::new),
-        settled: false,
-        details: ObservationDetails {
-            balances: balances(r.balances.as_ref()),
-            authentication_url: r.pending_challenge_url().map(str::to_owned),
-            error_code: r.error_code.clone().filter(|c| c != "0000"),
-            error_description: r.error_description.clone(),
-            token: r.token.clone(),
-            shopper_reference: r.shopper_reference.clone(),
-            recurring_agreement_ref: r.recurring_agreement_id.clone().map(RecurringAgreementRef),
-        }
-        .boxed(),
+        card: card_summary(r.card_info.as_ref()),
+        past_grace: false,
+        balances: balances(r.balances.as_ref()),
+        authentication_url: r.pending_challenge_url().map(str::to_owned),
+        error_code: r.error_code.clone().filter(|c| c != "0000"),
+        error_description: r.error_description.clone(),
+        token: r.token.clone(),
+        shopper_reference: r.shopper_reference.clone(),
+        recurring_agreement_ref: r.recurring_agreement_id.clone().map(RecurringAgreementRef),
     }
 }
 
@@ -214,22 +211,19 @@ pub fn notification_observation(n: &PaymentNotification) -> PaymentObservation {
             .unwrap_or(ObservedStatus::Other(String::new())),
         gateway_order_id: n.order_id.clone().map(GatewayOrderId::from),
         amount: n.amount_money().ok().flatten(),
-        card: card_summary(n.card_info.as_ref()).map(Box::new),
-        settled: false,
-        details: ObservationDetails {
-            balances: None,
-            authentication_url: n
-                .authentication_result
-                .as_ref()
-                .and_then(|a| a.pending_challenge_url())
-                .map(str::to_owned),
-            error_code: n.error_code.clone().filter(|c| c != "0000"),
-            error_description: n.error_description.clone(),
-            token: n.token.clone(),
-            shopper_reference: n.shopper_reference.clone(),
-            recurring_agreement_ref: n.recurring_agreement_id.clone().map(RecurringAgreementRef),
-        }
-        .boxed(),
+        card: card_summary(n.card_info.as_ref()),
+        past_grace: false,
+        balances: None,
+        authentication_url: n
+            .authentication_result
+            .as_ref()
+            .and_then(|a| a.pending_challenge_url())
+            .map(str::to_owned),
+        error_code: n.error_code.clone().filter(|c| c != "0000"),
+        error_description: n.error_description.clone(),
+        token: n.token.clone(),
+        shopper_reference: n.shopper_reference.clone(),
+        recurring_agreement_ref: n.recurring_agreement_id.clone().map(RecurringAgreementRef),
     }
 }
 

@@ -188,7 +188,7 @@ fn order_open_since(events: &[RecordedEvent]) -> Result<Option<OffsetDateTime>, 
         ) {
             requested_at = Some(e.recorded_at);
         }
-        state = order::evolve_owned(state, ev);
+        state = order::evolve(state, &ev);
     }
     let open = state.has_open_call()
         || state.awaits_release()

@@ -4,10 +4,18 @@
 //! into the state. Neither reads a clock, draws a random number or does I/O;
 //! ids and amounts arrive in the command.
 //!
-//! [`decide`] is the whole grammar of an order: one `match` over
-//! (phase, command), see the table in `docs/state-machine.md` (generated from
-//! [`TRANSITIONS`], which a test checks against the `match` by exhaustive
-//! exploration).
+//! * [`decide`] is the whole grammar of an order: one `match` over
+//!   (phase, command) with no wildcard arm, so a new phase or command does
+//!   not compile until every pair is decided. Its helpers: `rules.rs`
+//!   (merchant commands, call outcomes) and `observe.rs` (what PayKKa
+//!   reports).
+//! * [`evolve`] (`evolve.rs`) applies facts only; the phase is read from
+//!   them ([`Order::phase`]).
+//! * [`OrderState`] is [`OrderState::NotPlaced`] or a placed [`Order`],
+//!   which always has its amount and currency.
+//! * `docs/state-machine.md` lists every edge (phase, command class, phase)
+//!   with the events it appends, found by [`explore`] (`table.rs`); a test
+//!   checks it against the code.
 
 use payorch_schemas::events::order::*;
 use payorch_schemas::events::{
@@ -23,12 +31,13 @@ mod observe;
 mod rules;
 mod table;
 
-pub use evolve::{apply, apply_owned, evolve, evolve_owned, fold};
+use evolve::apply_to_order;
+pub use evolve::{apply, evolve, fold};
 use observe::*;
 use rules::*;
 
 pub use observation::*;
-pub use table::{TRANSITIONS, explore, mermaid};
+pub use table::{Edge, Edges, command_class, edge_rows, explore, mermaid};
 
 /// Where an order is in its life. Terminal phases absorb every late
 /// observation or outcome without new events.
@@ -157,15 +166,48 @@ pub struct RefundEntry {
     pub progress: CallProgress,
 }
 
-/// The state of an order, folded from its events.
+/// How far the authorisation got: the facts that are not money. The money
+/// phases (authorised, partially captured, captured, partially refunded,
+/// refunded) are read from the ledger by [`Order::phase`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The initiate call is in flight or its result is not final.
+    AuthorisationPending,
+    /// The initiate call's outcome is unknown.
+    AuthorisationUnknown,
+    /// The shopper must pass 3-D Secure.
+    ChallengeRequired,
+    /// PayKKa holds the funds; the ledger says how much was captured and
+    /// refunded since.
+    Authorised,
+    /// Declined, failed challenge or expired.
+    Declined,
+    /// The authorisation was released.
+    Voided,
+}
+
+/// The state of an order, folded from its events: nothing before its
+/// placement, then a [`Order`] that always has its amount and currency.
+// `NotPlaced` only exists before the first event: boxing the placed order
+// to shrink it would cost an allocation on every load for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct OrderState {
-    pub phase: PhaseCell,
+pub enum OrderState {
+    /// No events yet: only [`OrderCommand::Place`] means anything.
+    #[default]
+    NotPlaced,
+    Placed(Order),
+}
+
+/// A placed order: its placement, how far the authorisation got, and the
+/// money ledger (minor units of the order's currency).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Order {
     /// The placement facts (amount, currency, parameters). Shared: cloning
-    /// a state (decide's scratch copy, snapshots) must stay cheap.
-    pub placed: Option<std::sync::Arc<PaymentPlaced>>,
+    /// a state (decide's scratch copy, snapshots) stays cheap.
+    pub placed: std::sync::Arc<PaymentPlaced>,
+    pub stage: Stage,
     pub gateway_order_id: Option<GatewayOrderId>,
-    /// Minor units of the order currency.
     pub authorised: i64,
     pub captured: i64,
     pub refunded: i64,
@@ -175,90 +217,78 @@ pub struct OrderState {
     /// Progress of the void call, if one was made.
     pub void: Option<CallProgress>,
     pub refunds: Vec<RefundEntry>,
-    /// The facts most orders never have or gain late (3-D Secure URL,
-    /// decline, card, stored token), read through [`OrderState::card`] and
-    /// friends. Boxed: the state is moved on every command and every fold
-    /// step, and within 128 bytes a move is a few register copies instead
-    /// of a `memcpy` call. `None` whenever every detail is unset.
-    pub details: Option<Box<OrderDetails>>,
-    /// Number of events folded in (the stream version).
-    pub version: u64,
-}
-
-/// The rarely set part of an [`OrderState`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct OrderDetails {
     /// Present while the shopper must pass 3-D Secure.
     pub authentication_url: Option<String>,
     /// Code and description of the decline that ended the attempt.
     pub decline: Option<(String, String)>,
-    pub card: Option<CardSummary>,
-    pub token: Option<TokenStored>,
-}
-
-/// [`Phase`] with a `Default` of `New` (keeps `OrderState: Default`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PhaseCell(pub Phase);
-
-impl Default for PhaseCell {
-    fn default() -> Self {
-        PhaseCell(Phase::New)
-    }
-}
-
-impl OrderState {
-    pub fn phase(&self) -> Phase {
-        self.phase.0
-    }
-
-    /// The 3-D Secure challenge URL while one is pending.
-    pub fn authentication_url(&self) -> Option<&str> {
-        self.details.as_ref()?.authentication_url.as_deref()
-    }
-
-    /// Code and description of the decline that ended the attempt.
-    pub fn decline(&self) -> Option<&(String, String)> {
-        self.details.as_ref()?.decline.as_ref()
-    }
-
     /// The card PayKKa reported with the authorisation.
-    pub fn card(&self) -> Option<&CardSummary> {
-        self.details.as_ref()?.card.as_ref()
-    }
-
+    pub card: Option<CardSummary>,
     /// The token PayKKa stored for this order's card.
-    pub fn token(&self) -> Option<&TokenStored> {
-        self.details.as_ref()?.token.as_ref()
+    pub token: Option<TokenStored>,
+    /// Number of events folded in (the stream version).
+    pub version: u64,
+}
+
+impl Order {
+    /// The order placed by `placed`, before anything else happened.
+    pub fn new(placed: std::sync::Arc<PaymentPlaced>) -> Order {
+        Order {
+            placed,
+            stage: Stage::AuthorisationPending,
+            gateway_order_id: None,
+            authorised: 0,
+            captured: 0,
+            refunded: 0,
+            remainder_released: false,
+            captures: Vec::new(),
+            void: None,
+            refunds: Vec::new(),
+            authentication_url: None,
+            decline: None,
+            card: None,
+            token: None,
+            version: 1,
+        }
     }
 
-    fn details_mut(&mut self) -> &mut OrderDetails {
-        self.details.get_or_insert_with(Box::default)
+    /// The node of the grammar the order is at: its [`Stage`], and once
+    /// authorised, what the ledger shows.
+    pub fn phase(&self) -> Phase {
+        match self.stage {
+            Stage::AuthorisationPending => Phase::AuthorisationPending,
+            Stage::AuthorisationUnknown => Phase::AuthorisationUnknown,
+            Stage::ChallengeRequired => Phase::ChallengeRequired,
+            Stage::Declined => Phase::Declined,
+            Stage::Voided => Phase::Voided,
+            Stage::Authorised => {
+                let fully_captured = self.captured > 0
+                    && (self.remainder_released || self.captured >= self.authorised);
+                if self.captured == 0 {
+                    Phase::Authorised
+                } else if !fully_captured {
+                    Phase::PartiallyCaptured
+                } else if self.refunded == 0 {
+                    Phase::Captured
+                } else if self.refunded >= self.captured {
+                    Phase::Refunded
+                } else {
+                    Phase::PartiallyRefunded
+                }
+            }
+        }
     }
 
-    pub fn currency(&self) -> Option<Currency> {
-        self.placed.as_ref().map(|p| p.amount.currency)
+    pub fn currency(&self) -> Currency {
+        self.placed.amount.currency
     }
 
-    pub fn order_id(&self) -> Option<OrderId> {
-        self.placed.as_ref().map(|p| p.order_id)
+    pub fn order_id(&self) -> OrderId {
+        self.placed.order_id
     }
 
-    pub fn merchant_id(&self) -> Option<&MerchantId> {
-        self.placed.as_ref().map(|p| &p.merchant_id)
-    }
-
-    fn money(&self, minor: i64) -> Money {
-        Money::new(minor, self.currency().unwrap_or(Currency::EUR))
-    }
-
-    pub fn authorised_money(&self) -> Money {
-        self.money(self.authorised)
-    }
-    pub fn captured_money(&self) -> Money {
-        self.money(self.captured)
-    }
-    pub fn refunded_money(&self) -> Money {
-        self.money(self.refunded)
+    /// `minor` in the order's currency.
+    pub fn money(&self, minor: i64) -> Money {
+        Money::new(minor, self.currency())
     }
 
     /// The capture in flight (requested or unknown), if any.
@@ -279,8 +309,8 @@ impl OrderState {
     /// reconciler's work list).
     pub fn has_open_call(&self) -> bool {
         matches!(
-            self.phase(),
-            Phase::AuthorisationPending | Phase::AuthorisationUnknown
+            self.stage,
+            Stage::AuthorisationPending | Stage::AuthorisationUnknown
         ) || self.open_capture().is_some()
             || self.void.is_some_and(CallProgress::is_open)
             || self.refunds.iter().any(|r| r.progress.is_open())
@@ -301,40 +331,111 @@ impl OrderState {
                 .iter()
                 .any(|c| c.final_capture && c.progress == CallProgress::Succeeded)
     }
+}
+
+impl OrderState {
+    /// The placed order, `None` before its placement.
+    pub fn order(&self) -> Option<&Order> {
+        match self {
+            OrderState::NotPlaced => None,
+            OrderState::Placed(o) => Some(o),
+        }
+    }
+
+    /// [`Phase::New`] before the placement.
+    pub fn phase(&self) -> Phase {
+        self.order().map_or(Phase::New, Order::phase)
+    }
+
+    /// Number of events folded in (0 before the placement).
+    pub fn version(&self) -> u64 {
+        self.order().map_or(0, |o| o.version)
+    }
+
+    pub fn placed(&self) -> Option<&PaymentPlaced> {
+        self.order().map(|o| &*o.placed)
+    }
+
+    pub fn currency(&self) -> Option<Currency> {
+        self.order().map(Order::currency)
+    }
+
+    pub fn order_id(&self) -> Option<OrderId> {
+        self.order().map(Order::order_id)
+    }
+
+    pub fn merchant_id(&self) -> Option<&MerchantId> {
+        self.order().map(|o| &o.placed.merchant_id)
+    }
+
+    pub fn gateway_order_id(&self) -> Option<&GatewayOrderId> {
+        self.order()?.gateway_order_id.as_ref()
+    }
+
+    /// The capture in flight (requested or unknown), if any.
+    pub fn open_capture(&self) -> Option<&CaptureEntry> {
+        self.order()?.open_capture()
+    }
+
+    /// The order's captures (none before the placement).
+    pub fn captures(&self) -> &[CaptureEntry] {
+        self.order().map_or(&[], |o| &o.captures)
+    }
+
+    /// The order's refunds (none before the placement).
+    pub fn refunds(&self) -> &[RefundEntry] {
+        self.order().map_or(&[], |o| &o.refunds)
+    }
+
+    /// The token PayKKa stored for this order's card.
+    pub fn token(&self) -> Option<&TokenStored> {
+        self.order()?.token.as_ref()
+    }
+
+    /// The card PayKKa reported with the authorisation.
+    pub fn card(&self) -> Option<&CardSummary> {
+        self.order()?.card.as_ref()
+    }
+
+    /// See [`Order::has_open_call`]; `false` before the placement.
+    pub fn has_open_call(&self) -> bool {
+        self.order().is_some_and(Order::has_open_call)
+    }
+
+    /// See [`Order::awaits_release`]; `false` before the placement.
+    pub fn awaits_release(&self) -> bool {
+        self.order().is_some_and(Order::awaits_release)
+    }
 
     /// The money invariants; `Err` names the broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let in_flight = self.refunds_in_flight();
+        let Some(o) = self.order() else {
+            return Ok(());
+        };
+        let in_flight = o.refunds_in_flight();
+        let c = o.currency();
         let checks = [
             (
-                self.authorised >= 0 && self.captured >= 0 && self.refunded >= 0,
+                o.authorised >= 0 && o.captured >= 0 && o.refunded >= 0,
                 "amounts are non-negative",
             ),
-            (self.captured <= self.authorised, "captured <= authorised"),
-            (self.refunded <= self.captured, "refunded <= captured"),
+            (o.captured <= o.authorised, "captured <= authorised"),
+            (o.refunded <= o.captured, "refunded <= captured"),
             (
-                self.refunded + in_flight <= self.captured,
+                o.refunded + in_flight <= o.captured,
                 "refunded + refunds in flight <= captured",
             ),
             (
-                self.placed
-                    .as_ref()
-                    .is_none_or(|p| self.authorised <= p.amount.minor),
+                o.authorised <= o.placed.amount.minor,
                 "authorised <= order amount",
             ),
             (
-                self.captures
-                    .iter()
-                    .filter(|c| c.progress.is_open())
-                    .count()
-                    <= 1,
+                o.captures.iter().filter(|c| c.progress.is_open()).count() <= 1,
                 "at most one capture in flight",
             ),
             (
-                self.currency().is_none_or(|c| {
-                    self.captures.iter().all(|e| e.amount.currency == c)
-                        && self.refunds.iter().all(|e| e.amount.currency == c)
-                }),
+                o.captures.iter().all(|e| e.amount.currency == c)
+                    && o.refunds.iter().all(|e| e.amount.currency == c),
                 "one currency per order",
             ),
         ];
@@ -393,9 +494,7 @@ pub enum CallOutcome<T> {
 /// Everything that can be asked of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderCommand {
-    /// Boxed: by far the largest command, and every command is moved
-    /// through decide.
-    Place(Box<PlacePayment>),
+    Place(PlacePayment),
     RecordInitiateOutcome(CallOutcome<PaymentObservation>),
     /// The shopper is back from the 3DS page (the result is still to come).
     CompleteChallenge,
@@ -419,9 +518,7 @@ pub enum OrderCommand {
     Refund(RefundPayment),
     RecordRefundOutcome {
         refund_id: RefundId,
-        /// Boxed: keeps the command within 128 bytes (refund outcomes are
-        /// rare; every command is moved through decide).
-        outcome: Box<CallOutcome<RefundObservation>>,
+        outcome: CallOutcome<RefundObservation>,
     },
     /// A webhook or a query result.
     ApplyGatewayObservation(Observation),
@@ -531,61 +628,207 @@ pub enum DomainError {
 
 type Decided = Result<Vec<OrderEvent>, DomainError>;
 
-/// The grammar of an order: every legal (phase, command) pair, one arm
-/// each. Everything not listed is an [`DomainError::IllegalCommand`].
+/// The grammar of an order: one arm per (phase, command) pair, no
+/// wildcard, so a new [`Phase`] or [`OrderCommand`] does not compile until
+/// every pair with it is decided. The phase an arm leads to follows from
+/// the events it appends (see [`Order::phase`]); `docs/state-machine.md`
+/// lists every edge with its events, checked by exhaustive exploration.
 ///
-/// The command is matched and its data taken by reference (strings move
-/// out with `mem::take`): the ~350-byte command is not copied again into
-/// the match and into each helper.
-pub fn decide(s: &OrderState, mut cmd: OrderCommand) -> Decided {
+/// Terminal phases (refunded, declined, voided) absorb late outcomes and
+/// observations without events; commands that make no sense in a phase
+/// are [`DomainError::IllegalCommand`].
+pub fn decide(s: &OrderState, cmd: OrderCommand) -> Decided {
     use OrderCommand as C;
     use Phase as P;
-    match (s.phase(), &mut cmd) {
-        (P::New, C::Place(p)) => place(p),
-        (_, C::Place(p)) => repeated_place(s, p),
-        (P::New, cmd) => illegal(s, cmd),
-        // Terminal phases absorb late outcomes and observations.
+    let o = match s {
+        OrderState::Placed(o) => o,
+        OrderState::NotPlaced => {
+            return match cmd {
+                C::Place(p) => place(p),
+                c @ (C::RecordInitiateOutcome(_)
+                | C::CompleteChallenge
+                | C::ExpireChallenge
+                | C::Capture(_)
+                | C::RecordCaptureOutcome { .. }
+                | C::Void { .. }
+                | C::ReleaseRemainder
+                | C::RecordVoidOutcome(_)
+                | C::Refund(_)
+                | C::RecordRefundOutcome { .. }
+                | C::ApplyGatewayObservation(_)) => illegal(P::New, &c),
+            };
+        }
+    };
+    match (o.phase(), cmd) {
+        // A placed order is never New (`Order::phase`).
         (
-            P::Declined | P::Voided | P::Refunded,
-            C::RecordInitiateOutcome(_)
+            P::New,
+            c @ (C::Place(_)
+            | C::RecordInitiateOutcome(_)
+            | C::CompleteChallenge
+            | C::ExpireChallenge
+            | C::Capture(_)
             | C::RecordCaptureOutcome { .. }
+            | C::Void { .. }
+            | C::ReleaseRemainder
+            | C::RecordVoidOutcome(_)
+            | C::Refund(_)
+            | C::RecordRefundOutcome { .. }
+            | C::ApplyGatewayObservation(_)),
+        ) => illegal(P::New, &c),
+
+        // Placing again: the same placement is a no-op, another an error.
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded
+            | P::Refunded
+            | P::Declined
+            | P::Voided,
+            C::Place(p),
+        ) => repeated_place(o, &p),
+
+        // Terminal phases absorb every late outcome and observation.
+        (
+            P::Refunded | P::Declined | P::Voided,
+            C::RecordInitiateOutcome(_)
+            | C::CompleteChallenge
+            | C::ExpireChallenge
+            | C::RecordCaptureOutcome { .. }
+            | C::ReleaseRemainder
             | C::RecordVoidOutcome(_)
             | C::RecordRefundOutcome { .. }
-            | C::ApplyGatewayObservation(_)
-            | C::CompleteChallenge
-            | C::ExpireChallenge,
+            | C::ApplyGatewayObservation(_),
         ) => none(),
 
-        (_, C::RecordInitiateOutcome(o)) => initiate_outcome(s, o),
+        // The initiate call's outcome (response), and anything PayKKa
+        // reports (notification, query) while the order is live.
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
+            C::RecordInitiateOutcome(out),
+        ) => initiate_outcome(o, out),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
+            C::ApplyGatewayObservation(obs),
+        ) => observe(o, obs),
+
+        // 3-D Secure.
         (P::ChallengeRequired, C::CompleteChallenge) => one(ChallengeCompleted {}),
         (P::ChallengeRequired, C::ExpireChallenge) => one(ChallengeExpired {}),
-
-        (P::Authorised | P::PartiallyCaptured, C::Capture(c)) => capture(s, c),
         (
-            _,
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
+            c @ (C::CompleteChallenge | C::ExpireChallenge),
+        ) => illegal(o.phase(), &c),
+
+        // Capture.
+        (P::Authorised | P::PartiallyCaptured, C::Capture(c)) => capture(o, &c),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Captured
+            | P::PartiallyRefunded
+            | P::Refunded
+            | P::Declined
+            | P::Voided,
+            c @ C::Capture(_),
+        ) => illegal(o.phase(), &c),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
             C::RecordCaptureOutcome {
                 capture_id,
                 outcome,
             },
-        ) => capture_outcome(s, *capture_id, outcome),
-        (P::Authorised, C::Void { reason }) => void(s, reason.take()),
-        // The rest of a final partial capture, released by a Void
-        // (`void_after_capture` release mode); the phase stays captured.
-        (P::PartiallyCaptured, C::ReleaseRemainder) if s.awaits_release() => void(
-            s,
+        ) => capture_outcome(o, capture_id, outcome),
+
+        // Void, and the release of the rest of a final partial capture by
+        // a Void (`void_after_capture` release mode; the phase stays).
+        (P::Authorised, C::Void { reason }) => void(o, reason),
+        (P::Voided, C::Void { .. }) => none(),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded
+            | P::Refunded
+            | P::Declined,
+            c @ C::Void { .. },
+        ) => illegal(o.phase(), &c),
+        (P::PartiallyCaptured, C::ReleaseRemainder) if o.awaits_release() => void(
+            o,
             Some("release the rest of a final partial capture".to_owned()),
         ),
-        (_, C::ReleaseRemainder) => none(),
-        (P::Voided, C::Void { .. }) => none(),
-        (_, C::RecordVoidOutcome(o)) => void_outcome(s, o),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
+            C::ReleaseRemainder,
+        ) => none(),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
+            C::RecordVoidOutcome(out),
+        ) => void_outcome(o, out),
 
-        (P::PartiallyCaptured | P::Captured | P::PartiallyRefunded, C::Refund(r)) => refund(s, r),
-        (P::Refunded, C::Refund(r)) => repeated_refund(s, r),
-        (_, C::RecordRefundOutcome { refund_id, outcome }) => {
-            refund_outcome(s, *refund_id, outcome)
-        }
-
-        (_, C::ApplyGatewayObservation(o)) => observe(s, o),
-        (_, cmd) => illegal(s, cmd),
+        // Refund.
+        (P::PartiallyCaptured | P::Captured | P::PartiallyRefunded, C::Refund(r)) => refund(o, r),
+        (P::Refunded, C::Refund(r)) => repeated_refund(o, r),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::Declined
+            | P::Voided,
+            c @ C::Refund(_),
+        ) => illegal(o.phase(), &c),
+        (
+            P::AuthorisationPending
+            | P::AuthorisationUnknown
+            | P::ChallengeRequired
+            | P::Authorised
+            | P::PartiallyCaptured
+            | P::Captured
+            | P::PartiallyRefunded,
+            C::RecordRefundOutcome { refund_id, outcome },
+        ) => refund_outcome(o, refund_id, outcome),
     }
 }

@@ -76,11 +76,6 @@ pub enum ObservationSource {
 }
 
 /// The state of a payment as PayKKa reports it.
-///
-/// The fields every observation carries stay inline; the rarely present
-/// ones live in [`ObservationDetails`], boxed, so the observation (which
-/// every observed command moves) stays small. Read them through the
-/// accessors ([`Self::balances`], [`Self::authentication_url`], ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentObservation {
     pub source: ObservationSource,
@@ -88,20 +83,14 @@ pub struct PaymentObservation {
     pub gateway_order_id: Option<GatewayOrderId>,
     /// The order amount PayKKa reports (used as the authorised amount).
     pub amount: Option<Money>,
-    /// Boxed: rarely present, and inline it would be a quarter of the
-    /// observation.
-    pub card: Option<Box<CardSummary>>,
-    /// Set by the reconciler once its grace period has passed: whatever
-    /// this observation does not show (a capture, a void) did not happen.
-    /// A webhook or a fresh response never sets it.
-    pub settled: bool,
-    /// The rarely present fields; `None` when all of them are absent.
-    pub details: Option<Box<ObservationDetails>>,
-}
-
-/// The rarely present parts of a [`PaymentObservation`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ObservationDetails {
+    pub card: Option<CardSummary>,
+    /// Set by the reconciler once its grace period since the call was
+    /// requested has passed: whatever this observation does not show (a
+    /// capture, a void) did not happen. A webhook or a fresh response
+    /// never sets it.
+    pub past_grace: bool,
+    /// Money positions; only a response or a query carries them (a
+    /// notification never does).
     pub balances: Option<Balances>,
     /// Present while the shopper must pass 3-D Secure.
     pub authentication_url: Option<String>,
@@ -110,13 +99,6 @@ pub struct ObservationDetails {
     pub token: Option<String>,
     pub shopper_reference: Option<String>,
     pub recurring_agreement_ref: Option<RecurringAgreementRef>,
-}
-
-impl ObservationDetails {
-    /// `None` when nothing is present (no allocation for the common case).
-    pub fn boxed(self) -> Option<Box<Self>> {
-        (self != Self::default()).then(|| Box::new(self))
-    }
 }
 
 impl PaymentObservation {
@@ -128,50 +110,15 @@ impl PaymentObservation {
             gateway_order_id: None,
             amount: None,
             card: None,
-            settled: false,
-            details: None,
+            past_grace: false,
+            balances: None,
+            authentication_url: None,
+            error_code: None,
+            error_description: None,
+            token: None,
+            shopper_reference: None,
+            recurring_agreement_ref: None,
         }
-    }
-
-    /// The details, created empty when absent (for builders and tests).
-    pub fn details_mut(&mut self) -> &mut ObservationDetails {
-        self.details.get_or_insert_default()
-    }
-
-    pub fn balances(&self) -> Option<Balances> {
-        self.details.as_ref()?.balances
-    }
-
-    pub fn authentication_url(&self) -> Option<&str> {
-        self.details.as_ref()?.authentication_url.as_deref()
-    }
-
-    pub fn error_code(&self) -> Option<&str> {
-        self.details.as_ref()?.error_code.as_deref()
-    }
-
-    pub fn error_description(&self) -> Option<&str> {
-        self.details.as_ref()?.error_description.as_deref()
-    }
-
-    pub fn token(&self) -> Option<&str> {
-        self.details.as_ref()?.token.as_deref()
-    }
-
-    pub fn shopper_reference(&self) -> Option<&str> {
-        self.details.as_ref()?.shopper_reference.as_deref()
-    }
-
-    pub fn recurring_agreement_ref(&self) -> Option<&RecurringAgreementRef> {
-        self.details.as_ref()?.recurring_agreement_ref.as_ref()
-    }
-
-    /// Takes one detail out (the aggregate moves strings into events).
-    pub(crate) fn take_detail<T>(
-        &mut self,
-        f: impl FnOnce(&mut ObservationDetails) -> Option<T>,
-    ) -> Option<T> {
-        self.details.as_deref_mut().and_then(f)
     }
 
     pub fn with_gateway_order_id(mut self, id: impl Into<String>) -> Self {
@@ -180,19 +127,18 @@ impl PaymentObservation {
     }
 
     pub fn with_balances(mut self, b: Balances) -> Self {
-        self.details_mut().balances = Some(b);
+        self.balances = Some(b);
         self
     }
 
     pub fn with_error(mut self, code: impl Into<String>, description: impl Into<String>) -> Self {
-        let d = self.details_mut();
-        d.error_code = Some(code.into());
-        d.error_description = Some(description.into());
+        self.error_code = Some(code.into());
+        self.error_description = Some(description.into());
         self
     }
 
     pub fn with_authentication_url(mut self, url: impl Into<String>) -> Self {
-        self.details_mut().authentication_url = Some(url.into());
+        self.authentication_url = Some(url.into());
         self
     }
 
@@ -201,9 +147,8 @@ impl PaymentObservation {
         token: impl Into<String>,
         shopper_reference: impl Into<String>,
     ) -> Self {
-        let d = self.details_mut();
-        d.token = Some(token.into());
-        d.shopper_reference = Some(shopper_reference.into());
+        self.token = Some(token.into());
+        self.shopper_reference = Some(shopper_reference.into());
         self
     }
 }
@@ -249,14 +194,16 @@ pub enum Observation {
     Payment(PaymentObservation),
     Refund(RefundObservation),
     /// Transaction Query answered "the order doesn't exist" (206024).
-    /// `settled`: the reconciler's grace period since the initiate was
+    /// `past_grace`: the reconciler's grace period since the initiate was
     /// requested has passed (see `crate::reconciler` for the rule).
     PaymentNotFound {
-        settled: bool,
+        past_grace: bool,
     },
-    /// Refund Query answered "doesn't exist" for this refund.
+    /// Refund Query answered "doesn't exist" for this refund. Never a
+    /// decline, whenever it comes: the first send may have been lost before
+    /// PayKKa saw it, and past the grace period the reconciler sends the
+    /// refund again instead (same `refund_trans_id`). Changes nothing.
     RefundNotFound {
         refund_id: RefundId,
-        settled: bool,
     },
 }

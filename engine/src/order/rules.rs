@@ -1,12 +1,8 @@
 //! The helpers of [`super::decide`]: one function per legal transition
-//! of a merchant command or a PayKKa call's outcome.
+//! of a merchant command or a PayKKa call's outcome. Each takes the placed
+//! order and owns the command's data (it moves into the events).
 
 use super::*;
-
-/// Moves a string out of the (consumed) command.
-pub(super) fn take(s: &mut String) -> String {
-    std::mem::take(s)
-}
 
 pub(super) fn none() -> Decided {
     Ok(Vec::new())
@@ -16,24 +12,25 @@ pub(super) fn one(e: impl Into<OrderEvent>) -> Decided {
     Ok(vec![e.into()])
 }
 
-pub(super) fn illegal(s: &OrderState, cmd: &OrderCommand) -> Decided {
+pub(super) fn illegal(state: Phase, cmd: &OrderCommand) -> Decided {
     Err(DomainError::IllegalCommand {
-        state: s.phase(),
+        state,
         command: cmd.kind(),
     })
 }
 
-pub(super) fn check_currency(s: &OrderState, m: Money) -> Result<(), DomainError> {
-    match s.currency() {
-        Some(c) if c != m.currency => Err(DomainError::CurrencyMismatch {
-            expected: c,
+pub(super) fn check_currency(o: &Order, m: Money) -> Result<(), DomainError> {
+    if o.currency() == m.currency {
+        Ok(())
+    } else {
+        Err(DomainError::CurrencyMismatch {
+            expected: o.currency(),
             got: m.currency,
-        }),
-        _ => Ok(()),
+        })
     }
 }
 
-pub(super) fn place(p: &mut PlacePayment) -> Decided {
+pub(super) fn place(p: PlacePayment) -> Decided {
     if !p.amount.is_positive() {
         return Err(DomainError::NonPositiveAmount {
             operation: "payment",
@@ -41,21 +38,21 @@ pub(super) fn place(p: &mut PlacePayment) -> Decided {
         });
     }
     let trans_id = p.order_id.trans_id();
-    let (checkout_id, session_id) = match p.checkout.take() {
+    let (checkout_id, session_id) = match p.checkout {
         Some((c, s)) => (Some(c), Some(s)),
         None => (None, None),
     };
     let via_checkout = checkout_id.is_some();
     let placed = PaymentPlaced {
         order_id: p.order_id,
-        merchant_id: MerchantId(std::mem::take(&mut p.merchant_id.0)),
+        merchant_id: p.merchant_id,
         trans_id: trans_id.clone(),
         amount: p.amount,
         payment_type: p.payment_type,
         authorisation_type: p.authorisation_type,
         capture_method: p.capture_method,
-        instrument: std::mem::take(&mut p.instrument),
-        store_token: p.store_token.take(),
+        instrument: p.instrument,
+        store_token: p.store_token,
         agreement_id: p.agreement_id,
         checkout_id,
         session_id,
@@ -70,45 +67,41 @@ pub(super) fn place(p: &mut PlacePayment) -> Decided {
 
 /// Placing an existing order again: the same placement is a no-op, another
 /// one an error.
-pub(super) fn repeated_place(s: &OrderState, p: &PlacePayment) -> Decided {
-    match &s.placed {
-        Some(placed)
-            if placed.order_id == p.order_id
-                && placed.amount == p.amount
-                && placed.merchant_id == p.merchant_id =>
-        {
-            none()
-        }
-        _ => Err(DomainError::IdReused {
+pub(super) fn repeated_place(o: &Order, p: &PlacePayment) -> Decided {
+    let placed = &o.placed;
+    if placed.order_id == p.order_id
+        && placed.amount == p.amount
+        && placed.merchant_id == p.merchant_id
+    {
+        none()
+    } else {
+        Err(DomainError::IdReused {
             what: "order id",
             id: p.order_id.to_string(),
-        }),
+        })
     }
 }
 
-pub(super) fn initiate_outcome(s: &OrderState, o: &mut CallOutcome<PaymentObservation>) -> Decided {
+pub(super) fn initiate_outcome(o: &Order, out: CallOutcome<PaymentObservation>) -> Decided {
     let pending = matches!(
-        s.phase(),
-        Phase::AuthorisationPending | Phase::AuthorisationUnknown
+        o.stage,
+        Stage::AuthorisationPending | Stage::AuthorisationUnknown
     );
-    match o {
-        CallOutcome::Accepted(obs) => observe_payment(s, obs),
-        CallOutcome::Declined { code, description } if pending => one(AuthorisationDeclined {
-            code: take(code),
-            description: take(description),
-        }),
-        CallOutcome::Unknown { reason } if s.phase() == Phase::AuthorisationPending => {
-            one(AuthorisationOutcomeUnknown {
-                reason: take(reason),
-            })
+    match out {
+        CallOutcome::Accepted(obs) => observe_payment(o, obs),
+        CallOutcome::Declined { code, description } if pending => {
+            one(AuthorisationDeclined { code, description })
+        }
+        CallOutcome::Unknown { reason } if o.stage == Stage::AuthorisationPending => {
+            one(AuthorisationOutcomeUnknown { reason })
         }
         // A late or repeated outcome: the state already moved on.
         CallOutcome::Declined { .. } | CallOutcome::Unknown { .. } => none(),
     }
 }
 
-pub(super) fn capture(s: &OrderState, c: &CapturePayment) -> Decided {
-    if let Some(done) = s.captures.iter().find(|e| e.capture_id == c.capture_id) {
+pub(super) fn capture(o: &Order, c: &CapturePayment) -> Decided {
+    if let Some(done) = o.captures.iter().find(|e| e.capture_id == c.capture_id) {
         // Repeat of a capture we already know: same amount = no-op.
         return match c.amount {
             Some(a) if a != done.amount => Err(DomainError::IdReused {
@@ -118,23 +111,22 @@ pub(super) fn capture(s: &OrderState, c: &CapturePayment) -> Decided {
             _ => none(),
         };
     }
-    let placed = s.placed.as_deref();
-    if placed.is_some_and(|p| p.capture_method == CaptureMode::Automatic) {
+    if o.placed.capture_method == CaptureMode::Automatic {
         return Err(DomainError::AutomaticCapture);
     }
-    if s.open_capture().is_some() || s.void.is_some_and(CallProgress::is_open) {
+    if o.open_capture().is_some() || o.void.is_some_and(CallProgress::is_open) {
         return Err(DomainError::OperationInFlight {
-            state: s.phase(),
-            operation: if s.open_capture().is_some() {
+            state: o.phase(),
+            operation: if o.open_capture().is_some() {
                 "capture"
             } else {
                 "void"
             },
         });
     }
-    let remaining = s.authorised_money().checked_sub(s.captured_money())?;
+    let remaining = o.money(o.authorised).checked_sub(o.money(o.captured))?;
     let amount = c.amount.unwrap_or(remaining);
-    check_currency(s, amount)?;
+    check_currency(o, amount)?;
     if !amount.is_positive() {
         return Err(DomainError::NonPositiveAmount {
             operation: "capture",
@@ -156,16 +148,16 @@ pub(super) fn capture(s: &OrderState, c: &CapturePayment) -> Decided {
 }
 
 pub(super) fn capture_outcome(
-    s: &OrderState,
+    o: &Order,
     id: CaptureId,
-    o: &mut CallOutcome<PaymentObservation>,
+    out: CallOutcome<PaymentObservation>,
 ) -> Decided {
-    let Some(open) = s.open_capture().filter(|c| c.capture_id == id) else {
+    let Some(open) = o.open_capture().filter(|c| c.capture_id == id) else {
         return none(); // resolved already (webhook, query) or never ours
     };
-    match o {
-        CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
-            let (code, description) = error_of(obs, "FAILURE");
+    match out {
+        CallOutcome::Accepted(mut obs) if obs.status == ObservedStatus::Failure => {
+            let (code, description) = error_of(&mut obs, "FAILURE");
             one(CaptureDeclined {
                 capture_id: id,
                 code,
@@ -178,84 +170,79 @@ pub(super) fn capture_outcome(
         CallOutcome::Accepted(obs) if obs.status.is_captured() => one(Captured {
             capture_id: id,
             amount: open.amount,
-            remainder_released: shows_release(s, obs, open.amount.minor),
+            remainder_released: shows_release(o, &obs, open.amount.minor),
         }),
         // Accepted but still AUTHORIZED/PROCESSING: the result comes later.
         CallOutcome::Accepted(_) => none(),
         CallOutcome::Declined { code, description } => one(CaptureDeclined {
             capture_id: id,
-            code: take(code),
-            description: take(description),
+            code,
+            description,
         }),
         CallOutcome::Unknown { reason } if open.progress == CallProgress::Requested => {
             one(CaptureOutcomeUnknown {
                 capture_id: id,
-                reason: take(reason),
+                reason,
             })
         }
         CallOutcome::Unknown { .. } => none(),
     }
 }
 
-pub(super) fn void(s: &OrderState, reason: Option<String>) -> Decided {
-    if s.void.is_some_and(CallProgress::is_open) {
+pub(super) fn void(o: &Order, reason: Option<String>) -> Decided {
+    if o.void.is_some_and(CallProgress::is_open) {
         return none(); // repeated void while the first is in flight
     }
-    if s.open_capture().is_some() {
+    if o.open_capture().is_some() {
         return Err(DomainError::OperationInFlight {
-            state: s.phase(),
+            state: o.phase(),
             operation: "capture",
         });
     }
     one(VoidRequested { reason })
 }
 
-pub(super) fn void_outcome(s: &OrderState, o: &mut CallOutcome<PaymentObservation>) -> Decided {
-    let Some(progress) = s.void.filter(|p| p.is_open()) else {
+pub(super) fn void_outcome(o: &Order, out: CallOutcome<PaymentObservation>) -> Decided {
+    let Some(progress) = o.void.filter(|p| p.is_open()) else {
         return none();
     };
-    match o {
-        CallOutcome::Accepted(obs) if obs.status == ObservedStatus::Failure => {
-            let (code, description) = error_of(obs, "FAILURE");
+    match out {
+        CallOutcome::Accepted(mut obs) if obs.status == ObservedStatus::Failure => {
+            let (code, description) = error_of(&mut obs, "FAILURE");
             one(VoidDeclined { code, description })
         }
         // The Void of the rest of a final partial capture: released when
         // PayKKa's balances say so; an answer that does not show it leaves
         // the void open for a query to settle.
-        CallOutcome::Accepted(obs) if s.awaits_release() => {
-            if shows_release(s, obs, 0) {
+        CallOutcome::Accepted(obs) if o.awaits_release() => {
+            if shows_release(o, &obs, 0) {
                 one(RemainderReleased {
-                    amount: s.money(s.authorised - s.captured),
+                    amount: o.money(o.authorised - o.captured),
                 })
             } else {
                 none()
             }
         }
-        CallOutcome::Accepted(obs) if obs.status.is_captured() || s.captured > 0 => {
+        CallOutcome::Accepted(obs) if obs.status.is_captured() || o.captured > 0 => {
             // PayKKa says it is captured: the void lost; learn the capture.
-            let mut out = vec![OrderEvent::from(VoidDeclined {
+            let mut events = vec![OrderEvent::from(VoidDeclined {
                 code: "CAPTURED".into(),
                 description: "payment was captured before the void".into(),
             })];
-            out.extend(observe_payment(s, obs)?);
-            Ok(out)
+            events.extend(observe_payment(o, obs)?);
+            Ok(events)
         }
         CallOutcome::Accepted(_) => one(Voided {}),
-        CallOutcome::Declined { code, description } => one(VoidDeclined {
-            code: take(code),
-            description: take(description),
-        }),
+        CallOutcome::Declined { code, description } => one(VoidDeclined { code, description }),
         CallOutcome::Unknown { reason } if progress == CallProgress::Requested => {
-            one(VoidOutcomeUnknown {
-                reason: take(reason),
-            })
+            one(VoidOutcomeUnknown { reason })
         }
         CallOutcome::Unknown { .. } => none(),
     }
 }
 
-pub(super) fn refund(s: &OrderState, r: &mut RefundPayment) -> Decided {
-    if let Some(known) = s.refunds.iter().find(|e| e.refund_id == r.refund_id) {
+pub(super) fn refund(o: &Order, r: RefundPayment) -> Decided {
+    if let Some(known) = o.refunds.iter().find(|e| e.refund_id == r.refund_id) {
         return if known.amount == r.amount {
             none()
         } else {
@@ -265,84 +252,79 @@ pub(super) fn refund(s: &OrderState, r: &mut RefundPayment) -> Decided {
             })
         };
     }
-    check_currency(s, r.amount)?;
+    check_currency(o, r.amount)?;
     if !r.amount.is_positive() {
         return Err(DomainError::NonPositiveAmount {
             operation: "refund",
             amount: r.amount,
         });
     }
-    // Plain minor units: the state holds one currency (checked above) and
-    // refunded + in flight <= captured (an invariant), so no Money
-    // re-validation per step.
-    let available = s
+    // Plain minor units: the order holds one currency (checked above) and
+    // refunded + in flight <= captured (an invariant).
+    let available = o
         .captured
-        .saturating_sub(s.refunded)
-        .saturating_sub(s.refunds_in_flight());
+        .saturating_sub(o.refunded)
+        .saturating_sub(o.refunds_in_flight());
     if r.amount.minor > available {
         return Err(DomainError::AmountExceedsAvailable {
             operation: "refund",
             requested: r.amount,
-            available: s.money(available),
+            available: o.money(available),
         });
     }
-    let seq = u32::try_from(s.refunds.len() + 1).unwrap_or(u32::MAX);
-    let Some(order_id) = s.order_id() else {
-        return illegal(s, &OrderCommand::Refund(r.clone()));
-    };
+    let seq = u32::try_from(o.refunds.len() + 1).unwrap_or(u32::MAX);
     one(RefundRequested {
         refund_id: r.refund_id,
-        refund_trans_id: order_id.refund_trans_id(seq),
+        refund_trans_id: o.order_id().refund_trans_id(seq),
         amount: r.amount,
-        reason: r.reason.take(),
+        reason: r.reason,
     })
 }
 
-pub(super) fn repeated_refund(s: &OrderState, r: &RefundPayment) -> Decided {
-    match s.refunds.iter().find(|e| e.refund_id == r.refund_id) {
+/// A refund of a fully refunded order: a repeat of a known refund is a
+/// no-op, anything else is refused.
+pub(super) fn repeated_refund(o: &Order, r: RefundPayment) -> Decided {
+    match o.refunds.iter().find(|e| e.refund_id == r.refund_id) {
         Some(known) if known.amount == r.amount => none(),
-        _ => illegal(s, &OrderCommand::Refund(r.clone())),
+        _ => illegal(o.phase(), &OrderCommand::Refund(r)),
     }
 }
 
 pub(super) fn refund_outcome(
-    s: &OrderState,
+    o: &Order,
     id: RefundId,
-    o: &mut CallOutcome<RefundObservation>,
+    out: CallOutcome<RefundObservation>,
 ) -> Decided {
-    match o {
-        CallOutcome::Accepted(obs) => observe_refund(s, obs),
-        CallOutcome::Declined { code, description } => match open_refund(s, id) {
+    match out {
+        CallOutcome::Accepted(obs) => observe_refund(o, obs),
+        CallOutcome::Declined { code, description } => match open_refund(o, id) {
             Some(_) => one(RefundDeclined {
                 refund_id: id,
-                code: take(code),
-                description: take(description),
+                code,
+                description,
             }),
             None => none(),
         },
-        CallOutcome::Unknown { reason } => match open_refund(s, id) {
+        CallOutcome::Unknown { reason } => match open_refund(o, id) {
             Some(r) if r.progress == CallProgress::Requested => one(RefundOutcomeUnknown {
                 refund_id: id,
-                reason: take(reason),
+                reason,
             }),
             _ => none(),
         },
     }
 }
 
-pub(super) fn open_refund(s: &OrderState, id: RefundId) -> Option<&RefundEntry> {
-    s.refunds
+pub(super) fn open_refund(o: &Order, id: RefundId) -> Option<&RefundEntry> {
+    o.refunds
         .iter()
         .find(|r| r.refund_id == id && r.progress.is_open())
 }
 
-/// The error code and description of `obs`, moved out of it (the
-/// observation is consumed by decide: no copy).
+/// The error code and description of `obs`, moved out of it.
 pub(super) fn error_of(obs: &mut PaymentObservation, default: &str) -> (String, String) {
     (
-        obs.take_detail(|d| d.error_code.take())
-            .unwrap_or_else(|| default.to_owned()),
-        obs.take_detail(|d| d.error_description.take())
-            .unwrap_or_default(),
+        obs.error_code.take().unwrap_or_else(|| default.to_owned()),
+        obs.error_description.take().unwrap_or_default(),
     )
 }
