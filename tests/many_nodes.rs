@@ -219,6 +219,9 @@ where
     }
 }
 
+/// Which node reported the relay and the reconciler role at one sample.
+type Holders = (Option<usize>, Option<usize>);
+
 /// `(relay, reconciler)` roles a node reports on `/metrics`; `None` when
 /// it does not answer.
 async fn roles(http: &reqwest::Client, url: &str) -> Option<(bool, bool)> {
@@ -368,7 +371,7 @@ async fn three_nodes_share_the_load_and_survive_the_lease_holder_s_kill_9() {
     // ---- role monitor: at most one holder of each role at every sample
     let alive: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(true)).collect());
     let stop_monitor = Arc::new(AtomicBool::new(false));
-    let holders: Arc<Mutex<Vec<(Option<usize>, Option<usize>)>>> = Arc::default();
+    let holders: Arc<Mutex<Vec<Holders>>> = Arc::default();
     let monitor = {
         let (http, urls, alive, stop, holders) = (
             http.clone(),
