@@ -132,9 +132,17 @@ async fn reconcile_under_lease(
                         }
                         _ = tokio::time::sleep(interval) => {}
                     }
+                    let started = std::time::Instant::now();
                     match reconciler.run_once_leased(lease.as_ref()).await {
                         Ok(r) if r.lease_lost => break,
                         Ok(r) => {
+                            // What a pass costs (docs/BENCHMARKS.md, "Scale").
+                            tracing::debug!(
+                                elapsed_us = u64::try_from(started.elapsed().as_micros())
+                                    .unwrap_or(u64::MAX),
+                                candidates = r.candidates,
+                                "reconciler pass done"
+                            );
                             metrics.set_reconciler_backlog(gauge(r.candidates as u64));
                             metrics.set_reconciler_open(
                                 gauge(r.due_orders as u64),
