@@ -10,6 +10,7 @@ use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
 use payorch_engine::listing::{Indexer, ResourceIndex};
 use payorch_engine::open_work::OpenWorkIndex;
 use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
+use payorch_engine::wakeup::{WakeupSignal, WakingStore};
 use payorch_postgres::AdvisoryLock;
 use payorch_postgres::PostgresStore;
 use payorch_sqlite::SqliteStore;
@@ -17,7 +18,9 @@ use payorch_sqlite::SqliteStore;
 /// An opened store.
 #[derive(Clone)]
 pub enum Store {
-    Sqlite(Arc<SqliteStore>),
+    /// The embedded store, with the in-process signal its appends raise
+    /// (one process per file: every append goes through [`Store::events`]).
+    Sqlite(Arc<SqliteStore>, WakeupSignal),
     Postgres(Arc<PostgresStore>),
 }
 
@@ -48,7 +51,7 @@ impl Store {
             let s = SqliteStore::open(&sqlite_url(url))
                 .await
                 .with_context(|| format!("cannot open SQLite store {url}"))?;
-            Ok(Store::Sqlite(Arc::new(s)))
+            Ok(Store::Sqlite(Arc::new(s), WakeupSignal::new()))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let s = PostgresStore::connect(url)
                 .await
@@ -88,7 +91,7 @@ impl Store {
     /// Applies the embedded migrations (idempotent).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Store::Sqlite(s) => s.migrate().await.context("SQLite migrations failed"),
+            Store::Sqlite(s, _) => s.migrate().await.context("SQLite migrations failed"),
             Store::Postgres(s) => s.migrate().await.context("Postgres migrations failed"),
         }
     }
@@ -96,21 +99,23 @@ impl Store {
     /// `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Store::Sqlite(_) => "sqlite",
+            Store::Sqlite(..) => "sqlite",
             Store::Postgres(_) => "postgres",
         }
     }
 
+    /// The event store. On SQLite every successful append signals the
+    /// store's [`WakeupSignal`], so tailers in this process sleep while idle.
     pub fn events(&self) -> Arc<dyn EventStore> {
         match self {
-            Store::Sqlite(s) => s.clone(),
+            Store::Sqlite(s, signal) => Arc::new(WakingStore::new(s.clone(), signal.clone())),
             Store::Postgres(s) => s.clone(),
         }
     }
 
     pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
         match self {
-            Store::Sqlite(s) => s.clone(),
+            Store::Sqlite(s, _) => s.clone(),
             Store::Postgres(s) => s.clone(),
         }
     }
@@ -118,7 +123,7 @@ impl Store {
     /// The listing index (migration 0005).
     pub fn index(&self) -> Arc<dyn ResourceIndex> {
         match self {
-            Store::Sqlite(s) => s.clone(),
+            Store::Sqlite(s, _) => s.clone(),
             Store::Postgres(s) => s.clone(),
         }
     }
@@ -135,7 +140,7 @@ impl Store {
 
     pub fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
         match self {
-            Store::Sqlite(s) => s.clone(),
+            Store::Sqlite(s, _) => s.clone(),
             Store::Postgres(s) => s.clone(),
         }
     }
@@ -143,7 +148,7 @@ impl Store {
     /// The reconciler's open-work index (the `open_work` table).
     pub fn open_work(&self) -> Arc<dyn OpenWorkIndex> {
         match self {
-            Store::Sqlite(s) => s.clone(),
+            Store::Sqlite(s, _) => s.clone(),
             Store::Postgres(s) => s.clone(),
         }
     }
@@ -151,18 +156,21 @@ impl Store {
     /// Bulk import (`payorch import`): batched, idempotent by event id.
     pub fn bulk(&self) -> Arc<dyn payorch_engine::bulk::BulkImport> {
         match self {
-            Store::Sqlite(s) => s.clone(),
+            Store::Sqlite(s, _) => s.clone(),
             Store::Postgres(s) => s.clone(),
         }
     }
 
-    /// A wake-up source that announces appends from any process: Postgres
-    /// `LISTEN payorch_events` (a task holding one connection). `None` on
-    /// SQLite (tailers poll the local file).
-    pub fn wakeup(&self) -> Option<payorch_postgres::wakeup::PgWakeup> {
+    /// A wake-up source that announces appends: on Postgres from any
+    /// process (`LISTEN payorch_events`, a task holding one connection); on
+    /// SQLite the in-process signal raised by appends through
+    /// [`Store::events`] (one process per file).
+    pub fn wakeup(&self) -> StoreWakeup {
         match self {
-            Store::Sqlite(_) => None,
-            Store::Postgres(s) => Some(payorch_postgres::wakeup::PgWakeup::start(s.pool())),
+            Store::Sqlite(_, signal) => StoreWakeup::Local(signal.clone()),
+            Store::Postgres(s) => {
+                StoreWakeup::Postgres(payorch_postgres::wakeup::PgWakeup::start(s.pool()))
+            }
         }
     }
 
@@ -170,7 +178,7 @@ impl Store {
     /// or a process-local lock for SQLite (one process per file).
     pub fn leader_lock(&self) -> Arc<dyn LeaderLock> {
         match self {
-            Store::Sqlite(_) => Arc::new(InMemoryLeaderLock::new()),
+            Store::Sqlite(..) => Arc::new(InMemoryLeaderLock::new()),
             Store::Postgres(s) => Arc::new(PgLeaderLock { store: s.clone() }),
         }
     }
@@ -178,8 +186,25 @@ impl Store {
     /// Closes pools (SQLite checkpoints its WAL).
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(s) => s.close().await,
+            Store::Sqlite(s, _) => s.close().await,
             Store::Postgres(s) => s.pool().close().await,
+        }
+    }
+}
+
+/// What [`Store::wakeup`] gives: keep it alive while tailers use its
+/// signal (the Postgres one owns the `LISTEN` task).
+pub enum StoreWakeup {
+    Local(WakeupSignal),
+    Postgres(payorch_postgres::wakeup::PgWakeup),
+}
+
+impl StoreWakeup {
+    /// The signal tailers subscribe to.
+    pub fn signal(&self) -> &WakeupSignal {
+        match self {
+            StoreWakeup::Local(s) => s,
+            StoreWakeup::Postgres(w) => w.signal(),
         }
     }
 }
@@ -215,7 +240,55 @@ impl LeaderLock for PgLeaderLock {
 
 #[cfg(test)]
 mod tests {
-    use super::{sqlite_path, sqlite_url};
+    use std::time::Duration;
+
+    use payorch_engine::store::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
+    use payorch_engine::wakeup::EventWakeup;
+
+    use super::{Store, sqlite_path, sqlite_url};
+
+    fn append(stream: &str) -> AppendRequest {
+        AppendRequest {
+            stream_id: StreamId::new(stream),
+            stream_type: "order".into(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "created".into(),
+                schema_version: 1,
+                payload: serde_json::value::RawValue::from_string("{}".into()).expect("json"),
+                metadata: Default::default(),
+                recorded_at: time::OffsetDateTime::now_utc(),
+            }],
+            idempotency: None,
+        }
+    }
+
+    /// Idle SQLite is idle: a tailer sleeping on the store's wake-up is
+    /// woken by an append through `events()`, and not otherwise.
+    #[tokio::test]
+    async fn sqlite_appends_wake_tailers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = Store::open_migrated(&url).await.expect("store");
+        let wakeup = store.wakeup();
+        let listener = wakeup.signal().subscribe();
+        assert!(
+            !listener.wait(Duration::from_millis(50)).await,
+            "no append, no wake-up"
+        );
+        let events = store.events();
+        events.append(append("order-1")).await.expect("append");
+        assert!(
+            listener.wait(Duration::from_secs(10)).await,
+            "an append wakes the tailer"
+        );
+        assert!(
+            !listener.wait(Duration::from_millis(50)).await,
+            "one append, one wake-up"
+        );
+        store.close().await;
+    }
 
     #[test]
     fn sqlite_paths() {

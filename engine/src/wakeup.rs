@@ -90,14 +90,16 @@ impl EventWakeup for WakeupListener {
     }
 }
 
-/// An [`EventStore`] that signals after every successful append.
-pub struct WakingStore<S> {
-    inner: S,
+/// An [`EventStore`] that signals after every successful append. It
+/// shares the inner store (`Arc`), so the store's other ports (checkpoints,
+/// idempotency, indexes) stay on the same value.
+pub struct WakingStore<S: ?Sized> {
+    inner: Arc<S>,
     signal: WakeupSignal,
 }
 
-impl<S> WakingStore<S> {
-    pub fn new(inner: S, signal: WakeupSignal) -> Self {
+impl<S: ?Sized> WakingStore<S> {
+    pub fn new(inner: Arc<S>, signal: WakeupSignal) -> Self {
         WakingStore { inner, signal }
     }
 
@@ -107,7 +109,7 @@ impl<S> WakingStore<S> {
 }
 
 #[async_trait]
-impl<S: EventStore> EventStore for WakingStore<S> {
+impl<S: EventStore + ?Sized> EventStore for WakingStore<S> {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let out = self.inner.append(request).await?;
         if !out.already_stored {
@@ -165,7 +167,10 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_listener_wakes_on_append() {
         let signal = WakeupSignal::new();
-        let store = Arc::new(WakingStore::new(InMemoryStore::new(), signal.clone()));
+        let store = Arc::new(WakingStore::new(
+            Arc::new(InMemoryStore::new()),
+            signal.clone(),
+        ));
         let listener = signal.subscribe();
         let waiter = tokio::spawn(async move { listener.wait(Duration::from_secs(30)).await });
         let event = NewEvent {

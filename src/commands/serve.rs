@@ -68,11 +68,10 @@ pub struct Args {
     log_format: Option<crate::config::LogFormat>,
 }
 
-/// How often the relay-lag gauge is refreshed while the relay lags (or
-/// without a wake-up source).
+/// How often the relay-lag gauge is refreshed while the relay lags.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// With a wake-up source and no lag: refreshed on the next append, or
+/// With no lag: refreshed on the next append (the store's wake-up), or
 /// after this long.
 const LAG_IDLE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -133,9 +132,17 @@ async fn reconcile_under_lease(
                         }
                         _ = tokio::time::sleep(interval) => {}
                     }
+                    let started = std::time::Instant::now();
                     match reconciler.run_once_leased(lease.as_ref()).await {
                         Ok(r) if r.lease_lost => break,
                         Ok(r) => {
+                            // What a pass costs (docs/BENCHMARKS.md, "Scale").
+                            tracing::debug!(
+                                elapsed_us = u64::try_from(started.elapsed().as_micros())
+                                    .unwrap_or(u64::MAX),
+                                candidates = r.candidates,
+                                "reconciler pass done"
+                            );
                             metrics.set_reconciler_backlog(gauge(r.candidates as u64));
                             metrics.set_reconciler_open(
                                 gauge(r.due_orders as u64),
@@ -208,8 +215,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         }
         let router = payorch_http::router(state);
 
-        // Events out. On Postgres the relay sleeps on LISTEN/NOTIFY while
-        // idle instead of polling.
+        // Events out. The relay sleeps while idle instead of polling: woken
+        // by LISTEN/NOTIFY on Postgres, by the in-process append signal on
+        // SQLite.
         let wakeup = app.store.wakeup();
         let mut relay_name = None;
         let relay = match &config.amqp_url {
@@ -222,9 +230,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                     app.store.leader_lock(),
                     relay_config,
                 );
-                if let Some(w) = &wakeup {
-                    relay = relay.with_wakeup(Arc::new(w.signal().subscribe()));
-                }
+                relay = relay.with_wakeup(Arc::new(wakeup.signal().subscribe()));
                 Some(relay.spawn())
             }
             None => None,
@@ -264,7 +270,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             let metrics = app.metrics.clone();
             let mut stop_rx = stop_tx.subscribe();
             let relay_status = relay.as_ref().map(|r| r.watch());
-            let wake = wakeup.as_ref().map(|w| w.signal().subscribe());
+            let wake = wakeup.signal().subscribe();
             tokio::spawn(async move {
                 let mut lag = 0;
                 loop {
@@ -281,11 +287,10 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                     // Caught up and told of appends: sleep until the next
                     // one (or LAG_IDLE_INTERVAL); otherwise every second.
                     let pause = async {
-                        match &wake {
-                            Some(w) if lag == 0 => {
-                                w.wait(LAG_IDLE_INTERVAL).await;
-                            }
-                            _ => tokio::time::sleep(LAG_INTERVAL).await,
+                        if lag == 0 {
+                            wake.wait(LAG_IDLE_INTERVAL).await;
+                        } else {
+                            tokio::time::sleep(LAG_INTERVAL).await;
                         }
                     };
                     tokio::select! {

@@ -1,9 +1,13 @@
 //! [`BulkImport`] on Postgres (`payorch import`): one transaction per
-//! batch, three statements whatever its size: look up the batch's event
-//! ids, read the heads of its streams, insert the new events with one
-//! `INSERT ... SELECT FROM UNNEST(arrays)`. Positions follow the append
-//! rule (`(xid << 16) | ordinal`, see the crate docs), so a batch holds at
-//! most [`crate::MAX_BATCH`] events. Not on the append path.
+//! batch, four round trips whatever its size: look up the batch's event
+//! ids (ids already stored at the same place are skipped), read the heads
+//! of its streams (each stream must continue), read the transaction id,
+//! then `COPY events FROM STDIN` (text format) with the new events.
+//! Positions follow the append rule (`(xid << 16) | ordinal`, see the
+//! crate docs), computed here, so a batch holds at most
+//! [`crate::MAX_BATCH`] events. Payloads are sent as stored (no JSON
+//! re-serialisation); Postgres still checks them as `json`. Not on the
+//! append path.
 
 use std::collections::HashMap;
 
@@ -15,15 +19,67 @@ use uuid::Uuid;
 
 use crate::{MAX_BATCH, PostgresStore, corrupt, unavailable, unique_violation};
 
-const INSERT_SQL: &str = "INSERT INTO events (global_position, stream_id, stream_type, version, \
-     event_id, event_type, schema_version, payload, metadata, recorded_at) \
-     SELECT (pg_current_xact_id()::text::int8 << 16) | u.ord, u.stream_id, u.stream_type, \
-            u.version, u.event_id, u.event_type, u.schema_version, u.payload::json, \
-            u.metadata::json, u.recorded_at \
-     FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::uuid[], $5::text[], $6::int4[], \
-                 $7::text[], $8::text[], $9::timestamptz[]) \
-       WITH ORDINALITY AS u(stream_id, stream_type, version, event_id, event_type, \
-                            schema_version, payload, metadata, recorded_at, ord)";
+const COPY_SQL: &str = "COPY events (global_position, stream_id, stream_type, version, \
+     event_id, event_type, schema_version, payload, metadata, recorded_at) FROM STDIN";
+
+/// Bytes of COPY data sent per message.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Appends `value` as a COPY text-format field: backslash, tab, newline
+/// and carriage return escaped.
+fn copy_text(buf: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+/// One COPY text-format row of `events` (see [`COPY_SQL`]'s columns).
+fn copy_row(buf: &mut Vec<u8>, position: i64, e: &RecordedEvent) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let version = i64::try_from(e.version.0)
+        .map_err(|_| StoreError::Invalid(format!("version {} out of range", e.version.0)))?;
+    let schema = i32::try_from(e.schema_version).map_err(|_| {
+        StoreError::Invalid(format!("schema version {} out of range", e.schema_version))
+    })?;
+    // UTC, microseconds truncated like sqlx's encoding on the append path.
+    let t = e.recorded_at.to_offset(time::UtcOffset::UTC);
+    let _ = write!(buf, "{position}\t");
+    copy_text(buf, e.stream_id.as_str());
+    buf.push(b'\t');
+    copy_text(buf, &e.stream_type);
+    let _ = write!(buf, "\t{version}\t{}\t", e.event_id);
+    copy_text(buf, &e.event_type);
+    let _ = write!(buf, "\t{schema}\t");
+    copy_text(buf, e.payload.get());
+    buf.push(b'\t');
+    let metadata = serde_json::to_string(&e.metadata)
+        .map_err(|err| StoreError::Invalid(format!("metadata: {err}")))?;
+    copy_text(buf, &metadata);
+    let _ = writeln!(
+        buf,
+        "\t{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    );
+    Ok(())
+}
 
 #[async_trait]
 impl BulkImport for PostgresStore {
@@ -110,60 +166,38 @@ impl BulkImport for PostgresStore {
             }
         }
 
-        // 3. One insert for the batch.
-        let n = fresh.len();
-        let (mut sid, mut sty, mut ver, mut eid, mut ety, mut sch, mut pay, mut meta, mut rec) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for e in fresh {
-            sid.push(e.stream_id.as_str());
-            sty.push(e.stream_type.as_str());
-            ver.push(i64::try_from(e.version.0).map_err(|_| {
-                StoreError::Invalid(format!("version {} out of range", e.version.0))
-            })?);
-            eid.push(e.event_id);
-            ety.push(e.event_type.as_str());
-            sch.push(i32::try_from(e.schema_version).map_err(|_| {
-                StoreError::Invalid(format!("schema version {} out of range", e.schema_version))
-            })?);
-            pay.push(e.payload.get());
-            meta.push(
-                serde_json::to_string(&e.metadata)
-                    .map_err(|err| StoreError::Invalid(format!("metadata: {err}")))?,
-            );
-            rec.push(e.recorded_at);
-        }
-        let inserted = sqlx::query(INSERT_SQL)
-            .bind(&sid)
-            .bind(&sty)
-            .bind(&ver)
-            .bind(&eid)
-            .bind(&ety)
-            .bind(&sch)
-            .bind(&pay)
-            .bind(&meta)
-            .bind(&rec)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) => {
-                return Err(match unique_violation(&e) {
-                    Some(c) => StoreError::Unavailable(format!(
-                        "a concurrent writer stored events of these streams during the import \
-                         ({c}); run the import again"
-                    )),
-                    None => unavailable(e),
-                });
+        // 3. One COPY for the batch, positions computed here from the
+        // transaction's id (the append rule), so the server only parses
+        // and indexes.
+        let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::int8")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut copy = tx.copy_in_raw(COPY_SQL).await.map_err(unavailable)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
+        for (ord, e) in fresh.iter().enumerate() {
+            // ord < MAX_BATCH = 0xFFFF: checked above; 1-based like
+            // WITH ORDINALITY on the append path.
+            let position = (xid << 16) | (ord as i64 + 1);
+            copy_row(&mut buf, position, e)?;
+            if buf.len() >= COPY_CHUNK {
+                copy.send(std::mem::take(&mut buf))
+                    .await
+                    .map_err(unavailable)?;
+                buf.reserve(COPY_CHUNK + 4096);
             }
+        }
+        if !buf.is_empty() {
+            copy.send(buf).await.map_err(unavailable)?;
+        }
+        if let Err(e) = copy.finish().await {
+            return Err(match unique_violation(&e) {
+                Some(c) => StoreError::Unavailable(format!(
+                    "a concurrent writer stored events of these streams during the import \
+                     ({c}); run the import again"
+                )),
+                None => unavailable(e),
+            });
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(outcome)

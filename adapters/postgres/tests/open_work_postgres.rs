@@ -249,3 +249,58 @@ async fn bulk_import_is_idempotent_and_validated() {
     payorch_engine::bulk::conformance(fx.store.clone()).await;
     fx.teardown().await;
 }
+
+/// The COPY path keeps every byte: payloads with whitespace (tabs,
+/// newlines) between JSON tokens and backslash escapes, stream ids with
+/// backslashes, and the microseconds of `recorded_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_import_keeps_payload_bytes_and_timestamps() {
+    use payorch_engine::bulk::BulkImport;
+    use payorch_engine::store::{
+        EventMetadata, EventStore, Position, RecordedEvent, StreamId, Version,
+    };
+    let Some(fx) = fixture().await else { return };
+    let payload = "{\"a\":\t\"x\\\\ty\\n\",\r\n \"b\": \"\\u00e9\u{e9}\"}";
+    let recorded_at = time::OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_789)
+        .expect("time")
+        .to_offset(time::UtcOffset::from_hms(2, 0, 0).expect("offset"));
+    let stream = StreamId::new(format!("order-\\tab\\{}", Uuid::now_v7()));
+    let event = RecordedEvent {
+        global_position: Position(1),
+        stream_id: stream.clone(),
+        stream_type: "order".into(),
+        version: Version(1),
+        event_id: Uuid::now_v7(),
+        event_type: "placed\\x".into(),
+        schema_version: 2,
+        payload: serde_json::value::RawValue::from_string(payload.into()).expect("json"),
+        metadata: EventMetadata {
+            merchant_id: Some("m\t1".into()),
+            ..Default::default()
+        },
+        recorded_at,
+    };
+    let o = fx
+        .store
+        .import_batch(std::slice::from_ref(&event))
+        .await
+        .expect("import");
+    assert_eq!((o.imported, o.already_present), (1, 0));
+    let back = fx
+        .store
+        .read_stream(&stream, Version(1), 10)
+        .await
+        .expect("read");
+    assert_eq!(back.len(), 1);
+    let b = &back[0];
+    assert_eq!(b.payload.get(), payload, "payload bytes kept");
+    assert_eq!(b.event_type, "placed\\x");
+    assert_eq!(b.metadata.merchant_id.as_deref(), Some("m\t1"));
+    assert_eq!(
+        b.recorded_at.unix_timestamp_nanos(),
+        1_764_000_000_123_456_000,
+        "microseconds kept, nanoseconds truncated"
+    );
+    assert_eq!(b.schema_version, 2);
+    fx.teardown().await;
+}

@@ -11,7 +11,9 @@
 //! * [`subscriber::RabbitBus`] implements the engine's
 //!   [`EventBus`](payorch_engine::bus::EventBus): a durable queue bound with
 //!   topic patterns, manual ack after the handler succeeded, bounded retries
-//!   through a retry queue, then a dead-letter queue.
+//!   through a retry queue, then a dead-letter queue; or, with ordered
+//!   delivery, [`partitioned`] queues by stream id whose partitions the
+//!   running instances share, one active consumer per partition.
 //! * [`health::BrokerHealth`] probes the broker for `/healthz` over one
 //!   kept connection (a channel open/close per probe).
 //! * [`topology`] declares exchanges and queues idempotently and names the
@@ -24,6 +26,7 @@ use payorch_engine::bus::BusError;
 use payorch_engine::store::{Position, StoreError};
 
 pub mod health;
+pub mod partitioned;
 pub mod relay;
 pub mod subscriber;
 pub mod topology;

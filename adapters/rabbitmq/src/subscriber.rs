@@ -17,6 +17,10 @@
 //!   dead-letter arguments route it to `<queue>.dlq` (with RabbitMQ's
 //!   `x-death` header).
 //!
+//! With [`SubscriptionOptions::ordered`] set, the subscription is
+//! partitioned by stream instead, and retries happen in place: see
+//! [`crate::partitioned`].
+//!
 //! A lost connection is re-established with backoff; unacked deliveries are
 //! redelivered by the broker (at-least-once: dedupe by `message_id`).
 
@@ -40,6 +44,7 @@ use payorch_engine::bus::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::partitioned::{Partitioned, Shared};
 use crate::topology::{self, EXCHANGE, H_RETRIES, H_ROUTING_KEY};
 use crate::{Backoff, RabbitError};
 
@@ -50,6 +55,10 @@ pub struct RabbitBusConfig {
     /// Exchange the queues bind to (default `payorch.events`).
     pub exchange: String,
     pub backoff: Backoff,
+    /// Ordered subscriptions: how often an instance recounts the instances
+    /// and claims or releases partitions (default 2 s). A dead instance's
+    /// partitions wait at most this long for a new owner.
+    pub rebalance_interval: Duration,
 }
 
 impl RabbitBusConfig {
@@ -58,6 +67,7 @@ impl RabbitBusConfig {
             amqp_url: amqp_url.into(),
             exchange: EXCHANGE.to_owned(),
             backoff: Backoff::default(),
+            rebalance_interval: Duration::from_secs(2),
         }
     }
 
@@ -82,13 +92,28 @@ impl RabbitBus {
 #[async_trait]
 impl EventBus for RabbitBus {
     /// Declares the topology and starts consuming before returning, so
-    /// events published after this call reach the queue.
+    /// events published after this call reach the queue (an ordered
+    /// subscription claims its partitions right after).
     async fn subscribe_raw(
         &self,
         options: SubscriptionOptions,
         handler: Arc<dyn RawEventHandler>,
     ) -> Result<Subscription, BusError> {
         options.validate()?;
+        if let Some(ordered) = options.ordered {
+            let worker = Partitioned {
+                config: self.config.clone(),
+                partitions: ordered.partitions,
+                shared: Arc::new(Shared { options, handler }),
+                instance: Uuid::now_v7(),
+            };
+            let session = worker.open().await.map_err(BusError::from)?;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            return Ok(Subscription::new(
+                stop_tx,
+                tokio::spawn(worker.run(session, stop_rx)),
+            ));
+        }
         let worker = Worker {
             config: self.config.clone(),
             retry_queue: topology::short(topology::retry_queue(&options.name))

@@ -9,8 +9,24 @@
 //!   per-message `expiration` (the retry delay) and is dead-lettered back
 //!   into `<queue>`;
 //! * `<queue>.dlq`: durable, for operators (inspect, shovel back).
+//!
+//! With ordered delivery ([`declare_partitioned`]) the subscription has no
+//! `<queue>` nor `<queue>.retry`; instead:
+//!
+//! * `<queue>.partitions`: a durable `x-consistent-hash` exchange (plugin
+//!   `rabbitmq_consistent_hash_exchange`) hashing the `payorch-stream-id`
+//!   header (argument `hash-header`), bound to `payorch.events` with the
+//!   subscription's patterns (exchange-to-exchange bindings);
+//! * `<queue>.p<i>` for `i` in `0..partitions`: durable, dead-lettering
+//!   into `<queue>.dlq`, bound to `<queue>.partitions` with weight `"1"`,
+//!   consumed by one **exclusive** consumer at a time;
+//! * `<queue>.members`: durable, never bound, never holds a message; every
+//!   running instance keeps a consumer on it, so its consumer count is the
+//!   number of instances (the fair share of partitions each one claims).
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use payorch_engine::bus::{envelope_json, routing_key};
@@ -51,6 +67,25 @@ pub fn dead_letter_queue(queue: &str) -> String {
 pub fn retry_queue(queue: &str) -> String {
     format!("{queue}.retry")
 }
+
+/// The consistent-hash exchange of an ordered subscription.
+pub fn partition_exchange(queue: &str) -> String {
+    format!("{queue}.partitions")
+}
+
+/// Partition `index` of an ordered subscription.
+pub fn partition_queue(queue: &str, index: u16) -> String {
+    format!("{queue}.p{index}")
+}
+
+/// The membership queue of an ordered subscription.
+pub fn members_queue(queue: &str) -> String {
+    format!("{queue}.members")
+}
+
+/// The header the consistent-hash exchange hashes: the stream id, so all
+/// events of one stream land in one partition.
+pub const PARTITION_HASH_HEADER: &str = H_STREAM_ID;
 
 pub(crate) fn short(s: impl Into<String>) -> Result<ShortString, RabbitError> {
     let s = s.into();
@@ -120,6 +155,86 @@ pub async fn declare_subscription(
             .await?;
     }
     Ok(())
+}
+
+/// Declares an ordered subscription (see the module docs): the
+/// consistent-hash exchange bound to `exchange` with each pattern,
+/// `partitions` partition queues, the dead-letter queue and the membership
+/// queue.
+pub async fn declare_partitioned(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    patterns: &[String],
+    partitions: u16,
+) -> Result<(), RabbitError> {
+    declare_exchange(channel, exchange).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let dlq = dead_letter_queue(queue);
+    channel
+        .queue_declare(short(dlq.clone())?, durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_declare(short(members_queue(queue))?, durable, FieldTable::default())
+        .await?;
+
+    let hash = partition_exchange(queue);
+    let mut hash_args = FieldTable::default();
+    hash_args.insert("hash-header".into(), long(PARTITION_HASH_HEADER));
+    channel
+        .exchange_declare(
+            short(hash.clone())?,
+            ExchangeKind::Custom("x-consistent-hash".into()),
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            hash_args,
+        )
+        .await?;
+    for pattern in patterns {
+        channel
+            .exchange_bind(
+                short(hash.clone())?,
+                short(exchange)?,
+                short(pattern.clone())?,
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    for index in 0..partitions {
+        let name = short(partition_queue(queue, index))?;
+        channel
+            .queue_declare(name.clone(), durable, partition_queue_args(queue))
+            .await?;
+        channel
+            .queue_bind(
+                name,
+                short(hash.clone())?,
+                ShortString::from("1"),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The arguments of a partition queue: dead letters into `<queue>.dlq`.
+/// (Not `x-single-active-consumer`: such queues refuse the exclusive
+/// consumers the claim protocol relies on.)
+pub fn partition_queue_args(queue: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), long(""));
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        long(dead_letter_queue(queue)),
+    );
+    args
 }
 
 /// A routing key within AMQP's 255-byte limit (cut at a char boundary; only

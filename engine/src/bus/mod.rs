@@ -206,6 +206,43 @@ pub struct SubscriptionOptions {
     /// Messages delivered ahead of acknowledgement (RabbitMQ `basic.qos`),
     /// or events read per batch in process.
     pub prefetch: u16,
+    /// Scale out with each stream's events kept in order: `None` (default)
+    /// is one queue whose consumers compete (fast, but two instances, or a
+    /// retry, may deliver an order's `captured` before its `authorised`).
+    /// See [`OrderedDelivery`].
+    pub ordered: Option<OrderedDelivery>,
+}
+
+/// Ordered scale-out: events are partitioned by stream id, each partition
+/// has one active consumer at a time, and a failing event is retried in
+/// place, so no later event of the same stream overtakes it.
+///
+/// * RabbitMQ: a consistent-hash exchange spreads streams over
+///   `partitions` queues; each running instance of the subscription owns a
+///   fair share of them (see `payorch-rabbitmq`'s README). Partitions are
+///   handled in parallel; within one, deliveries are handled one at a time.
+///   A transient failure is retried in place `max_retries` times,
+///   `retry_delay` apart, holding back the rest of its partition. Once
+///   retries are exhausted (or at once for a rejection) the event is
+///   dead-lettered and its stream is *parked*: the instance owning the
+///   partition dead-letters the stream's later events too, in order, so
+///   they never run ahead of the failed one; operators replay the
+///   dead-letter queue in order once the cause is fixed.
+/// * In process: a subscription is a single tailer of the store in global
+///   order that already retries in place, so the option changes nothing
+///   there (a dead-lettered event does not park its stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderedDelivery {
+    /// Number of partitions (1..=[`OrderedDelivery::MAX_PARTITIONS`]). More
+    /// partitions than instances lets work spread; changing it for an
+    /// existing subscription moves streams between partitions, so drain
+    /// the subscription first.
+    pub partitions: u16,
+}
+
+impl OrderedDelivery {
+    /// Upper bound of [`OrderedDelivery::partitions`].
+    pub const MAX_PARTITIONS: u16 = 1024;
 }
 
 impl SubscriptionOptions {
@@ -220,7 +257,13 @@ impl SubscriptionOptions {
             max_retries: 5,
             retry_delay: Duration::from_secs(1),
             prefetch: 64,
+            ordered: None,
         }
+    }
+    /// Ordered scale-out over `partitions` partitions ([`OrderedDelivery`]).
+    pub fn with_ordered_delivery(mut self, partitions: u16) -> Self {
+        self.ordered = Some(OrderedDelivery { partitions });
+        self
     }
     pub fn with_max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
@@ -244,6 +287,16 @@ impl SubscriptionOptions {
             return Err(BusError::InvalidOptions(format!(
                 "subscription {:?} has no binding pattern",
                 self.name
+            )));
+        }
+        if let Some(o) = self.ordered
+            && !(1..=OrderedDelivery::MAX_PARTITIONS).contains(&o.partitions)
+        {
+            return Err(BusError::InvalidOptions(format!(
+                "subscription {:?}: ordered delivery needs 1..={} partitions, got {}",
+                self.name,
+                OrderedDelivery::MAX_PARTITIONS,
+                o.partitions
             )));
         }
         self.patterns
@@ -443,5 +496,17 @@ mod tests {
                 .is_err()
         );
         assert!(SubscriptionOptions::new("a", ["a..b"]).validate().is_err());
+        assert!(
+            SubscriptionOptions::new("a", ["#"])
+                .with_ordered_delivery(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            SubscriptionOptions::new("a", ["#"])
+                .with_ordered_delivery(8)
+                .validate()
+                .is_ok()
+        );
     }
 }

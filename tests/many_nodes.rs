@@ -1,0 +1,665 @@
+//! Three `payorch serve` nodes on one Postgres database and one RabbitMQ
+//! broker (issue 14 point 5, first bullet): payments are spread
+//! round-robin over the nodes, and the node holding the relay lease is
+//! killed with SIGKILL in the middle of the load. Checked:
+//!
+//! * at every sample (every 50 ms, `/metrics` of each live node) at most
+//!   one node reports `payorch_role{role="relay"} 1` and at most one
+//!   `payorch_role{role="reconciler"} 1`, and after the kill a survivor
+//!   takes both roles over;
+//! * every order in the store converges (no PayKKa answer outstanding) to
+//!   the sandbox's books (authorised and captured amounts per `trans_id`);
+//! * every stored event reaches a subscriber queue bound before the nodes
+//!   start, and each stream's events arrive in version order (after
+//!   dedupe by message id: a relay taking over republishes from its
+//!   checkpoint).
+//!
+//! Setup as in `blackbox.rs`: a fresh database (dropped at the end), the
+//! sandbox in-process (its ledger is read directly), keys from `payorch
+//! keygen`. The test kills only the processes it started.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use payorch_engine::store::{EventStore, Position};
+use payorch_postgres::PostgresStore;
+use payorch_rabbitmq::lapin::options::{
+    BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use payorch_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
+use payorch_rabbitmq::lapin::{Connection, ConnectionProperties};
+use payorch_sandbox::{SandboxConfig, SandboxMerchant};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection as _, Executor, PgConnection};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const MERCHANT: &str = "18356675194960";
+const API_KEY: &str = "many-nodes-api-key-1";
+/// Deadline of every wait.
+const WAIT: Duration = Duration::from_secs(90);
+/// Payments before and after the kill.
+const BEFORE_KILL: usize = 24;
+const TOTAL: usize = 72;
+
+fn database_url() -> String {
+    std::env::var("PAYORCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("PAYORCH_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn services_required() -> bool {
+    std::env::var("PAYORCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn skip(what: &str, url: &str, e: &dyn std::fmt::Display) {
+    if services_required() {
+        panic!("{what} at {url} unreachable and PAYORCH_REQUIRE_SERVICES=1: {e}");
+    }
+    eprintln!(
+        "\n*** SKIP many_nodes: {what} at {url} unreachable ({e}); set PAYORCH_REQUIRE_SERVICES=1 to fail instead ***\n"
+    );
+}
+
+async fn admin() -> Result<PgConnection, String> {
+    let opts = PgConnectOptions::from_str(&database_url()).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
+/// `database_url()` with the database name replaced by `db`.
+fn url_of_database(db: &str) -> String {
+    let base = database_url();
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h.to_owned(), format!("?{q}")),
+        None => (base.clone(), String::new()),
+    };
+    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => &head[..],
+    };
+    format!("{host_part}/{db}{query}")
+}
+
+/// The test database; dropped (forcefully) on drop.
+struct Database {
+    name: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A fresh runtime on a plain thread: drop may run inside the test's
+        // runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok(mut c) = admin().await {
+                        let _ = c
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Kills (SIGKILL) and reaps the child on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn payorch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_payorch"))
+        .args(args)
+        .env_remove("PAYORCH_STORE_URL")
+        .env_remove("PAYORCH_CONFIG")
+        .output()
+        .expect("run payorch")
+}
+
+fn sha256_hex(text: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("hash")
+        .to_owned()
+}
+
+/// Starts `payorch --config cfg serve` and returns it with its URL (from the
+/// banner). Its stderr goes to `log`.
+fn start_serve(cfg: &Path, log: &Path) -> (Child, String) {
+    let log = std::fs::File::create(log).expect("log file");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["--config", cfg.to_str().expect("utf-8 path"), "serve"])
+            .env_remove("PAYORCH_CONFIG")
+            .env_remove("PAYORCH_STORE_URL")
+            .env_remove("PAYORCH_AMQP_URL")
+            .env_remove("PAYORCH_ADDR")
+            .env_remove("PAYORCH_PUBLIC_URL")
+            .env_remove("PAYORCH_RECONCILE_INTERVAL_SECS")
+            .env_remove("PAYORCH_PAYKKA_BASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("serve printed its banner in time");
+        if let Some(u) = line.strip_prefix("payorch listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    (child, url)
+}
+
+/// Polls `f` every 25 ms until it returns `Some` or the deadline passes.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Which node reported the relay and the reconciler role at one sample.
+type Holders = (Option<usize>, Option<usize>);
+
+/// `(relay, reconciler)` roles a node reports on `/metrics`; `None` when
+/// it does not answer.
+async fn roles(http: &reqwest::Client, url: &str) -> Option<(bool, bool)> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some((
+        text.contains("payorch_role{role=\"relay\"} 1"),
+        text.contains("payorch_role{role=\"reconciler\"} 1"),
+    ))
+}
+
+/// One purchase (automatic capture) on `url`; the payment id, or `None`
+/// when the node did not answer (killed while the request was in flight).
+async fn purchase(http: &reqwest::Client, url: &str, minor: i64) -> Option<String> {
+    let r = http
+        .post(format!("{url}/v1/payments"))
+        .bearer_auth(API_KEY)
+        .header("Idempotency-Key", Uuid::now_v7().to_string())
+        .json(&json!({
+            "amount": {"minor": minor, "currency": "EUR"},
+            "payment_method": {"type": "card", "number": "4111111111111111", "exp_month": "07", "exp_year": "2031", "cvv": "123"}
+        }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.ok()?;
+    assert!(
+        (200..300).contains(&status),
+        "POST /v1/payments -> {status}: {v:#}"
+    );
+    v["id"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_load_and_survive_the_lease_holder_s_kill_9() {
+    // ---- services
+    let mut pg = match admin().await {
+        Ok(c) => c,
+        Err(e) => return skip("Postgres", &database_url(), &e),
+    };
+    let amqp = match tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&amqp_url(), ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return skip("RabbitMQ", &amqp_url(), &e),
+        Err(_) => return skip("RabbitMQ", &amqp_url(), &"connect timed out"),
+    };
+    let db = Database {
+        name: format!("payorch_mn_{}", Uuid::now_v7().simple()),
+    };
+    pg.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", db.name)))
+        .await
+        .expect("create database");
+    let store_url = url_of_database(&db.name);
+
+    // ---- subscriber queue, bound before the nodes start
+    let channel = amqp.create_channel().await.expect("channel");
+    payorch_rabbitmq::topology::declare_exchange(&channel, "payorch.events")
+        .await
+        .expect("exchange");
+    let queue = format!("payorch-mn-{}", Uuid::now_v7().simple());
+    let mut queue_args = FieldTable::default();
+    queue_args.insert("x-expires".into(), AMQPValue::LongLongInt(300_000));
+    channel
+        .queue_declare(
+            ShortString::from(queue.clone()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            queue_args,
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            ShortString::from(queue.clone()),
+            ShortString::from("payorch.events"),
+            ShortString::from("#"),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+
+    // ---- keys, sandbox, config shared by the three nodes
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let out = payorch(&["keygen", "--out", keys.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(keys.join("merchant_public.pem")).expect("public key");
+    let sandbox = payorch_sandbox::spawn(
+        SandboxConfig {
+            merchants: vec![SandboxMerchant::new(MERCHANT, public)],
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sandbox");
+    let platform = dir.path().join("platform.pem");
+    std::fs::write(&platform, sandbox.platform_public_key_pem()).expect("platform key");
+    let cfg = dir.path().join("payorch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store_url = \"{store_url}\"\namqp_url = \"{}\"\naddr = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\nreconcile_threshold_secs = 2\n\
+             [paykka]\nbase_url = \"{}\"\nresponse_signature = \"enforce\"\n\
+             [[merchants]]\nmerchant_id = \"{MERCHANT}\"\nprivate_key_path = \"{}\"\npaykka_public_key_path = \"{}\"\napi_key_sha256 = \"{}\"\n",
+            amqp_url(),
+            sandbox.base_url(),
+            keys.join("merchant_private.pem").display(),
+            platform.display(),
+            sha256_hex(API_KEY),
+        ),
+    )
+    .expect("config");
+
+    let mut nodes: Vec<Option<Child>> = Vec::new();
+    let mut urls: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let (child, url) = start_serve(&cfg, &dir.path().join(format!("serve-{i}.log")));
+        nodes.push(Some(child));
+        urls.push(url);
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    // ---- role monitor: at most one holder of each role at every sample
+    let alive: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(true)).collect());
+    let stop_monitor = Arc::new(AtomicBool::new(false));
+    let holders: Arc<Mutex<Vec<Holders>>> = Arc::default();
+    let monitor = {
+        let (http, urls, alive, stop, holders) = (
+            http.clone(),
+            urls.clone(),
+            alive.clone(),
+            stop_monitor.clone(),
+            holders.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let (mut relay, mut reconciler) = (Vec::new(), Vec::new());
+                for (i, url) in urls.iter().enumerate() {
+                    if !alive[i].load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if let Some((r, c)) = roles(&http, url).await {
+                        if r {
+                            relay.push(i);
+                        }
+                        if c {
+                            reconciler.push(i);
+                        }
+                    }
+                }
+                assert!(
+                    relay.len() <= 1,
+                    "two relays active at once: nodes {relay:?}"
+                );
+                assert!(
+                    reconciler.len() <= 1,
+                    "two reconcilers active at once: nodes {reconciler:?}"
+                );
+                holders
+                    .lock()
+                    .expect("lock")
+                    .push((relay.first().copied(), reconciler.first().copied()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    // Both roles held somewhere before the load starts.
+    let (relay_node, _) = until("both leases held", || {
+        let holders = holders.clone();
+        async move {
+            match holders.lock().expect("lock").last() {
+                Some((Some(r), Some(c))) => Some((*r, *c)),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    // ---- load: workers send purchases round-robin over the live nodes
+    let next = Arc::new(AtomicUsize::new(0));
+    let created: Arc<Mutex<Vec<String>>> = Arc::default();
+    let lost = Arc::new(AtomicUsize::new(0));
+    let per_node: Arc<Vec<AtomicUsize>> = Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, urls, alive, next, created, lost, per_node) = (
+                http.clone(),
+                urls.clone(),
+                alive.clone(),
+                next.clone(),
+                created.clone(),
+                lost.clone(),
+                per_node.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= TOTAL {
+                        return;
+                    }
+                    let live: Vec<usize> = (0..3)
+                        .filter(|n| alive[*n].load(Ordering::SeqCst))
+                        .collect();
+                    let node = live[i % live.len()];
+                    let minor = 1000 + i as i64;
+                    match purchase(&http, &urls[node], minor).await {
+                        Some(id) => {
+                            per_node[node].fetch_add(1, Ordering::SeqCst);
+                            created.lock().expect("lock").push(id);
+                        }
+                        None => {
+                            lost.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    until("the first payments", || {
+        let created = created.clone();
+        async move { (created.lock().expect("lock").len() >= BEFORE_KILL).then_some(()) }
+    })
+    .await;
+    // ---- kill -9 the relay's node (it holds the reconciler too unless a
+    // standby won that race at start)
+    alive[relay_node].store(false, Ordering::SeqCst);
+    if let Some(mut child) = nodes[relay_node].take() {
+        child.0.kill().expect("SIGKILL");
+        let _ = child.0.wait();
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let created: Vec<String> = created.lock().expect("lock").clone();
+    for (n, count) in per_node.iter().enumerate() {
+        assert!(
+            count.load(Ordering::SeqCst) > 0,
+            "node {n} served no payment"
+        );
+    }
+
+    // Survivors take both roles over.
+    until("a survivor holds both leases", || {
+        let holders = holders.clone();
+        async move {
+            match holders.lock().expect("lock").last() {
+                Some((Some(r), Some(c))) if *r != relay_node && *c != relay_node => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    // ---- every order in the store converges to the sandbox's books
+    let events = PostgresStore::connect(&store_url).await.expect("store");
+    let read_all = || async {
+        let mut all = Vec::new();
+        let mut after = Position::START;
+        loop {
+            let page = events.read_all(after, 1000).await.expect("read_all");
+            let Some(last) = page.last() else { break };
+            after = last.global_position;
+            all.extend(page);
+        }
+        all
+    };
+    let orders: HashSet<String> = read_all()
+        .await
+        .iter()
+        .filter_map(|e| {
+            e.stream_id
+                .as_str()
+                .strip_prefix("order-")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        orders.len() >= created.len(),
+        "{} orders stored, {} answered",
+        orders.len(),
+        created.len()
+    );
+    let live = (0..3).find(|n| *n != relay_node).expect("a survivor");
+    let api = &urls[live];
+    for id in &orders {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = http
+                .get(format!("{api}/v1/payments/{id}"))
+                .bearer_auth(API_KEY)
+                .send()
+                .await
+                .expect("GET payment");
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            let settled = status == 200
+                && v["trans_id"].is_string()
+                && !v["captures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["status"] != "succeeded");
+            if settled {
+                let books = sandbox.ledger();
+                let books = books.merchant(MERCHANT).expect("merchant books");
+                let t = v["trans_id"].as_str().unwrap_or_default();
+                match books.order_by_trans_id(t) {
+                    Some(o) => {
+                        if v["captured"]["minor"].as_i64() == Some(o.captured)
+                            && v["authorised"]["minor"].as_i64() == Some(o.authorised)
+                        {
+                            break;
+                        }
+                    }
+                    // Never reached PayKKa: nothing may show as paid.
+                    None => {
+                        if v["captured"]["minor"].as_i64() == Some(0) && v["status"] != "captured" {
+                            break;
+                        }
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payment {id} never converged to the sandbox's books: {status} {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for id in &created {
+        assert!(
+            orders.contains(id),
+            "answered payment {id} not in the store"
+        );
+    }
+
+    // ---- every stored event reaches the subscriber, each stream in order
+    let stored: HashSet<String> = read_all()
+        .await
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut versions: HashMap<String, Vec<i64>> = HashMap::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        while let Some(m) = channel
+            .basic_get(
+                ShortString::from(queue.clone()),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+        {
+            let props = &m.delivery.properties;
+            let Some(id) = props.message_id().as_ref().map(|i| i.as_str().to_owned()) else {
+                continue;
+            };
+            if !seen.insert(id) {
+                continue; // a republished duplicate
+            }
+            let headers = props.headers().clone().unwrap_or_default();
+            let stream = match headers.inner().get("payorch-stream-id") {
+                Some(AMQPValue::LongString(s)) => {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                }
+                other => panic!("no stream id header: {other:?}"),
+            };
+            let version = match headers.inner().get("payorch-version") {
+                Some(AMQPValue::LongLongInt(v)) => *v,
+                other => panic!("no version header: {other:?}"),
+            };
+            versions.entry(stream).or_default().push(version);
+        }
+        if stored.is_subset(&seen) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} stored events never reached the subscriber",
+            stored.difference(&seen).count(),
+            stored.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (stream, v) in &versions {
+        let want: Vec<i64> = (1..=v.len() as i64).collect();
+        assert_eq!(
+            v, &want,
+            "events of {stream} reached the subscriber out of order"
+        );
+    }
+
+    stop_monitor.store(true, Ordering::SeqCst);
+    monitor
+        .await
+        .expect("at most one holder of each role at every sample");
+    let samples = holders.lock().expect("lock").len();
+    assert!(samples > 10, "only {samples} role samples");
+    eprintln!(
+        "many_nodes: {} payments answered, {} lost in flight, {} orders stored, {} events, {samples} role samples",
+        created.len(),
+        lost.load(Ordering::SeqCst),
+        orders.len(),
+        stored.len()
+    );
+
+    let _ = channel
+        .queue_delete(
+            ShortString::from(queue.clone()),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = amqp.close(200, "done".into()).await;
+    events.pool().close().await;
+    drop(nodes);
+}
