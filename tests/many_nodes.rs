@@ -340,11 +340,15 @@ async fn three_nodes_share_the_load_and_survive_the_lease_holder_s_kill_9() {
     .expect("sandbox");
     let platform = dir.path().join("platform.pem");
     std::fs::write(&platform, sandbox.platform_public_key_pem()).expect("platform key");
+    // A short grace: a purchase whose node was killed after recording the
+    // intent but before the call left never reaches the sandbox; PayKKa
+    // cannot create it after the grace period, so the survivors' reconciler
+    // closes it then (with the default 24 h it would rightly stay pending).
     let cfg = dir.path().join("payorch.toml");
     std::fs::write(
         &cfg,
         format!(
-            "store_url = \"{store_url}\"\namqp_url = \"{}\"\naddr = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\nreconcile_threshold_secs = 2\n\
+            "store_url = \"{store_url}\"\namqp_url = \"{}\"\naddr = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\nreconcile_threshold_secs = 2\nreconcile_grace_secs = 5\n\
              [paykka]\nbase_url = \"{}\"\nresponse_signature = \"enforce\"\n\
              [[merchants]]\nmerchant_id = \"{MERCHANT}\"\nprivate_key_path = \"{}\"\npaykka_public_key_path = \"{}\"\napi_key_sha256 = \"{}\"\n",
             amqp_url(),
