@@ -25,6 +25,8 @@ use crate::store::{EventMetadata, StoreError, Version};
 use crate::view::OrderView;
 
 /// What [`Engine::begin_order_call`] leaves to do.
+// Transient, one per command: the size gap is harmless.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Begun {
     /// Answer with this view; PayKKa is not called.
     Done(OrderView),

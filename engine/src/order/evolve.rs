@@ -20,7 +20,7 @@ pub fn apply(s: &mut OrderState, e: &OrderEvent) {
         OrderState::Placed(o) => apply_to_order(o, e),
         OrderState::NotPlaced => {
             if let OrderEvent::PaymentPlaced(p) = e {
-                *s = OrderState::Placed(Order::new(p.clone()));
+                *s = OrderState::Placed(Box::new(Order::new(p.clone())));
             }
         }
     }

@@ -188,15 +188,16 @@ pub enum Stage {
 
 /// The state of an order, folded from its events: nothing before its
 /// placement, then a [`Order`] that always has its amount and currency.
-// `NotPlaced` only exists before the first event: boxing the placed order
-// to shrink it would cost an allocation on every load for nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OrderState {
     /// No events yet: only [`OrderCommand::Place`] means anything.
     #[default]
     NotPlaced,
-    Placed(Order),
+    /// Boxed: the state is moved through every command and fold step, and
+    /// a pointer moves in a register where the 336-byte order would be a
+    /// `memcpy` (the engine bench's decide+evolve target needs it; one
+    /// allocation per order loaded, at its placement).
+    Placed(Box<Order>),
 }
 
 /// A placed order: its placement, how far the authorisation got, and the
