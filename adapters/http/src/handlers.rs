@@ -6,6 +6,9 @@
 //! commands answer 200. A declined payment is still a created resource
 //! (201, `status: declined`, `decline` set).
 //!
+//! Times: every resource shows `created_at`/`updated_at`, the recorded
+//! times of its first and latest events ([`payorch_engine::orchestrator::Engine::stamp`]).
+//!
 //! Idempotency: every POST passes `Idempotency-Key` to the engine
 //! (`CommandContext::with_idempotency_key`), which keeps one record per
 //! (merchant, key) and answers a repeat with the stored response of the
@@ -78,9 +81,10 @@ pub(crate) async fn create_payment(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<CreatePaymentBody>,
 ) -> ApiResult {
-    let req = body.into_engine()?;
-    let ctx = ctx(&m, Some(key));
-    Ok(payment(s.engine().place_payment(&ctx, req).await?, true))
+    let (req, labels) = body.into_engine()?;
+    let ctx = ctx(&m, Some(key)).with_annotations(labels);
+    let view = s.engine().place_payment(&ctx, req).await?;
+    Ok(payment(s.engine().stamp(view).await?, true))
 }
 
 /// `GET /v1/payments/{id}`.
@@ -116,7 +120,7 @@ pub(crate) async fn capture(
         .engine()
         .capture(&ctx, id, body.amount, body.final_capture)
         .await?;
-    Ok(payment(view, false))
+    Ok(payment(s.engine().stamp(view).await?, false))
 }
 
 /// `POST /v1/payments/{id}/void`.
@@ -130,7 +134,7 @@ pub(crate) async fn void(
     let id = order_id(&id)?;
     let ctx = ctx(&m, Some(key));
     let view = s.engine().void(&ctx, id, body.reason).await?;
-    Ok(payment(view, false))
+    Ok(payment(s.engine().stamp(view).await?, false))
 }
 
 /// `POST /v1/payments/{id}/refunds`.
@@ -153,7 +157,7 @@ pub(crate) async fn refund(
         .engine()
         .refund(&ctx, id, body.amount, body.reason)
         .await?;
-    Ok(payment(view, false))
+    Ok(payment(s.engine().stamp(view).await?, false))
 }
 
 /// `POST /v1/checkout-sessions`.
@@ -164,10 +168,10 @@ pub(crate) async fn create_checkout_session(
     ApiJson(body): ApiJson<CreateCheckoutBody>,
 ) -> ApiResult {
     let now = s.engine().clock().now();
-    let req = body.into_engine(now)?;
-    let ctx = ctx(&m, Some(key));
+    let (req, labels) = body.into_engine(now)?;
+    let ctx = ctx(&m, Some(key)).with_annotations(labels);
     let view = s.engine().create_checkout_session(&ctx, req).await?;
-    let v = CheckoutSessionView::from(view);
+    let v = CheckoutSessionView::from(s.engine().stamp(view).await?);
     let status = if v.status == "requested" {
         StatusCode::ACCEPTED
     } else {
@@ -196,12 +200,10 @@ pub(crate) async fn charge_agreement(
     ApiJson(body): ApiJson<ChargeBody>,
 ) -> ApiResult {
     let id = agreement_id(&id)?;
-    let amount = body.amount()?;
-    let ctx = ctx(&m, Some(key));
-    Ok(payment(
-        s.engine().charge_agreement(&ctx, id, amount).await?,
-        true,
-    ))
+    let (amount, labels) = body.into_parts()?;
+    let ctx = ctx(&m, Some(key)).with_annotations(labels);
+    let view = s.engine().charge_agreement(&ctx, id, amount).await?;
+    Ok(payment(s.engine().stamp(view).await?, true))
 }
 
 fn body_value<T: serde::Serialize>(body: &T) -> serde_json::Value {
@@ -219,7 +221,7 @@ pub(crate) async fn cancel_agreement(
     let id = agreement_id(&id)?;
     let ctx = ctx(&m, Some(key));
     let view = s.engine().cancel_agreement(&ctx, id, body.reason).await?;
-    let v = RecurringAgreementView::from(view);
+    let v = RecurringAgreementView::from(s.engine().stamp(view).await?);
     let status = if v.status == "cancelling" {
         StatusCode::ACCEPTED
     } else {

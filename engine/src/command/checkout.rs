@@ -2,7 +2,7 @@
 //! the Checkout Session Query the reconciler uses.
 
 use payorch_schemas::events::order::InstrumentSummary;
-use payorch_schemas::events::{AuthorisationKind, CheckoutId, OrderId, SessionId};
+use payorch_schemas::events::{Annotations, AuthorisationKind, CheckoutId, OrderId, SessionId};
 use payorch_schemas::paykka::{CheckoutSessionRequest, PaymentInfo};
 use uuid::Uuid;
 
@@ -27,6 +27,7 @@ impl Engine {
         req: CheckoutSessionCreate,
     ) -> Result<CheckoutView, EngineError> {
         let checkout_id = CheckoutId(Uuid::now_v7());
+        let annotations = ctx.checked_annotations()?;
         let key = Key::of(ctx, checkout_fingerprint(&req));
         let stream = checkout_stream(checkout_id);
         // The default expiry is resolved here, once: a replay returns the
@@ -44,6 +45,8 @@ impl Engine {
             capture_method: req.capture_method,
             session_mode: req.session_mode.as_str().to_owned(),
             expires_at,
+            merchant_reference: annotations.merchant_reference,
+            metadata: annotations.metadata,
         };
         let meta = ctx.metadata();
         let idem = Idem::begin(
@@ -146,12 +149,13 @@ impl Engine {
         stream: &StreamId,
     ) -> Result<CheckoutView, EngineError> {
         let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
-        CheckoutView::from_state(&s)
+        let view = CheckoutView::from_state(&s)
             .filter(|v| v.merchant_id == ctx.merchant_id)
             .ok_or_else(|| EngineError::NotFound {
                 what: "checkout session",
                 id: stream.to_string(),
-            })
+            })?;
+        self.stamp(view).await
     }
 
     /// The current view of a checkout session of this merchant.
@@ -231,6 +235,11 @@ impl Engine {
             store_token: None,
             agreement_id: None,
             checkout: Some((r.checkout_id, session_id)),
+            // The payment of a session carries the session's labels.
+            annotations: Annotations {
+                merchant_reference: r.merchant_reference.clone(),
+                metadata: r.metadata.clone(),
+            },
         };
         self.order_command(order_id, &meta, Idem::None, None, |_| {
             OrderCommand::Place(Box::new(place.clone()))

@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use payorch_schemas::Money;
 use payorch_schemas::events::order::TokenRequest;
-use payorch_schemas::events::{AuthorisationKind, CaptureMode, MerchantId, PaymentKind};
+use payorch_schemas::events::{
+    Annotations, AuthorisationKind, CaptureMode, MerchantId, PaymentKind,
+};
 use payorch_schemas::paykka::{Browser, PaymentRequest, SessionMode};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -232,13 +234,20 @@ impl Default for EngineConfig {
     }
 }
 
-/// Who asks, for scoping, idempotency and tracing.
+/// Who asks, for scoping, idempotency and tracing, and the merchant's
+/// labels for what the command creates.
 #[derive(Clone, Debug)]
 pub struct CommandContext {
     pub merchant_id: MerchantId,
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<Uuid>,
     pub actor: Option<String>,
+    /// `merchant_reference` and `metadata` recorded on the resource the
+    /// command creates (a payment, a charge, a checkout session); commands
+    /// that create nothing ignore them. Checked against the limits of
+    /// [`Annotations::validate`] before anything is written, and part of
+    /// the idempotency fingerprint when set.
+    pub annotations: Annotations,
 }
 
 impl CommandContext {
@@ -248,7 +257,23 @@ impl CommandContext {
             idempotency_key: None,
             correlation_id: None,
             actor: None,
+            annotations: Annotations::default(),
         }
+    }
+
+    /// Labels the resource the command creates.
+    pub fn with_annotations(mut self, annotations: Annotations) -> Self {
+        self.annotations = annotations;
+        self
+    }
+
+    /// The labels, checked (an [`EngineError::InvalidRequest`] naming the
+    /// field otherwise).
+    pub(crate) fn checked_annotations(&self) -> Result<Annotations, EngineError> {
+        self.annotations
+            .validate()
+            .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
+        Ok(self.annotations.clone())
     }
 
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {

@@ -25,6 +25,10 @@ use crate::store::{EventMetadata, StoreError, Version};
 use crate::view::OrderView;
 
 /// What [`Engine::begin_order_call`] leaves to do.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "both variants are large (a view, a state) and short-lived"
+)]
 pub(crate) enum Begun {
     /// Answer with this view; PayKKa is not called.
     Done(OrderView),
@@ -93,6 +97,7 @@ impl Engine {
         begin: bool,
     ) -> Result<OrderView, EngineError> {
         let stream = order_stream(order_id);
+        let annotations = ctx.checked_annotations()?;
         let place = PlacePayment {
             order_id,
             merchant_id: ctx.merchant_id.clone(),
@@ -104,6 +109,7 @@ impl Engine {
             store_token: req.store_token.clone(),
             agreement_id: agreement.as_ref().map(|a| a.0),
             checkout: None,
+            annotations,
         };
         let idem = match (&key, begin) {
             (Some(k), true) => Idem::Begin(k.begin(Some(&stream), self.clock.now())),

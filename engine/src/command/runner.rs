@@ -194,6 +194,10 @@ impl Engine {
             shopper_reference: t.shopper_reference.clone(),
             recurring_agreement_ref: t.recurring_agreement_ref.clone(),
             card: state.card().cloned(),
+            annotations: Box::new(payorch_schemas::events::Annotations {
+                merchant_reference: p.merchant_reference.clone(),
+                metadata: p.metadata.clone(),
+            }),
         };
         self.execute::<AgreementAggregate>(
             &agreement_stream(agreement_id),

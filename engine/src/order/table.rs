@@ -136,6 +136,7 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
         }),
         agreement_id: None,
         checkout: None,
+        annotations: Default::default(),
     };
     let outcomes = || {
         vec![
