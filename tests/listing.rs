@@ -49,7 +49,10 @@ impl Api {
             store.clone(),
             Arc::new(FakeGateway::new()),
             Arc::new(SystemClock),
-            EngineConfig::default(),
+            EngineConfig {
+                default_return_url: Some("https://shop.example/return".into()),
+                ..EngineConfig::default()
+            },
         ));
         let keys = ApiKeys::new()
             .with_plain_key("merchant-a", KEY_A)

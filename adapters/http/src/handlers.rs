@@ -300,11 +300,15 @@ pub(crate) async fn apple_pay_session(
     Ok(Json(serde_json::json!({ "merchant_session": session })).into_response())
 }
 
-/// `GET /healthz`: 200 when every check passes, 503 otherwise.
+/// `GET /healthz`: 200 `ok` when every check passes; 503 `unavailable`
+/// when a critical one fails (store, broker); 200 `degraded` when only
+/// non-critical ones fail (PayKKa reachability: payments answer 503
+/// `paykka_unreachable` meanwhile, everything else works).
 pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
     let timeout = s.config().health_check_timeout;
     let mut checks = serde_json::Map::new();
     let mut healthy = true;
+    let mut degraded = false;
     for c in s.health_checks() {
         let result = match tokio::time::timeout(timeout, c.check()).await {
             Ok(r) => r,
@@ -313,19 +317,23 @@ pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
         let entry = match result {
             Ok(()) => serde_json::json!({"status": "ok"}),
             Err(e) => {
-                healthy = false;
+                if c.critical() {
+                    healthy = false;
+                } else {
+                    degraded = true;
+                }
                 serde_json::json!({"status": "unavailable", "error": e})
             }
         };
         checks.insert(c.name().to_owned(), entry);
     }
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (status, text) = match (healthy, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ok"),
     };
     let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "unavailable" },
+        "status": text,
         "checks": checks,
     });
     (status, Json(body)).into_response()

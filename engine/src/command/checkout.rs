@@ -48,6 +48,30 @@ impl Engine {
             merchant_reference: annotations.merchant_reference,
             metadata: annotations.metadata,
         };
+        let mut create = CheckoutSessionRequest::new(
+            ctx.merchant_id.as_str(),
+            self.now_ms(),
+            payment_type(req.payment_type),
+            trans_id.as_str(),
+            req.amount,
+            req.session_mode,
+        );
+        create.capture_method = Some(capture_method(req.capture_method));
+        create.notify_url.clone_from(&self.config.notify_url);
+        create.return_url = req
+            .return_url
+            .or_else(|| self.config.default_return_url.clone());
+        create.expire_time = Some(payorch_schemas::paykka::PaykkaDateTime::from_datetime(
+            expires_at,
+        ));
+        // What PayKKa's schema rules refuse is refused before anything is
+        // written.
+        if let Err(e) = create.validate() {
+            return Err(EngineError::InvalidField {
+                field: e.field,
+                problem: e.problem.to_string(),
+            });
+        }
         let meta = ctx.metadata();
         let idem = Idem::begin(
             key.as_ref()
@@ -75,22 +99,6 @@ impl Engine {
             },
             Err(e) => return Err(e),
         };
-        let mut create = CheckoutSessionRequest::new(
-            ctx.merchant_id.as_str(),
-            self.now_ms(),
-            payment_type(req.payment_type),
-            trans_id.as_str(),
-            req.amount,
-            req.session_mode,
-        );
-        create.capture_method = Some(capture_method(req.capture_method));
-        create.notify_url.clone_from(&self.config.notify_url);
-        create.return_url = req
-            .return_url
-            .or_else(|| self.config.default_return_url.clone());
-        create.expire_time = Some(payorch_schemas::paykka::PaykkaDateTime::from_datetime(
-            expires_at,
-        ));
         let gw = self.gateway.clone();
         let outcome = match self
             .call(

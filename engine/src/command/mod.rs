@@ -108,6 +108,22 @@ pub enum EngineError {
     /// The request is incomplete for this operation (fix the request).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// PayKKa's schema rules would refuse the request built from this one
+    /// (`field` is its path in the PayKKa request, e.g. `payment.card_no`,
+    /// `return_url`). Checked before anything is written: nothing was
+    /// recorded; fix the request.
+    #[error("invalid request: {field}: {problem}")]
+    InvalidField { field: String, problem: String },
+    /// PayKKa could not be reached and the request provably never left
+    /// (connection refused, DNS or TLS failure), after the engine's bounded
+    /// resends. Nothing reached PayKKa, so no money moved; the attempt is
+    /// recorded as declined with code [`NOT_SENT_CODE`] and the
+    /// idempotency key is released: retry later with the same key.
+    #[error("PayKKa is unreachable ({operation}): {reason}; retry later")]
+    PaykkaUnreachable {
+        operation: &'static str,
+        reason: String,
+    },
     /// A PayKKa notification names another merchant, currency or amount
     /// than the order it is about. Nothing was recorded; alert someone (a
     /// mix-up of merchants or keys, or a forgery signed with a real key).
@@ -121,6 +137,10 @@ pub enum EngineError {
         observed: String,
     },
 }
+
+/// The decline code recorded on an attempt whose PayKKa call provably
+/// never left (see [`EngineError::PaykkaUnreachable`]).
+pub const NOT_SENT_CODE: &str = "PAYKKA_UNREACHABLE";
 
 /// Settings of the engine ([INFERRED] spec facts are settings).
 #[derive(Clone, Debug)]

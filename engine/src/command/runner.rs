@@ -210,7 +210,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Calls PayKKa, resending `Retryable` answers with backoff.
+    /// Calls PayKKa, resending `Retryable` and `NotSent` answers with
+    /// backoff, at most [`EngineConfig::retryable_attempts`] attempts.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
@@ -229,7 +230,10 @@ impl Engine {
                 let out = f().await;
                 tracing::info!(operation, outcome = out.kind(), attempt, "paykka call");
                 match out {
-                    GatewayOutcome::Retryable { .. } if attempt < attempts => {
+                    // Safe to resend: PayKKa did not act on it.
+                    GatewayOutcome::Retryable { .. } | GatewayOutcome::NotSent { .. }
+                        if attempt < attempts =>
+                    {
                         tokio::time::sleep(backoff).await;
                         backoff = backoff.saturating_mul(2);
                         attempt += 1;

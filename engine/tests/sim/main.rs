@@ -311,6 +311,7 @@ fn engine_config() -> EngineConfig {
     EngineConfig {
         retry_backoff: Duration::from_millis(10),
         max_conflict_retries: 16,
+        default_return_url: Some("https://shop.example/return".into()),
         ..EngineConfig::default()
     }
 }
