@@ -267,6 +267,19 @@ async fn validation_and_an_unreachable_paykka_over_http() {
     assert_eq!(s, 200, "{h}");
     assert_eq!(h["status"], "ok", "{h}");
 
+    // An enum value PayKKa does not know: refused, nothing written.
+    let before = event_count(&store).await;
+    let (s, v, _) = api
+        .post(
+            "refund-bad-reason",
+            &format!("/v1/payments/{id}/refunds"),
+            &json!({"amount": {"minor": 100, "currency": "EUR"}, "reason": "CHANGED_MIND"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["param"], "reason", "{v}");
+    assert_eq!(event_count(&store).await, before);
+
     let _ = stop.send(());
     let _ = server.await;
     second.shutdown().await;

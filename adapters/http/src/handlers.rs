@@ -123,6 +123,19 @@ pub(crate) async fn capture(
     Ok(payment(s.engine().stamp(view).await?, false))
 }
 
+/// PayKKa's void/refund `reason` enum (models.md §5): anything else is
+/// refused before PayKKa sees it.
+fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
+    const REASONS: [&str; 4] = ["DUPLICATE", "FRAUDULENT", "REQUESTED_BY_CUSTOMER", "OTHER"];
+    match reason {
+        Some(r) if !REASONS.contains(&r.as_str()) => Err(ApiError::invalid_field(
+            "reason",
+            "must be DUPLICATE, FRAUDULENT, REQUESTED_BY_CUSTOMER or OTHER",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `POST /v1/payments/{id}/void`.
 pub(crate) async fn void(
     State(s): State<AppState>,
@@ -133,6 +146,7 @@ pub(crate) async fn void(
 ) -> ApiResult {
     let id = order_id(&id)?;
     let ctx = ctx(&m, Some(key));
+    check_reason(&body.reason)?;
     let view = s.engine().void(&ctx, id, body.reason).await?;
     Ok(payment(s.engine().stamp(view).await?, false))
 }
@@ -152,6 +166,7 @@ pub(crate) async fn refund(
             "must be a positive number of minor units",
         ));
     }
+    check_reason(&body.reason)?;
     let ctx = ctx(&m, Some(key));
     let view = s
         .engine()

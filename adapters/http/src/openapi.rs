@@ -248,7 +248,7 @@ fn base_schemas() -> Value {
         "PaykkaNotification": {"type": "object", "description": "PayKKa v1.2 notification body, verified against the `signature` header"},
         "PaykkaAck": {"type": "object", "properties": {"ret_code": {"type": "string"}, "ret_msg": {"type": "string"}}},
         "Health": {"type": "object", "properties": {
-            "status": {"enum": ["ok", "unavailable"]},
+            "status": {"enum": ["ok", "degraded", "unavailable"], "description": "degraded (HTTP 200): only a non-critical check failed (paykka reachability)"},
             "checks": {"type": "object", "additionalProperties": {"type": "object", "properties": {
                 "status": {"enum": ["ok", "unavailable"]}, "error": {"type": "string"}
             }}}
@@ -388,7 +388,7 @@ pub fn document() -> Value {
             Access::Merchant => {
                 responses.insert(
                     "400".into(),
-                    error_response("Invalid request, malformed JSON or missing Idempotency-Key"),
+                    error_response("Invalid request (invalid_field with param naming the field, also for anything PayKKa's schema rules refuse; nothing recorded), malformed JSON or missing Idempotency-Key"),
                 );
                 responses.insert("401".into(), error_response("Missing or unknown API key"));
                 responses.insert(
@@ -405,7 +405,7 @@ pub fn document() -> Value {
                 }
                 responses.insert(
                     "503".into(),
-                    error_response("Storage unavailable; retry with the same Idempotency-Key"),
+                    error_response("Storage unavailable, or PayKKa unreachable before anything was sent (paykka_unreachable, Retry-After); retry with the same Idempotency-Key"),
                 );
             }
             Access::PaykkaSignature => {
