@@ -243,6 +243,10 @@ async fn validation_and_an_unreachable_paykka_over_http() {
     assert_eq!(h["checks"]["paykka"]["status"], "unavailable", "{h}");
     // The attempt is on record as declined (no money moved), never as
     // unknown: nothing for the reconciler to chase.
+    let session = json!({"amount": {"minor": 1000, "currency": "EUR"}});
+    let (s, v, _) = api.post("cs-1", "/v1/checkout-sessions", &session).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["code"], "paykka_unreachable", "{v}");
     let (_, list) = api.get("/v1/payments").await;
     let data = list["data"].as_array().expect("data");
     assert_eq!(data.len(), 1, "{list}");
@@ -259,6 +263,9 @@ async fn validation_and_an_unreachable_paykka_over_http() {
     assert_eq!(v["merchant_reference"], "order-77", "{v}");
     let id = v["id"].as_str().expect("id").to_owned();
     assert_ne!(id, data[0]["id"].as_str().unwrap_or_default());
+    let (s, v, _) = api.post("cs-1", "/v1/checkout-sessions", &session).await;
+    assert!(s == 201 || s == 202, "{v}");
+    assert_eq!(v["status"], "open", "{v}");
     // And it is now the key's answer.
     let (s, again, _) = api.post("pay-1", "/v1/payments", &body).await;
     assert_eq!(s, 201, "{again}");

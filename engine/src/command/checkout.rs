@@ -100,14 +100,20 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let gw = self.gateway.clone();
-        let outcome = match self
+        let answer = self
             .call(
                 "checkout_session_create",
                 self.call_span("checkout_session_create", ctx, OrderId(checkout_id.0)),
                 || gw.checkout_session_create(&create),
             )
-            .await
-        {
+            .await;
+        // Never left: recorded declined without completing the key, which
+        // is released (as for payments, see `finish_or_unreachable`).
+        let not_sent = match &answer {
+            GatewayOutcome::NotSent { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        let outcome = match answer {
             GatewayOutcome::Success(r) => match r.session_id {
                 Some(id) => CallOutcome::Accepted(
                     payorch_schemas::events::checkout::CheckoutSessionCreated {
@@ -128,9 +134,9 @@ impl Engine {
                 id: checkout_id.to_string(),
             }),
         };
-        let idem = match &key {
-            Some(k) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
-            None => Idem::None,
+        let idem = match (&key, &not_sent) {
+            (Some(k), None) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
+            _ => Idem::None,
         };
         let done = self
             .execute::<CheckoutAggregate>(
@@ -141,6 +147,18 @@ impl Engine {
                 |_| CheckoutCommand::RecordCreateOutcome(outcome.clone()),
             )
             .await?;
+        if let Some(reason) = not_sent {
+            if let Some(k) = &key {
+                self.idempotency
+                    .release_idempotency(&k.scope, &k.key)
+                    .await?;
+                self.idempotency_done.notify_waiters();
+            }
+            return Err(EngineError::PaykkaUnreachable {
+                operation: "checkout_session_create",
+                reason,
+            });
+        }
         let view = CheckoutView::from_state(&done.state).ok_or(EngineError::NotFound {
             what: "checkout session",
             id: checkout_id.to_string(),
