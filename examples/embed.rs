@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         store.clone(),
         Arc::new(client),
         Arc::new(SystemClock),
-        EngineConfig::default(),
+        EngineConfig {
+            default_return_url: Some("https://shop.example/return".into()),
+            ..EngineConfig::default()
+        },
     );
     let eur = |minor| Money::new(minor, Currency::EUR);
     let ctx = CommandContext::new(MERCHANT)

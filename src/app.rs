@@ -14,7 +14,8 @@ use payorch_engine::gateway::PaymentGateway;
 use payorch_engine::orchestrator::{Engine, EngineConfig, ReleaseMode};
 use payorch_engine::store::{StreamId, SystemClock};
 use payorch_http::{
-    ApiKeys, HealthCheck, MeteredGateway, Metrics, WebhookRejection, WebhookVerifier,
+    ApiKeys, HealthCheck, MeteredGateway, Metrics, TcpReachability, WebhookRejection,
+    WebhookVerifier,
 };
 use payorch_paykka::keys::generate_merchant_key_pair;
 use payorch_paykka::{
@@ -56,6 +57,8 @@ pub struct App {
     /// The broker probe of `/healthz`, when `amqp_url` is configured.
     pub broker: Option<Arc<BrokerHealth>>,
     pub demo: Option<DemoMerchant>,
+    /// `/healthz`: PayKKa reachability (degrading, not critical).
+    pub paykka_health: Arc<TcpReachability>,
 }
 
 /// Where PayKKa posts notifications for a service reachable at `public_url`.
@@ -136,6 +139,8 @@ impl App {
         let mut sandbox = None;
         let mut demo = None;
 
+        // Every PayKKa base URL, for the `/healthz` reachability check.
+        let mut paykka_urls: Vec<String> = Vec::new();
         let (client, verifier) = match config.paykka_base_url() {
             Some(_) => {
                 let mut builder = PaykkaClient::builder();
@@ -148,6 +153,7 @@ impl App {
                         .base_url
                         .as_deref()
                         .with_context(|| format!("merchants[{i}]: no PayKKa base URL"))?;
+                    paykka_urls.push(base_url.to_owned());
                     let key =
                         MerchantPrivateKey::from_file(&m.private_key_path).with_context(|| {
                             format!(
@@ -232,6 +238,7 @@ impl App {
                     .with_response_signature(SignatureMode::Enforce),
                 )
                 .context("cannot build the PayKKa client")?;
+                paykka_urls.push(running.base_url());
                 let key = random_api_key();
                 api_keys = api_keys.with_plain_key(DEMO_MERCHANT, &key);
                 demo = Some(DemoMerchant {
@@ -278,7 +285,12 @@ impl App {
             .amqp_url
             .as_ref()
             .map(|url| Arc::new(BrokerHealth::new(url.clone(), BROKER_PROBE_TIMEOUT)));
+        let paykka_health = Arc::new(
+            TcpReachability::from_urls("paykka", paykka_urls.iter().map(String::as_str))
+                .map_err(|e| anyhow::anyhow!("paykka.base_url: {e}"))?,
+        );
         Ok(App {
+            paykka_health,
             store,
             engine,
             api_keys,
@@ -290,8 +302,9 @@ impl App {
         })
     }
 
-    /// Health checks of the parts: `store`, and `broker` when `amqp_url`
-    /// is configured.
+    /// Health checks of the parts: `store`, `broker` when `amqp_url` is
+    /// configured, and `paykka` (TCP reachability of the PayKKa base
+    /// URLs; degrading, not critical: see [`TcpReachability`]).
     pub fn health_checks(&self) -> Vec<Arc<dyn HealthCheck>> {
         let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(StoreHealth {
             store: self.store.clone(),
@@ -299,6 +312,7 @@ impl App {
         if let Some(b) = &self.broker {
             checks.push(Arc::new(BrokerCheck(b.clone())));
         }
+        checks.push(self.paykka_health.clone());
         checks
     }
 

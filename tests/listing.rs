@@ -49,7 +49,10 @@ impl Api {
             store.clone(),
             Arc::new(FakeGateway::new()),
             Arc::new(SystemClock),
-            EngineConfig::default(),
+            EngineConfig {
+                default_return_url: Some("https://shop.example/return".into()),
+                ..EngineConfig::default()
+            },
         ));
         let keys = ApiKeys::new()
             .with_plain_key("merchant-a", KEY_A)
@@ -104,18 +107,36 @@ impl Api {
     }
 
     async fn pay(&self, key: &str, idem: &str, minor: i64) -> String {
-        let body = json!({
+        self.pay_labelled(key, idem, minor, json!({})).await
+    }
+
+    /// A payment whose body also has the fields of `labels`.
+    async fn pay_labelled(&self, key: &str, idem: &str, minor: i64, labels: Value) -> String {
+        let (status, v) = self
+            .post(key, idem, "/v1/payments", &card_body(minor, &labels))
+            .await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().expect("id").to_owned()
+    }
+}
+
+/// A manual-capture card payment of `minor` EUR cents with the fields of
+/// `extra` added.
+fn card_body(minor: i64, extra: &Value) -> Value {
+    let mut body = json!({
             "amount": {"minor": minor, "currency": "EUR"},
             "capture_method": "MANUAL",
             "payment_method": {"type": "card", "number": "4111111111111111",
                 "exp_month": "07", "exp_year": "2031", "cvv": "737"},
             "return_url": "https://shop.example/return"
-        });
-        let (status, v) = self.post(key, idem, "/v1/payments", &body).await;
-        assert_eq!(status, 201, "{v}");
-        v["id"].as_str().expect("id").to_owned()
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
     }
+    body
+}
 
+impl Api {
     /// Every id of a list, page by page (`limit` per page).
     async fn all(&self, key: &str, path_and_query: &str, limit: usize) -> Vec<String> {
         let sep = if path_and_query.contains('?') {
@@ -174,10 +195,20 @@ impl Drop for Api {
 }
 
 async fn scenario(api: &Api) {
-    // Merchant A: five payments, two captured; merchant B: two.
+    // Merchant A: five payments, two captured; merchant B: two. Even
+    // ones carry a merchant reference and metadata.
+    let labels = |i: i64| match i {
+        0 => json!({"merchant_reference": "order-0", "metadata": {"shop": "berlin", "n": "0"}}),
+        2 => json!({"merchant_reference": "order-2", "metadata": {"shop": "berlin"}}),
+        4 => json!({"merchant_reference": "order-0", "metadata": {"shop": "paris"}}),
+        _ => json!({}),
+    };
     let mut a = Vec::new();
     for i in 0..5 {
-        a.push(api.pay(KEY_A, &format!("a-{i}"), 1000 + i).await);
+        a.push(
+            api.pay_labelled(KEY_A, &format!("a-{i}"), 1000 + i, labels(i))
+                .await,
+        );
     }
     for id in [&a[1], &a[3]] {
         let (s, v) = api
@@ -191,7 +222,13 @@ async fn scenario(api: &Api) {
         assert_eq!(s, 200, "{v}");
     }
     let b = [
-        api.pay(KEY_B, "b-0", 500).await,
+        api.pay_labelled(
+            KEY_B,
+            "b-0",
+            500,
+            json!({"merchant_reference": "order-0", "metadata": {"shop": "berlin"}}),
+        )
+        .await,
         api.pay(KEY_B, "b-1", 600).await,
     ];
     let newest_first: Vec<String> = a.iter().rev().cloned().collect();
@@ -254,6 +291,7 @@ async fn scenario(api: &Api) {
             .await
             .is_empty()
     );
+    labels_and_times(api, &a, &b, &newest_first).await;
 
     // Bad input names the parameter.
     for (q, param) in [
@@ -310,11 +348,30 @@ async fn scenario(api: &Api) {
             KEY_A,
             "cs-1",
             "/v1/checkout-sessions",
-            &json!({"amount": {"minor": 1500, "currency": "EUR"}, "return_url": "https://shop.example/r"}),
+            &json!({"amount": {"minor": 1500, "currency": "EUR"}, "return_url": "https://shop.example/r",
+                    "merchant_reference": "cart-7", "metadata": {"channel": "web"}}),
         )
         .await;
     assert!(s == 201 || s == 202, "{v}");
+    assert_eq!(v["merchant_reference"], "cart-7", "{v}");
+    assert_eq!(v["metadata"], json!({"channel": "web"}), "{v}");
+    assert!(
+        v["created_at"].is_string() && v["updated_at"].is_string(),
+        "{v}"
+    );
     let cs = v["id"].as_str().expect("id").to_owned();
+    api.eventually(
+        KEY_A,
+        "/v1/checkout-sessions?metadata[channel]=web&merchant_reference=cart-7",
+        5,
+        std::slice::from_ref(&cs),
+    )
+    .await;
+    assert!(
+        api.all(KEY_A, "/v1/checkout-sessions?metadata[channel]=app", 5)
+            .await
+            .is_empty()
+    );
     assert_eq!(
         api.all(KEY_A, "/v1/checkout-sessions", 5).await,
         vec![cs.clone()]
@@ -332,6 +389,158 @@ async fn scenario(api: &Api) {
         .await;
     api.eventually(KEY_A, "/v1/checkout-sessions", 5, &[cs])
         .await;
+}
+
+/// Merchant references, metadata and created/updated times (issue 15
+/// point 2): shown by GET, searchable, bounded, part of the idempotent
+/// request, and nothing is recorded from a refused request.
+async fn labels_and_times(api: &Api, a: &[String], b: &[String], newest_first: &[String]) {
+    // GET shows the labels and the recorded times.
+    let (s, p0) = api.get(KEY_A, &format!("/v1/payments/{}", a[0])).await;
+    assert_eq!(s, 200, "{p0}");
+    assert_eq!(p0["merchant_reference"], "order-0");
+    assert_eq!(p0["metadata"], json!({"shop": "berlin", "n": "0"}));
+    let time = |v: &Value, f: &str| {
+        time::OffsetDateTime::parse(
+            v[f].as_str().unwrap_or_else(|| panic!("{f} in {v}")),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    assert!(time(&p0, "created_at") <= time(&p0, "updated_at"), "{p0}");
+    let (_, p1) = api.get(KEY_A, &format!("/v1/payments/{}", a[1])).await;
+    assert_eq!(p1["metadata"], json!({}));
+    assert!(p1.get("merchant_reference").is_none(), "{p1}");
+    // a[1] was captured after it was created: a later event.
+    assert!(time(&p1, "updated_at") > time(&p1, "created_at"), "{p1}");
+    let now = time::OffsetDateTime::now_utc();
+    assert!(time(&p1, "created_at") <= now);
+
+    // Search by reference and metadata, alone and together; B's payment
+    // with the same labels never shows to A.
+    api.eventually(
+        KEY_A,
+        "/v1/payments?merchant_reference=order-0",
+        1,
+        &[a[4].clone(), a[0].clone()],
+    )
+    .await;
+    api.eventually(
+        KEY_A,
+        "/v1/payments?metadata[shop]=berlin",
+        1,
+        &[a[2].clone(), a[0].clone()],
+    )
+    .await;
+    api.eventually(
+        KEY_A,
+        "/v1/payments?merchant_reference=order-0&metadata[shop]=berlin",
+        5,
+        &[a[0].clone()],
+    )
+    .await;
+    api.eventually(KEY_A, "/v1/payments?metadata[n]=0", 5, &[a[0].clone()])
+        .await;
+    api.eventually(
+        KEY_B,
+        "/v1/payments?merchant_reference=order-0",
+        5,
+        &[b[0].clone()],
+    )
+    .await;
+    // The created range, from the times GET shows: [a2, a3] inclusive.
+    let (_, p2) = api.get(KEY_A, &format!("/v1/payments/{}", a[2])).await;
+    let (_, p3) = api.get(KEY_A, &format!("/v1/payments/{}", a[3])).await;
+    let fmt = |v: &Value| v["created_at"].as_str().expect("created_at").to_owned();
+    api.eventually(
+        KEY_A,
+        &format!(
+            "/v1/payments?created[gte]={}&created[lte]={}",
+            fmt(&p2),
+            fmt(&p3)
+        ),
+        1,
+        &[a[3].clone(), a[2].clone()],
+    )
+    .await;
+    api.eventually(
+        KEY_A,
+        &format!("/v1/payments?created[gte]={}", fmt(&p2)),
+        2,
+        &newest_first[..3],
+    )
+    .await;
+
+    // Limits: 400 invalid_field naming the field; nothing recorded.
+    let many: serde_json::Map<String, Value> =
+        (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases = [
+        (json!({"metadata": many}), "metadata"),
+        (
+            json!({"metadata": {"note": "x".repeat(501)}}),
+            "metadata.note",
+        ),
+        (
+            json!({"metadata": {"k".repeat(41): "v"}}),
+            &*format!("metadata.{}", "k".repeat(41)),
+        ),
+        (
+            json!({"merchant_reference": "r".repeat(129)}),
+            "merchant_reference",
+        ),
+    ];
+    for (i, (extra, param)) in cases.iter().enumerate() {
+        let (s, v) = api
+            .post(
+                KEY_A,
+                &format!("bad-labels-{i}"),
+                "/v1/payments",
+                &card_body(100, extra),
+            )
+            .await;
+        assert_eq!(s, 400, "{extra}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_field", "{v}");
+        assert_eq!(v["error"]["param"], *param, "{v}");
+    }
+    let (s, v) = api
+        .post(
+            KEY_A,
+            "bad-labels-type",
+            "/v1/payments",
+            &card_body(100, &json!({"metadata": {"n": 5}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(api.all(KEY_A, "/v1/payments", 100).await, newest_first);
+
+    // The labels are part of the idempotent request.
+    let (s, v) = api
+        .post(
+            KEY_A,
+            "a-0",
+            "/v1/payments",
+            &card_body(
+                1000,
+                &json!({"merchant_reference": "order-0", "metadata": {"shop": "other"}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = api
+        .post(
+            KEY_A,
+            "a-0",
+            "/v1/payments",
+            &card_body(1000, &labels_of(&p0)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["id"], a[0].as_str());
+    assert_eq!(v["created_at"], p0["created_at"]);
+}
+
+fn labels_of(v: &Value) -> Value {
+    json!({"merchant_reference": v["merchant_reference"], "metadata": v["metadata"]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,7 @@ async fn env_with(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> Env {
         Arc::new(SystemClock),
         EngineConfig {
             release_mode: engine_mode,
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     );

@@ -75,6 +75,7 @@ fn place() -> PlacePayment {
         store_token: None,
         agreement_id: None,
         checkout: None,
+        annotations: Default::default(),
     }
 }
 

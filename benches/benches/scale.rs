@@ -91,7 +91,10 @@ async fn sample_order() -> Vec<RecordedEvent> {
         store.clone(),
         Arc::new(FakeGateway::new()),
         Arc::new(ManualClock::at_epoch_2026()),
-        EngineConfig::default(),
+        EngineConfig {
+            default_return_url: Some("https://shop.example/return".into()),
+            ..EngineConfig::default()
+        },
     );
     let ctx = CommandContext::new("18356675194960");
     let o = engine.place_payment(&ctx, payment()).await.expect("place");
@@ -210,7 +213,10 @@ fn reconciler_on(store: Arc<PostgresStore>) -> Reconciler {
         store.clone(),
         Arc::new(FakeGateway::new()),
         Arc::new(payorch_engine::store::SystemClock),
-        EngineConfig::default(),
+        EngineConfig {
+            default_return_url: Some("https://shop.example/return".into()),
+            ..EngineConfig::default()
+        },
     ));
     Reconciler::with_open_work(engine, ReconcilerConfig::default(), store.clone(), store)
 }

@@ -77,6 +77,9 @@ pub enum AgreementCommand {
         shopper_reference: String,
         recurring_agreement_ref: Option<RecurringAgreementRef>,
         card: Option<CardSummary>,
+        /// The merchant's labels (those of the first payment; boxed, as
+        /// the other commands are small).
+        annotations: Box<payorch_schemas::events::Annotations>,
     },
     /// Record that order `order_id` charges the agreement.
     Charge {
@@ -133,6 +136,7 @@ pub fn decide(
                 shopper_reference,
                 recurring_agreement_ref,
                 card,
+                annotations,
             },
         ) => Ok(vec![
             AgreementCreated {
@@ -143,6 +147,8 @@ pub fn decide(
                 shopper_reference,
                 recurring_agreement_ref,
                 card,
+                merchant_reference: annotations.merchant_reference.clone(),
+                metadata: annotations.metadata.clone(),
             }
             .into(),
         ]),
@@ -197,7 +203,7 @@ pub fn evolve(mut s: AgreementState, e: &AgreementEvent) -> AgreementState {
     s.version += 1;
     match e {
         AgreementEvent::AgreementCreated(c) => {
-            s.created = Some(c.clone());
+            s.created = Some(AgreementCreated::clone(c));
             s.phase = AgreementPhase::Active;
         }
         AgreementEvent::AgreementCharged(c) => s.charges.push((c.order_id, c.amount)),

@@ -292,13 +292,17 @@ pub fn row_of(kind: ResourceKind, events: &[RecordedEvent]) -> Result<Option<Ind
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(None);
     };
-    let base = |id: Uuid, merchant_id: &str, status: &str| IndexRow {
+    let base = |id: Uuid,
+                merchant_id: &str,
+                status: &str,
+                reference: &Option<String>,
+                metadata: &BTreeMap<String, String>| IndexRow {
         kind,
         id,
         merchant_id: merchant_id.to_owned(),
         status: status.to_owned(),
-        merchant_reference: None,
-        metadata: BTreeMap::new(),
+        merchant_reference: reference.clone(),
+        metadata: metadata.clone(),
         created_position: first.global_position.0,
         created_at: first.recorded_at,
         updated_at: last.recorded_at,
@@ -307,20 +311,39 @@ pub fn row_of(kind: ResourceKind, events: &[RecordedEvent]) -> Result<Option<Ind
     Ok(match kind {
         ResourceKind::Payment => {
             let s = fold_recorded::<OrderAggregate>(Default::default(), events)?;
-            s.placed()
-                .map(|p| base(p.order_id.0, p.merchant_id.as_str(), s.phase().as_str()))
+            s.placed().map(|p| {
+                base(
+                    p.order_id.0,
+                    p.merchant_id.as_str(),
+                    s.phase().as_str(),
+                    &p.merchant_reference,
+                    &p.metadata,
+                )
+            })
         }
         ResourceKind::CheckoutSession => {
             let s = fold_recorded::<CheckoutAggregate>(Default::default(), events)?;
-            s.requested
-                .as_ref()
-                .map(|r| base(r.checkout_id.0, r.merchant_id.as_str(), s.phase.as_str()))
+            s.requested.as_ref().map(|r| {
+                base(
+                    r.checkout_id.0,
+                    r.merchant_id.as_str(),
+                    s.phase.as_str(),
+                    &r.merchant_reference,
+                    &r.metadata,
+                )
+            })
         }
         ResourceKind::Agreement => {
             let s = fold_recorded::<AgreementAggregate>(Default::default(), events)?;
-            s.created
-                .as_ref()
-                .map(|c| base(c.agreement_id.0, c.merchant_id.as_str(), s.phase.as_str()))
+            s.created.as_ref().map(|c| {
+                base(
+                    c.agreement_id.0,
+                    c.merchant_id.as_str(),
+                    s.phase.as_str(),
+                    &c.merchant_reference,
+                    &c.metadata,
+                )
+            })
         }
     })
 }

@@ -1,6 +1,8 @@
 //! Read models of the merchant API: what the HTTP API, the CLI and replay
 //! show of an order, an agreement and a checkout session.
 
+use std::collections::BTreeMap;
+
 use payorch_schemas::Money;
 use payorch_schemas::events::{
     AgreementId, CaptureMode, CardSummary, CheckoutId, MerchantId, OrderId, PaymentKind,
@@ -43,6 +45,26 @@ pub struct OrderView {
     pub refunds: Vec<RefundEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub void: Option<CallProgress>,
+    /// The merchant's own reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Recorded time of the first event (set by [`crate::orchestrator::Engine::stamp`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub created_at: Option<OffsetDateTime>,
+    /// Recorded time of the event at `version`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub updated_at: Option<OffsetDateTime>,
     /// Stream version the view was built from.
     pub version: u64,
 }
@@ -79,6 +101,10 @@ impl OrderView {
             captures: o.captures.clone(),
             refunds: o.refunds.clone(),
             void: o.void,
+            merchant_reference: p.merchant_reference.clone(),
+            metadata: p.metadata.clone(),
+            created_at: None,
+            updated_at: None,
             version: o.version,
         })
     }
@@ -93,6 +119,26 @@ pub struct AgreementView {
     pub first_order_id: OrderId,
     pub shopper_reference: String,
     pub charges: Vec<OrderId>,
+    /// The merchant's own reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Recorded time of the first event (set by [`crate::orchestrator::Engine::stamp`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub created_at: Option<OffsetDateTime>,
+    /// Recorded time of the event at `version`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub updated_at: Option<OffsetDateTime>,
     pub version: u64,
 }
 
@@ -113,6 +159,26 @@ pub struct CheckoutView {
     /// when it was created).
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// The merchant's own reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Recorded time of the first event (set by [`crate::orchestrator::Engine::stamp`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub created_at: Option<OffsetDateTime>,
+    /// Recorded time of the event at `version`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub updated_at: Option<OffsetDateTime>,
     pub version: u64,
 }
 
@@ -127,6 +193,10 @@ impl AgreementView {
             first_order_id: c.first_order_id,
             shopper_reference: c.shopper_reference.clone(),
             charges: s.charges.iter().map(|(o, _)| *o).collect(),
+            merchant_reference: c.merchant_reference.clone(),
+            metadata: c.metadata.clone(),
+            created_at: None,
+            updated_at: None,
             version: s.version,
         })
     }
@@ -145,6 +215,10 @@ impl CheckoutView {
             session_url: s.created.as_ref().and_then(|c| c.session_url.clone()),
             order_id: s.order_id,
             expires_at: r.expires_at,
+            merchant_reference: r.merchant_reference.clone(),
+            metadata: r.metadata.clone(),
+            created_at: None,
+            updated_at: None,
             version: s.version,
         })
     }

@@ -73,6 +73,7 @@ fn a_command(s: AStep) -> AgreementCommand {
             shopper_reference: "shopper".into(),
             recurring_agreement_ref: Some(RecurringAgreementRef("RA1".into())),
             card: None,
+            annotations: Default::default(),
         },
         AStep::Charge { order: o, amount } => AgreementCommand::Charge {
             order_id: order(o),
@@ -243,6 +244,8 @@ fn requested(other: bool) -> CheckoutSessionRequested {
         capture_method: CaptureMode::Automatic,
         session_mode: "HOSTED".into(),
         expires_at: OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
+        merchant_reference: None,
+        metadata: Default::default(),
     }
 }
 

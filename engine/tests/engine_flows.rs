@@ -36,6 +36,9 @@ fn world() -> World {
     let config = EngineConfig {
         retry_backoff: std::time::Duration::from_millis(1),
         max_conflict_retries: 64,
+        // As `payorch serve` sets it: PayKKa needs a return_url for
+        // shopper-present payments and sessions.
+        default_return_url: Some("https://shop.example/return".into()),
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(

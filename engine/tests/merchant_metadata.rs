@@ -167,6 +167,7 @@ async fn every_event_names_its_merchant_whatever_path_recorded_it() {
         clock.clone(),
         EngineConfig {
             retry_backoff: Duration::from_millis(1),
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     ));

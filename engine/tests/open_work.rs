@@ -95,6 +95,7 @@ fn world() -> World {
         clock.clone(),
         EngineConfig {
             retry_backoff: Duration::from_millis(1),
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     ));

@@ -221,6 +221,7 @@ fn place(manual: bool) -> OrderCommand {
         store_token: None,
         agreement_id: None,
         checkout: None,
+        annotations: Default::default(),
     })
 }
 

@@ -104,6 +104,7 @@ fn place_cmd(capture_method: CaptureMode) -> PlacePayment {
         store_token: None,
         agreement_id: None,
         checkout: None,
+        annotations: Default::default(),
     }
 }
 
@@ -199,6 +200,8 @@ fn placing_records_the_order_and_the_initiate_intent() {
                 agreement_id: None,
                 checkout_id: None,
                 session_id: None,
+                merchant_reference: None,
+                metadata: Default::default(),
             }
             .into(),
             AuthorisationRequested {

@@ -92,7 +92,10 @@ async fn the_path_that_finds_the_token_recorded_still_creates_the_agreement() {
         Arc::new(InMemoryStore::new()),
         fake.clone(),
         Arc::new(ManualClock::at_epoch_2026()),
-        EngineConfig::default(),
+        EngineConfig {
+            default_return_url: Some("https://shop.example/return".into()),
+            ..EngineConfig::default()
+        },
     );
     let ctx = CommandContext::new(A);
 

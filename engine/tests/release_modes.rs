@@ -41,6 +41,7 @@ fn world_with(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> World {
         EngineConfig {
             retry_backoff: std::time::Duration::from_millis(1),
             release_mode: engine_mode,
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     ));
@@ -115,6 +116,7 @@ async fn a_merchant_override_decides_the_flag() {
         EngineConfig {
             release_mode: ReleaseMode::CaptureFlag,
             merchant_release_modes: [(MERCHANT.to_owned(), ReleaseMode::OnExpiry)].into(),
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     );
@@ -149,6 +151,7 @@ fn world_clocked(engine_mode: ReleaseMode, paykka_mode: ReleaseMode) -> (World, 
         EngineConfig {
             retry_backoff: std::time::Duration::from_millis(1),
             release_mode: engine_mode,
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     ));
@@ -331,6 +334,7 @@ async fn a_crash_between_the_capture_and_the_void_is_resolved_by_the_reconciler(
             clock.clone(),
             EngineConfig {
                 release_mode: mode,
+                default_return_url: Some("https://shop.example/return".into()),
                 ..EngineConfig::default()
             },
         ))

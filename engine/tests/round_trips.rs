@@ -116,6 +116,10 @@ impl IdempotencyStore for Counting {
         self.note("complete_idempotency");
         self.inner.complete_idempotency(completion).await
     }
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        self.note("release_idempotency");
+        self.inner.release_idempotency(scope, key).await
+    }
 }
 
 /// The fake PayKKa; while `notify_first` is set, the notification of a
@@ -224,6 +228,7 @@ fn setup() -> (Arc<Engine>, Arc<Counting>, Arc<Gateway>) {
         Arc::new(ManualClock::at_epoch_2026()),
         EngineConfig {
             retry_backoff: Duration::from_millis(1),
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     ));

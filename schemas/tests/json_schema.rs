@@ -131,6 +131,8 @@ fn order_samples() -> Vec<OrderEvent> {
             agreement_id: Some(AgreementId(uuid(4))),
             checkout_id: Some(CheckoutId(uuid(5))),
             session_id: Some(SessionId::new("CS123")),
+            merchant_reference: Some("order-1299".into()),
+            metadata: [("shop".to_owned(), "berlin".to_owned())].into(),
         }
         .into(),
         AuthorisationRequested {
@@ -252,6 +254,8 @@ fn agreement_samples() -> Vec<AgreementEvent> {
             shopper_reference: "shopper-1".into(),
             recurring_agreement_ref: Some(RecurringAgreementRef::new("RA1")),
             card: Some(card()),
+            merchant_reference: Some("order-1299".into()),
+            metadata: [("shop".to_owned(), "berlin".to_owned())].into(),
         }
         .into(),
         AgreementCharged {
@@ -289,6 +293,8 @@ fn checkout_samples() -> Vec<CheckoutEvent> {
             capture_method: CaptureMode::Automatic,
             session_mode: "HOSTED".into(),
             expires_at,
+            merchant_reference: None,
+            metadata: Default::default(),
         }
         .into(),
         CheckoutSessionCreated {
@@ -662,6 +668,17 @@ fn validate(
             "additionalProperties" => {
                 if arg == &Value::Bool(false) {
                     // Covered by the stricter check below.
+                } else if arg.is_object() {
+                    // A map (`metadata`): every value not declared in
+                    // `properties` must match the value schema.
+                    if let Value::Object(fields) = value {
+                        let declared = obj.get("properties").and_then(Value::as_object);
+                        for (name, field) in fields {
+                            if declared.is_none_or(|d| !d.contains_key(name)) {
+                                validate(root, arg, field, &[], &format!("{at}.{name}"))?;
+                            }
+                        }
+                    }
                 } else {
                     return Err(format!("{at}: unsupported additionalProperties {arg}"));
                 }
@@ -702,6 +719,9 @@ fn validate(
     if let Value::Object(fields) = value
         && obj.get("type").and_then(Value::as_str) == Some("object")
         && !obj.contains_key("$ref")
+        && !obj
+            .get("additionalProperties")
+            .is_some_and(Value::is_object)
     {
         let mut declared = declared_properties(root, schema)?;
         declared.extend(extra.iter().cloned());

@@ -15,9 +15,11 @@ use payorch_engine::orchestrator::{
 use payorch_engine::order::{CallProgress, Phase};
 use payorch_schemas::Money;
 use payorch_schemas::events::order::TokenRequest;
+use std::collections::BTreeMap;
+
 use payorch_schemas::events::{
-    AgreementId, AuthorisationKind, CaptureId, CaptureMode, CardSummary, CheckoutId, OrderId,
-    PaymentKind, RefundId, TokenPurpose,
+    AgreementId, Annotations, AuthorisationKind, CaptureId, CaptureMode, CardSummary, CheckoutId,
+    OrderId, PaymentKind, RefundId, TokenPurpose,
 };
 use payorch_schemas::paykka::{
     Browser, CardNumber, Cvv, PaymentMethod, PaymentRequest, SecretString, SessionMode, TokenUsage,
@@ -241,12 +243,22 @@ pub struct CreatePaymentBody {
     /// Browser data for 3-D Secure 2 (PayKKa's `browser` object).
     #[serde(default)]
     pub browser: Option<Browser>,
+    /// The merchant's own reference (1-128 characters; a search filter,
+    /// not unique).
+    #[serde(default)]
+    pub merchant_reference: Option<String>,
+    /// Key/value text: at most 20 keys, keys 1-40 characters, values at
+    /// most 500 characters. Searchable with `metadata[KEY]=VALUE`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl CreatePaymentBody {
-    /// Validates and maps to the engine's request.
-    pub fn into_engine(self) -> Result<PlacePaymentRequest, ApiError> {
+    /// Validates and maps to the engine's request and the payment's
+    /// labels.
+    pub fn into_engine(self) -> Result<(PlacePaymentRequest, Annotations), ApiError> {
         positive("amount.minor", &self.amount)?;
+        let labels = annotations(self.merchant_reference, self.metadata)?;
         let payment_type = self.payment_type.unwrap_or(PaymentKind::Purchase);
         if let Some(t) = &self.store_token
             && (t.shopper_reference.is_empty() || t.shopper_reference.len() > 64)
@@ -267,7 +279,7 @@ impl CreatePaymentBody {
                 "a RECURRING payment must store the card with purpose SUBSCRIPTION",
             ));
         }
-        Ok(PlacePaymentRequest {
+        let req = PlacePaymentRequest {
             amount: self.amount,
             payment_type,
             authorisation_type: self.authorisation_type,
@@ -279,7 +291,8 @@ impl CreatePaymentBody {
             }),
             return_url: self.return_url,
             browser: self.browser,
-        })
+        };
+        Ok((req, labels))
     }
 }
 
@@ -331,12 +344,25 @@ pub struct CreateCheckoutBody {
     /// first execution of the request (a replay returns the same).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// The merchant's own reference (1-128 characters; a search filter,
+    /// not unique).
+    #[serde(default)]
+    pub merchant_reference: Option<String>,
+    /// Key/value text: at most 20 keys, keys 1-40 characters, values at
+    /// most 500 characters. Searchable with `metadata[KEY]=VALUE`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl CreateCheckoutBody {
-    /// Validates and maps to the engine's request.
-    pub fn into_engine(self, now: OffsetDateTime) -> Result<CheckoutSessionCreate, ApiError> {
+    /// Validates and maps to the engine's request and the session's
+    /// labels (its payment carries them too).
+    pub fn into_engine(
+        self,
+        now: OffsetDateTime,
+    ) -> Result<(CheckoutSessionCreate, Annotations), ApiError> {
         positive("amount.minor", &self.amount)?;
+        let labels = annotations(self.merchant_reference, self.metadata)?;
         let session_mode = match self.session_mode.as_deref() {
             None => SessionMode::Hosted,
             Some(raw) => match SessionMode::parse(raw) {
@@ -360,14 +386,15 @@ impl CreateCheckoutBody {
             // so an identical retry is the same request.
             other => other,
         };
-        Ok(CheckoutSessionCreate {
+        let req = CheckoutSessionCreate {
             amount: self.amount,
             payment_type: self.payment_type.unwrap_or(PaymentKind::Purchase),
             capture_method: self.capture_method,
             session_mode,
             return_url: self.return_url,
             expires_at,
-        })
+        };
+        Ok((req, labels))
     }
 }
 
@@ -376,14 +403,40 @@ impl CreateCheckoutBody {
 #[serde(deny_unknown_fields)]
 pub struct ChargeBody {
     pub amount: Money,
+    /// The merchant's own reference (1-128 characters; a search filter,
+    /// not unique).
+    #[serde(default)]
+    pub merchant_reference: Option<String>,
+    /// Key/value text: at most 20 keys, keys 1-40 characters, values at
+    /// most 500 characters. Searchable with `metadata[KEY]=VALUE`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl ChargeBody {
-    /// The validated amount.
-    pub fn amount(&self) -> Result<Money, ApiError> {
+    /// The validated amount and the charge's labels.
+    pub fn into_parts(self) -> Result<(Money, Annotations), ApiError> {
         positive("amount.minor", &self.amount)?;
-        Ok(self.amount)
+        Ok((
+            self.amount,
+            annotations(self.merchant_reference, self.metadata)?,
+        ))
     }
+}
+
+/// Checked labels (400 `invalid_field` naming `merchant_reference`,
+/// `metadata` or `metadata.<key>`).
+fn annotations(
+    merchant_reference: Option<String>,
+    metadata: BTreeMap<String, String>,
+) -> Result<Annotations, ApiError> {
+    let a = Annotations {
+        merchant_reference,
+        metadata,
+    };
+    a.validate()
+        .map_err(|e| ApiError::invalid_field(&e.field, e.problem))?;
+    Ok(a)
 }
 
 /// `POST /v1/recurring-agreements/{id}/cancel` (body optional).
@@ -499,6 +552,16 @@ pub struct PaymentView {
     /// Progress of the void, when one was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub void: Option<CallProgress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's labels (`{}` when none).
+    pub metadata: BTreeMap<String, String>,
+    /// When the first event was recorded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    /// When the latest event was recorded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
     /// Event-stream version this view reflects.
     pub version: u64,
 }
@@ -567,6 +630,10 @@ impl From<OrderView> for PaymentView {
                 })
                 .collect(),
             void: v.void,
+            merchant_reference: v.merchant_reference,
+            metadata: v.metadata,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
             version: v.version,
         }
     }
@@ -590,6 +657,16 @@ pub struct CheckoutSessionView {
     /// When the session expires (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's labels (`{}` when none).
+    pub metadata: BTreeMap<String, String>,
+    /// When the first event was recorded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    /// When the latest event was recorded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
     pub version: u64,
 }
 
@@ -603,6 +680,10 @@ impl From<CheckoutView> for CheckoutSessionView {
             session_url: v.session_url,
             payment_id: v.order_id,
             expires_at: v.expires_at,
+            merchant_reference: v.merchant_reference,
+            metadata: v.metadata,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
             version: v.version,
         }
     }
@@ -618,6 +699,16 @@ pub struct RecurringAgreementView {
     pub shopper_reference: String,
     /// Payment ids of the merchant-initiated charges.
     pub charges: Vec<OrderId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's labels (`{}` when none).
+    pub metadata: BTreeMap<String, String>,
+    /// When the first event was recorded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    /// When the latest event was recorded (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
     pub version: u64,
 }
 
@@ -629,6 +720,10 @@ impl From<AgreementView> for RecurringAgreementView {
             first_payment_id: v.first_order_id,
             shopper_reference: v.shopper_reference,
             charges: v.charges,
+            merchant_reference: v.merchant_reference,
+            metadata: v.metadata,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
             version: v.version,
         }
     }
@@ -655,7 +750,7 @@ mod tests {
         let dbg = format!("{body:?}");
         assert!(!dbg.contains("4111111111111111"), "{dbg}");
         assert!(!dbg.contains("737"), "{dbg}");
-        let req = body.into_engine().unwrap();
+        let (req, _) = body.into_engine().unwrap();
         let dbg = format!("{req:?}");
         assert!(!dbg.contains("4111111111111111"), "{dbg}");
         assert!(!dbg.contains("737"), "{dbg}");

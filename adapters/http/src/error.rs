@@ -102,6 +102,12 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            StatusCode::SERVICE_UNAVAILABLE if self.code == PAYKKA_UNREACHABLE => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(PAYKKA_RETRY_AFTER_SECS),
+                );
+            }
             StatusCode::SERVICE_UNAVAILABLE => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -150,6 +156,42 @@ fn domain(e: &DomainError) -> (StatusCode, &'static str) {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
         }
     }
+}
+
+/// The code of a 503 whose PayKKa call never left (`Retry-After`).
+pub const PAYKKA_UNREACHABLE: &str = "paykka_unreachable";
+
+/// Seconds a client should wait after [`PAYKKA_UNREACHABLE`].
+pub const PAYKKA_RETRY_AFTER_SECS: u32 = 5;
+
+/// The merchant API's name of a field of the PayKKa request built from it
+/// (`payment.card_no` is `payment_method.number`); `None` for fields the
+/// server sets.
+pub fn api_field(paykka: &str) -> Option<String> {
+    let mapped = match paykka {
+        "amount" => "amount.minor",
+        "currency" => "amount.currency",
+        "return_url" => "return_url",
+        "expire_time" => "expires_at",
+        "payment" => "payment_method",
+        "payment.card_no" => "payment_method.number",
+        "payment.token_usage" => "store_token.purpose",
+        "payment.store_payment_method" => "store_token",
+        "payment.shopper_reference" => "payment_method.shopper_reference",
+        "notify_url"
+        | "merchant_id"
+        | "trans_id"
+        | "timestamp"
+        | "mit"
+        | "recurring_agreement_id" => return None,
+        other => {
+            if let Some(rest) = other.strip_prefix("payment.") {
+                return Some(format!("payment_method.{rest}"));
+            }
+            other
+        }
+    };
+    Some(mapped.to_owned())
 }
 
 impl From<EngineError> for ApiError {
@@ -210,6 +252,25 @@ impl From<EngineError> for ApiError {
                 _ => (StatusCode::BAD_GATEWAY, "gateway_unavailable"),
             },
             EngineError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            EngineError::InvalidField { field, problem } => {
+                return match api_field(field) {
+                    Some(f) => ApiError::invalid_field(&f, problem),
+                    // A field only the server sets (notify_url from the
+                    // config, merchant_id, trans_id): not the caller's fault.
+                    None => {
+                        tracing::error!(error = %e, "a request built by the server fails PayKKa's rules");
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal_error",
+                            format!("server configuration: {field}: {problem}"),
+                        )
+                    }
+                };
+            }
+            EngineError::PaykkaUnreachable { .. } => {
+                tracing::warn!(error = %e, "PayKKa unreachable");
+                (StatusCode::SERVICE_UNAVAILABLE, PAYKKA_UNREACHABLE)
+            }
             // Only notifications meet it; the webhook handler answers those.
             EngineError::NotificationContradicts { .. } => {
                 (StatusCode::CONFLICT, "notification_contradicts_order")

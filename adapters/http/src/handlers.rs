@@ -6,6 +6,9 @@
 //! commands answer 200. A declined payment is still a created resource
 //! (201, `status: declined`, `decline` set).
 //!
+//! Times: every resource shows `created_at`/`updated_at`, the recorded
+//! times of its first and latest events ([`payorch_engine::orchestrator::Engine::stamp`]).
+//!
 //! Idempotency: every POST passes `Idempotency-Key` to the engine
 //! (`CommandContext::with_idempotency_key`), which keeps one record per
 //! (merchant, key) and answers a repeat with the stored response of the
@@ -78,9 +81,10 @@ pub(crate) async fn create_payment(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<CreatePaymentBody>,
 ) -> ApiResult {
-    let req = body.into_engine()?;
-    let ctx = ctx(&m, Some(key));
-    Ok(payment(s.engine().place_payment(&ctx, req).await?, true))
+    let (req, labels) = body.into_engine()?;
+    let ctx = ctx(&m, Some(key)).with_annotations(labels);
+    let view = s.engine().place_payment(&ctx, req).await?;
+    Ok(payment(s.engine().stamp(view).await?, true))
 }
 
 /// `GET /v1/payments/{id}`.
@@ -116,7 +120,20 @@ pub(crate) async fn capture(
         .engine()
         .capture(&ctx, id, body.amount, body.final_capture)
         .await?;
-    Ok(payment(view, false))
+    Ok(payment(s.engine().stamp(view).await?, false))
+}
+
+/// PayKKa's void/refund `reason` enum (models.md §5): anything else is
+/// refused before PayKKa sees it.
+fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
+    const REASONS: [&str; 4] = ["DUPLICATE", "FRAUDULENT", "REQUESTED_BY_CUSTOMER", "OTHER"];
+    match reason {
+        Some(r) if !REASONS.contains(&r.as_str()) => Err(ApiError::invalid_field(
+            "reason",
+            "must be DUPLICATE, FRAUDULENT, REQUESTED_BY_CUSTOMER or OTHER",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `POST /v1/payments/{id}/void`.
@@ -129,8 +146,9 @@ pub(crate) async fn void(
 ) -> ApiResult {
     let id = order_id(&id)?;
     let ctx = ctx(&m, Some(key));
+    check_reason(&body.reason)?;
     let view = s.engine().void(&ctx, id, body.reason).await?;
-    Ok(payment(view, false))
+    Ok(payment(s.engine().stamp(view).await?, false))
 }
 
 /// `POST /v1/payments/{id}/refunds`.
@@ -148,12 +166,13 @@ pub(crate) async fn refund(
             "must be a positive number of minor units",
         ));
     }
+    check_reason(&body.reason)?;
     let ctx = ctx(&m, Some(key));
     let view = s
         .engine()
         .refund(&ctx, id, body.amount, body.reason)
         .await?;
-    Ok(payment(view, false))
+    Ok(payment(s.engine().stamp(view).await?, false))
 }
 
 /// `POST /v1/checkout-sessions`.
@@ -164,10 +183,10 @@ pub(crate) async fn create_checkout_session(
     ApiJson(body): ApiJson<CreateCheckoutBody>,
 ) -> ApiResult {
     let now = s.engine().clock().now();
-    let req = body.into_engine(now)?;
-    let ctx = ctx(&m, Some(key));
+    let (req, labels) = body.into_engine(now)?;
+    let ctx = ctx(&m, Some(key)).with_annotations(labels);
     let view = s.engine().create_checkout_session(&ctx, req).await?;
-    let v = CheckoutSessionView::from(view);
+    let v = CheckoutSessionView::from(s.engine().stamp(view).await?);
     let status = if v.status == "requested" {
         StatusCode::ACCEPTED
     } else {
@@ -196,12 +215,10 @@ pub(crate) async fn charge_agreement(
     ApiJson(body): ApiJson<ChargeBody>,
 ) -> ApiResult {
     let id = agreement_id(&id)?;
-    let amount = body.amount()?;
-    let ctx = ctx(&m, Some(key));
-    Ok(payment(
-        s.engine().charge_agreement(&ctx, id, amount).await?,
-        true,
-    ))
+    let (amount, labels) = body.into_parts()?;
+    let ctx = ctx(&m, Some(key)).with_annotations(labels);
+    let view = s.engine().charge_agreement(&ctx, id, amount).await?;
+    Ok(payment(s.engine().stamp(view).await?, true))
 }
 
 fn body_value<T: serde::Serialize>(body: &T) -> serde_json::Value {
@@ -219,7 +236,7 @@ pub(crate) async fn cancel_agreement(
     let id = agreement_id(&id)?;
     let ctx = ctx(&m, Some(key));
     let view = s.engine().cancel_agreement(&ctx, id, body.reason).await?;
-    let v = RecurringAgreementView::from(view);
+    let v = RecurringAgreementView::from(s.engine().stamp(view).await?);
     let status = if v.status == "cancelling" {
         StatusCode::ACCEPTED
     } else {
@@ -298,11 +315,15 @@ pub(crate) async fn apple_pay_session(
     Ok(Json(serde_json::json!({ "merchant_session": session })).into_response())
 }
 
-/// `GET /healthz`: 200 when every check passes, 503 otherwise.
+/// `GET /healthz`: 200 `ok` when every check passes; 503 `unavailable`
+/// when a critical one fails (store, broker); 200 `degraded` when only
+/// non-critical ones fail (PayKKa reachability: payments answer 503
+/// `paykka_unreachable` meanwhile, everything else works).
 pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
     let timeout = s.config().health_check_timeout;
     let mut checks = serde_json::Map::new();
     let mut healthy = true;
+    let mut degraded = false;
     for c in s.health_checks() {
         let result = match tokio::time::timeout(timeout, c.check()).await {
             Ok(r) => r,
@@ -311,19 +332,23 @@ pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
         let entry = match result {
             Ok(()) => serde_json::json!({"status": "ok"}),
             Err(e) => {
-                healthy = false;
+                if c.critical() {
+                    healthy = false;
+                } else {
+                    degraded = true;
+                }
                 serde_json::json!({"status": "unavailable", "error": e})
             }
         };
         checks.insert(c.name().to_owned(), entry);
     }
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (status, text) = match (healthy, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ok"),
     };
     let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "unavailable" },
+        "status": text,
         "checks": checks,
     });
     (status, Json(body)).into_response()

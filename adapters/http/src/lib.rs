@@ -53,6 +53,7 @@ mod idempotency;
 pub mod listing;
 pub mod metrics;
 pub mod openapi;
+pub mod reachability;
 pub mod request_id;
 pub mod routes;
 pub mod state;
@@ -67,6 +68,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{ApiKeyError, ApiKeys, Merchant, hash_api_key};
 pub use error::ApiError;
 pub use metrics::{MeteredGateway, Metrics};
+pub use reachability::TcpReachability;
 pub use state::{AppState, HealthCheck, HttpConfig};
 pub use webhook::{WebhookRejection, WebhookVerifier};
 

@@ -18,7 +18,60 @@ fn money() -> Value {
     })
 }
 
+/// `merchant_reference` and `metadata` of a create request.
+fn label_inputs() -> (Value, Value) {
+    (
+        json!({"type": "string", "minLength": 1, "maxLength": 128, "description": "Your own reference (not unique; filter lists with merchant_reference=)"}),
+        json!({"type": "object", "maxProperties": 20, "propertyNames": {"minLength": 1, "maxLength": 40}, "additionalProperties": {"type": "string", "maxLength": 500},
+               "description": "Key/value text (at most 20 keys, keys 1-40 characters, values up to 500); filter lists with metadata[KEY]=VALUE. A violation is 400 invalid_field with param metadata.KEY"}),
+    )
+}
+
+/// Adds the labels and times every resource shows to `schema`.
+fn with_labels_and_times(mut schema: Value) -> Value {
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("merchant_reference".into(), json!({"type": "string"}));
+        props.insert(
+            "metadata".into(),
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        );
+        props.insert("created_at".into(), json!({"type": "string", "format": "date-time", "description": "When the resource's first event was recorded (engine clock)"}));
+        props.insert("updated_at".into(), json!({"type": "string", "format": "date-time", "description": "When its latest event was recorded"}));
+    }
+    if let Some(req) = schema.get_mut("required").and_then(Value::as_array_mut) {
+        req.extend([json!("metadata"), json!("created_at"), json!("updated_at")]);
+    }
+    schema
+}
+
+/// Adds `merchant_reference` and `metadata` to a create request `schema`.
+fn with_label_inputs(mut schema: Value) -> Value {
+    let (reference, metadata) = label_inputs();
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("merchant_reference".into(), reference);
+        props.insert("metadata".into(), metadata);
+    }
+    schema
+}
+
 fn schemas() -> Value {
+    let mut all = base_schemas();
+    if let Some(m) = all.as_object_mut() {
+        for name in ["Payment", "CheckoutSession", "RecurringAgreement"] {
+            if let Some(s) = m.remove(name) {
+                m.insert(name.into(), with_labels_and_times(s));
+            }
+        }
+        for name in ["CreatePayment", "CreateCheckoutSession", "Charge"] {
+            if let Some(s) = m.remove(name) {
+                m.insert(name.into(), with_label_inputs(s));
+            }
+        }
+    }
+    all
+}
+
+fn base_schemas() -> Value {
     let call_progress = json!({"type": "string", "enum": ["requested", "outcome_unknown", "succeeded", "declined"]});
     json!({
         "Money": money(),
@@ -195,7 +248,7 @@ fn schemas() -> Value {
         "PaykkaNotification": {"type": "object", "description": "PayKKa v1.2 notification body, verified against the `signature` header"},
         "PaykkaAck": {"type": "object", "properties": {"ret_code": {"type": "string"}, "ret_msg": {"type": "string"}}},
         "Health": {"type": "object", "properties": {
-            "status": {"enum": ["ok", "unavailable"]},
+            "status": {"enum": ["ok", "degraded", "unavailable"], "description": "degraded (HTTP 200): only a non-critical check failed (paykka reachability)"},
             "checks": {"type": "object", "additionalProperties": {"type": "object", "properties": {
                 "status": {"enum": ["ok", "unavailable"]}, "error": {"type": "string"}
             }}}
@@ -335,7 +388,7 @@ pub fn document() -> Value {
             Access::Merchant => {
                 responses.insert(
                     "400".into(),
-                    error_response("Invalid request, malformed JSON or missing Idempotency-Key"),
+                    error_response("Invalid request (invalid_field with param naming the field, also for anything PayKKa's schema rules refuse; nothing recorded), malformed JSON or missing Idempotency-Key"),
                 );
                 responses.insert("401".into(), error_response("Missing or unknown API key"));
                 responses.insert(
@@ -352,7 +405,7 @@ pub fn document() -> Value {
                 }
                 responses.insert(
                     "503".into(),
-                    error_response("Storage unavailable; retry with the same Idempotency-Key"),
+                    error_response("Storage unavailable, or PayKKa unreachable before anything was sent (paykka_unreachable, Retry-After); retry with the same Idempotency-Key"),
                 );
             }
             Access::PaykkaSignature => {

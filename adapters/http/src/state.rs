@@ -21,6 +21,12 @@ pub trait HealthCheck: Send + Sync {
     fn name(&self) -> &str;
     /// `Ok` when the dependency answers; `Err` with a reason otherwise.
     async fn check(&self) -> Result<(), String>;
+    /// Whether a failure makes the service unavailable (`/healthz` 503,
+    /// the default) or only degraded (`/healthz` 200 with `"status":
+    /// "degraded"`: a remote every instance shares, like PayKKa).
+    fn critical(&self) -> bool {
+        true
+    }
 }
 
 /// HTTP settings.

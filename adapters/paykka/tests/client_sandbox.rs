@@ -599,7 +599,7 @@ async fn stale_timestamp_re_signs_a_read_once_but_never_resends_a_payment() {
 }
 
 #[tokio::test]
-async fn connection_refused_is_retryable() {
+async fn connection_refused_and_dns_failure_are_not_sent() {
     // Bind then drop a listener: nothing listens on that port any more.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -617,7 +617,23 @@ async fn connection_refused_is_retryable() {
     .expect("client");
     let req: InitiateRequest = card_initiate(cards::VISA_SUCCESS, 100, CaptureMethod::Automatic);
     match client.initiate(&req).await {
-        GatewayOutcome::Retryable { reason } => {
+        GatewayOutcome::NotSent { reason } => {
+            assert!(reason.contains("before sending"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A name that cannot resolve (RFC 2606 `.invalid`): never sent either.
+    let unresolvable = PaykkaClient::new(
+        test_merchant_config(
+            &keys,
+            keys.public.clone(),
+            "http://paykka.payorch-test.invalid/apis".into(),
+        )
+        .with_retry(RetryPolicy::none()),
+    )
+    .expect("client");
+    match unresolvable.initiate(&req).await {
+        GatewayOutcome::NotSent { reason } => {
             assert!(reason.contains("before sending"), "{reason}")
         }
         other => panic!("{other:?}"),

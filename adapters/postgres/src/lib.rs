@@ -833,6 +833,19 @@ impl IdempotencyStore for PostgresStore {
         .await?;
         Ok(r.rows_affected() == 1)
     }
+
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        let r = retrying(|| {
+            sqlx::query(
+                "DELETE FROM idempotency WHERE scope = $1 AND key = $2 AND response IS NULL",
+            )
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
 }
 
 #[async_trait]

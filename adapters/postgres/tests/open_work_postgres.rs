@@ -136,7 +136,10 @@ async fn the_reconciler_keeps_the_postgres_index_current() {
         store.clone(),
         gateway.clone(),
         clock.clone(),
-        EngineConfig::default(),
+        EngineConfig {
+            default_return_url: Some("https://shop.example/return".into()),
+            ..EngineConfig::default()
+        },
     ));
     let ctx = CommandContext::new("18356675194960");
     let settled = engine.place_payment(&ctx, payment()).await.unwrap();

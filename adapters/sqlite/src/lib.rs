@@ -610,6 +610,19 @@ impl IdempotencyStore for SqliteStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(done)
     }
+
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r =
+            sqlx::query("DELETE FROM idempotency WHERE scope = ? AND key = ? AND response IS NULL")
+                .bind(scope)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
 }
 
 #[async_trait]

@@ -268,6 +268,8 @@ fn payment_placed(r: &mut Reader) -> Option<PaymentPlaced> {
     let agreement_id = r.opt_uuid(b",\"agreement_id\":")?.map(AgreementId);
     let checkout_id = r.opt_uuid(b",\"checkout_id\":")?.map(CheckoutId);
     let session_id = r.opt_string(b",\"session_id\":")?.map(SessionId);
+    let merchant_reference = r.opt_string(b",\"merchant_reference\":")?;
+    // Metadata (a map) is left to serde_json: `end` fails on it.
     r.end()?;
     Some(PaymentPlaced {
         order_id,
@@ -286,6 +288,8 @@ fn payment_placed(r: &mut Reader) -> Option<PaymentPlaced> {
         agreement_id,
         checkout_id,
         session_id,
+        merchant_reference,
+        metadata: Default::default(),
     })
 }
 
@@ -448,6 +452,8 @@ mod tests {
             agreement_id: Some(AgreementId(uuid(2))),
             checkout_id: Some(CheckoutId(uuid(3))),
             session_id: Some(SessionId::new("CS1")),
+            merchant_reference: Some("order-42".into()),
+            metadata: Default::default(),
         };
         let bare = PaymentPlaced {
             payment_type: PaymentKind::Purchase,
@@ -469,6 +475,7 @@ mod tests {
             agreement_id: None,
             checkout_id: None,
             session_id: None,
+            merchant_reference: None,
             ..placed.clone()
         };
         let no_card = PaymentPlaced {

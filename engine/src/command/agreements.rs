@@ -29,12 +29,13 @@ impl Engine {
         let (s, _) =
             load::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
                 .await?;
-        AgreementView::from_state(&s)
+        let view = AgreementView::from_state(&s)
             .filter(|v| v.merchant_id == ctx.merchant_id)
             .ok_or_else(|| EngineError::NotFound {
                 what: "agreement",
                 id: agreement_id.to_string(),
-            })
+            })?;
+        self.stamp(view).await
     }
 
     /// A merchant-initiated charge on an active agreement: a new order

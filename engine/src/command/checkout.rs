@@ -2,7 +2,7 @@
 //! the Checkout Session Query the reconciler uses.
 
 use payorch_schemas::events::order::InstrumentSummary;
-use payorch_schemas::events::{AuthorisationKind, CheckoutId, OrderId, SessionId};
+use payorch_schemas::events::{Annotations, AuthorisationKind, CheckoutId, OrderId, SessionId};
 use payorch_schemas::paykka::{CheckoutSessionRequest, PaymentInfo};
 use uuid::Uuid;
 
@@ -27,6 +27,7 @@ impl Engine {
         req: CheckoutSessionCreate,
     ) -> Result<CheckoutView, EngineError> {
         let checkout_id = CheckoutId(Uuid::now_v7());
+        let annotations = ctx.checked_annotations()?;
         let key = Key::of(ctx, checkout_fingerprint(&req));
         let stream = checkout_stream(checkout_id);
         // The default expiry is resolved here, once: a replay returns the
@@ -44,7 +45,33 @@ impl Engine {
             capture_method: req.capture_method,
             session_mode: req.session_mode.as_str().to_owned(),
             expires_at,
+            merchant_reference: annotations.merchant_reference,
+            metadata: annotations.metadata,
         };
+        let mut create = CheckoutSessionRequest::new(
+            ctx.merchant_id.as_str(),
+            self.now_ms(),
+            payment_type(req.payment_type),
+            trans_id.as_str(),
+            req.amount,
+            req.session_mode,
+        );
+        create.capture_method = Some(capture_method(req.capture_method));
+        create.notify_url.clone_from(&self.config.notify_url);
+        create.return_url = req
+            .return_url
+            .or_else(|| self.config.default_return_url.clone());
+        create.expire_time = Some(payorch_schemas::paykka::PaykkaDateTime::from_datetime(
+            expires_at,
+        ));
+        // What PayKKa's schema rules refuse is refused before anything is
+        // written.
+        if let Err(e) = create.validate() {
+            return Err(EngineError::InvalidField {
+                field: e.field,
+                problem: e.problem.to_string(),
+            });
+        }
         let meta = ctx.metadata();
         let idem = Idem::begin(
             key.as_ref()
@@ -72,31 +99,21 @@ impl Engine {
             },
             Err(e) => return Err(e),
         };
-        let mut create = CheckoutSessionRequest::new(
-            ctx.merchant_id.as_str(),
-            self.now_ms(),
-            payment_type(req.payment_type),
-            trans_id.as_str(),
-            req.amount,
-            req.session_mode,
-        );
-        create.capture_method = Some(capture_method(req.capture_method));
-        create.notify_url.clone_from(&self.config.notify_url);
-        create.return_url = req
-            .return_url
-            .or_else(|| self.config.default_return_url.clone());
-        create.expire_time = Some(payorch_schemas::paykka::PaykkaDateTime::from_datetime(
-            expires_at,
-        ));
         let gw = self.gateway.clone();
-        let outcome = match self
+        let answer = self
             .call(
                 "checkout_session_create",
                 self.call_span("checkout_session_create", ctx, OrderId(checkout_id.0)),
                 || gw.checkout_session_create(&create),
             )
-            .await
-        {
+            .await;
+        // Never left: recorded declined without completing the key, which
+        // is released (as for payments, see `finish_or_unreachable`).
+        let not_sent = match &answer {
+            GatewayOutcome::NotSent { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        let outcome = match answer {
             GatewayOutcome::Success(r) => match r.session_id {
                 Some(id) => CallOutcome::Accepted(
                     payorch_schemas::events::checkout::CheckoutSessionCreated {
@@ -117,9 +134,9 @@ impl Engine {
                 id: checkout_id.to_string(),
             }),
         };
-        let idem = match &key {
-            Some(k) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
-            None => Idem::None,
+        let idem = match (&key, &not_sent) {
+            (Some(k), None) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
+            _ => Idem::None,
         };
         let done = self
             .execute::<CheckoutAggregate>(
@@ -130,6 +147,18 @@ impl Engine {
                 |_| CheckoutCommand::RecordCreateOutcome(outcome.clone()),
             )
             .await?;
+        if let Some(reason) = not_sent {
+            if let Some(k) = &key {
+                self.idempotency
+                    .release_idempotency(&k.scope, &k.key)
+                    .await?;
+                self.idempotency_done.notify_waiters();
+            }
+            return Err(EngineError::PaykkaUnreachable {
+                operation: "checkout_session_create",
+                reason,
+            });
+        }
         let view = CheckoutView::from_state(&done.state).ok_or(EngineError::NotFound {
             what: "checkout session",
             id: checkout_id.to_string(),
@@ -146,12 +175,13 @@ impl Engine {
         stream: &StreamId,
     ) -> Result<CheckoutView, EngineError> {
         let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
-        CheckoutView::from_state(&s)
+        let view = CheckoutView::from_state(&s)
             .filter(|v| v.merchant_id == ctx.merchant_id)
             .ok_or_else(|| EngineError::NotFound {
                 what: "checkout session",
                 id: stream.to_string(),
-            })
+            })?;
+        self.stamp(view).await
     }
 
     /// The current view of a checkout session of this merchant.
@@ -231,6 +261,11 @@ impl Engine {
             store_token: None,
             agreement_id: None,
             checkout: Some((r.checkout_id, session_id)),
+            // The payment of a session carries the session's labels.
+            annotations: Annotations {
+                merchant_reference: r.merchant_reference.clone(),
+                metadata: r.metadata.clone(),
+            },
         };
         self.order_command(order_id, &meta, Idem::None, None, |_| {
             OrderCommand::Place(place.clone())

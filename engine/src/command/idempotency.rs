@@ -181,6 +181,13 @@ pub(crate) struct Key {
 impl Key {
     /// The key of `ctx`, if it has one.
     pub fn of(ctx: &CommandContext, fingerprint: String) -> Option<Key> {
+        // Labels change what is recorded, so they are part of the request;
+        // without labels the fingerprint is the one it always was.
+        let fingerprint = if ctx.annotations.is_empty() {
+            fingerprint
+        } else {
+            fingerprint_of("annotated", &(fingerprint, &ctx.annotations))
+        };
         ctx.idempotency_key.as_ref().map(|k| Key {
             scope: ctx.merchant_id.as_str().to_owned(),
             key: k.clone(),

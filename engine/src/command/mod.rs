@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use payorch_schemas::Money;
 use payorch_schemas::events::order::TokenRequest;
-use payorch_schemas::events::{AuthorisationKind, CaptureMode, MerchantId, PaymentKind};
+use payorch_schemas::events::{
+    Annotations, AuthorisationKind, CaptureMode, MerchantId, PaymentKind,
+};
 use payorch_schemas::paykka::{Browser, PaymentRequest, SessionMode};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -106,6 +108,22 @@ pub enum EngineError {
     /// The request is incomplete for this operation (fix the request).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// PayKKa's schema rules would refuse the request built from this one
+    /// (`field` is its path in the PayKKa request, e.g. `payment.card_no`,
+    /// `return_url`). Checked before anything is written: nothing was
+    /// recorded; fix the request.
+    #[error("invalid request: {field}: {problem}")]
+    InvalidField { field: String, problem: String },
+    /// PayKKa could not be reached and the request provably never left
+    /// (connection refused, DNS or TLS failure), after the engine's bounded
+    /// resends. Nothing reached PayKKa, so no money moved; the attempt is
+    /// recorded as declined with code [`NOT_SENT_CODE`] and the
+    /// idempotency key is released: retry later with the same key.
+    #[error("PayKKa is unreachable ({operation}): {reason}; retry later")]
+    PaykkaUnreachable {
+        operation: &'static str,
+        reason: String,
+    },
     /// A PayKKa notification names another merchant, currency or amount
     /// than the order it is about. Nothing was recorded; alert someone (a
     /// mix-up of merchants or keys, or a forgery signed with a real key).
@@ -119,6 +137,10 @@ pub enum EngineError {
         observed: String,
     },
 }
+
+/// The decline code recorded on an attempt whose PayKKa call provably
+/// never left (see [`EngineError::PaykkaUnreachable`]).
+pub const NOT_SENT_CODE: &str = "PAYKKA_UNREACHABLE";
 
 /// Settings of the engine ([INFERRED] spec facts are settings).
 #[derive(Clone, Debug)]
@@ -232,13 +254,20 @@ impl Default for EngineConfig {
     }
 }
 
-/// Who asks, for scoping, idempotency and tracing.
+/// Who asks, for scoping, idempotency and tracing, and the merchant's
+/// labels for what the command creates.
 #[derive(Clone, Debug)]
 pub struct CommandContext {
     pub merchant_id: MerchantId,
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<Uuid>,
     pub actor: Option<String>,
+    /// `merchant_reference` and `metadata` recorded on the resource the
+    /// command creates (a payment, a charge, a checkout session); commands
+    /// that create nothing ignore them. Checked against the limits of
+    /// [`Annotations::validate`] before anything is written, and part of
+    /// the idempotency fingerprint when set.
+    pub annotations: Annotations,
 }
 
 impl CommandContext {
@@ -248,7 +277,23 @@ impl CommandContext {
             idempotency_key: None,
             correlation_id: None,
             actor: None,
+            annotations: Annotations::default(),
         }
+    }
+
+    /// Labels the resource the command creates.
+    pub fn with_annotations(mut self, annotations: Annotations) -> Self {
+        self.annotations = annotations;
+        self
+    }
+
+    /// The labels, checked (an [`EngineError::InvalidRequest`] naming the
+    /// field otherwise).
+    pub(crate) fn checked_annotations(&self) -> Result<Annotations, EngineError> {
+        self.annotations
+            .validate()
+            .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
+        Ok(self.annotations.clone())
     }
 
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {

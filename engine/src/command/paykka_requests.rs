@@ -66,6 +66,12 @@ pub(crate) fn non_success<T, U>(o: GatewayOutcome<T>) -> CallOutcome<U> {
             code,
             description: format!("{}: {description}", class.as_str()),
         },
+        // Nothing left this process: PayKKa cannot have acted, so the
+        // attempt is over without money (see `EngineError::PaykkaUnreachable`).
+        GatewayOutcome::NotSent { reason } => CallOutcome::Declined {
+            code: NOT_SENT_CODE.to_owned(),
+            description: format!("not sent: {reason}"),
+        },
         GatewayOutcome::Retryable { reason } => CallOutcome::Unknown {
             reason: format!("not confirmed after retries: {reason}"),
         },
@@ -97,6 +103,9 @@ pub(crate) fn passthrough<T>(
             code,
             description,
         }),
+        GatewayOutcome::NotSent { reason } => {
+            Err(EngineError::PaykkaUnreachable { operation, reason })
+        }
         GatewayOutcome::Retryable { reason } | GatewayOutcome::Unknown { reason } => {
             Err(EngineError::Gateway {
                 operation,

@@ -54,7 +54,17 @@ fn outcome_detail<T>(o: &GatewayOutcome<T>) -> String {
         | GatewayOutcome::Rejected {
             code, description, ..
         } => format!("{code} {description}"),
-        GatewayOutcome::Retryable { reason } | GatewayOutcome::Unknown { reason } => reason.clone(),
+        GatewayOutcome::NotSent { reason }
+        | GatewayOutcome::Retryable { reason }
+        | GatewayOutcome::Unknown { reason } => reason.clone(),
+    }
+}
+
+/// The reason of an answer that never left, if it is one.
+fn not_sent_reason<T>(o: &GatewayOutcome<T>) -> Option<String> {
+    match o {
+        GatewayOutcome::NotSent { reason } => Some(reason.clone()),
+        _ => None,
     }
 }
 
@@ -95,6 +105,7 @@ impl Engine {
         begin: bool,
     ) -> Result<OrderView, EngineError> {
         let stream = order_stream(order_id);
+        let annotations = ctx.checked_annotations()?;
         let place = PlacePayment {
             order_id,
             merchant_id: ctx.merchant_id.clone(),
@@ -106,7 +117,18 @@ impl Engine {
             store_token: req.store_token.clone(),
             agreement_id: agreement.as_ref().map(|a| a.0),
             checkout: None,
+            annotations,
         };
+        // Everything PayKKa's schema rules refuse is refused here, before
+        // anything is written (a charge's request comes from its stored
+        // agreement, already recorded: its rare refusal stays PayKKa's).
+        let initiate = self.initiate_request(ctx, order_id, req, agreement.as_ref());
+        if begin && let Err(e) = initiate.validate() {
+            return Err(EngineError::InvalidField {
+                field: e.field,
+                problem: e.problem.to_string(),
+            });
+        }
         let idem = match (&key, begin) {
             (Some(k), true) => Idem::Begin(k.begin(Some(&stream), self.clock.now())),
             _ => Idem::None,
@@ -136,7 +158,6 @@ impl Engine {
             Err(e) => return Err(e),
         };
 
-        let initiate = self.initiate_request(ctx, order_id, req, agreement.as_ref());
         let gw = self.gateway.clone();
         let outcome = self
             .call(
@@ -146,8 +167,11 @@ impl Engine {
             )
             .await;
         drop(initiate); // card data leaves memory here
+        let not_sent = not_sent_reason(&outcome);
         let outcome = payment_outcome(outcome);
-        self.finish_order_call(
+        self.finish_or_unreachable(
+            "initiate",
+            not_sent,
             order_id,
             &meta,
             key.as_ref(),
@@ -155,6 +179,43 @@ impl Engine {
             OrderCommand::RecordInitiateOutcome(outcome),
         )
         .await
+    }
+
+    /// [`Engine::finish_order_call`], unless the call never left
+    /// (`not_sent`): then the declined-style outcome ([`NOT_SENT_CODE`]) is
+    /// recorded without completing the key, the key is released and the
+    /// answer is [`EngineError::PaykkaUnreachable`], so the same request
+    /// with the same key executes afresh once PayKKa is reachable.
+    ///
+    /// Why a decline and not "no events": the intent (`*Requested`) is
+    /// already appended before the call (a crash must leave it visible);
+    /// withdrawing it would need a new order phase. A decline is true (no
+    /// money moved, PayKKa never saw the request) and final, so the
+    /// reconciler has nothing to chase; the retry is a new attempt with a
+    /// new `trans_id` (a payment) or a new call id (capture, refund).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn finish_or_unreachable(
+        &self,
+        operation: &'static str,
+        not_sent: Option<String>,
+        order_id: OrderId,
+        meta: &EventMetadata,
+        key: Option<&Key>,
+        held: (OrderState, Version),
+        cmd: OrderCommand,
+    ) -> Result<OrderView, EngineError> {
+        let Some(reason) = not_sent else {
+            return self.finish_order_call(order_id, meta, key, held, cmd).await;
+        };
+        self.finish_order_call(order_id, meta, None, held, cmd)
+            .await?;
+        if let Some(k) = key {
+            self.idempotency
+                .release_idempotency(&k.scope, &k.key)
+                .await?;
+            self.idempotency_done.notify_waiters();
+        }
+        Err(EngineError::PaykkaUnreachable { operation, reason })
     }
 
     /// The first half of a merchant order command that calls PayKKa:
@@ -276,18 +337,27 @@ impl Engine {
                 ),
             };
             let gw = self.gateway.clone();
-            let outcome = payment_outcome(
-                self.call("capture", self.call_span("capture", ctx, order_id), || {
+            let answer = self
+                .call("capture", self.call_span("capture", ctx, order_id), || {
                     gw.capture(&req)
                 })
-                .await,
-            );
+                .await;
+            let not_sent = not_sent_reason(&answer);
+            let outcome = payment_outcome(answer);
             let cmd = OrderCommand::RecordCaptureOutcome {
                 capture_id,
                 outcome,
             };
             let view = self
-                .finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
+                .finish_or_unreachable(
+                    "capture",
+                    not_sent,
+                    order_id,
+                    &meta,
+                    key.as_ref(),
+                    (state, version),
+                    cmd,
+                )
                 .await?;
             // void_after_capture: PayKKa releases the rest of a final
             // partial capture on a Void. Until PayKKa confirms it the order
@@ -391,13 +461,16 @@ impl Engine {
                 reason: reason.as_deref().map(Reason::parse),
             };
             let gw = self.gateway.clone();
-            let outcome = payment_outcome(
-                self.call("void", self.call_span("void", ctx, order_id), || {
+            let answer = self
+                .call("void", self.call_span("void", ctx, order_id), || {
                     gw.void(&req)
                 })
-                .await,
-            );
-            self.finish_order_call(
+                .await;
+            let not_sent = not_sent_reason(&answer);
+            let outcome = payment_outcome(answer);
+            self.finish_or_unreachable(
+                "void",
+                not_sent,
                 order_id,
                 &meta,
                 key.as_ref(),
@@ -453,21 +526,30 @@ impl Engine {
                 notify_url: self.config.refund_notify_url.clone(),
             };
             let gw = self.gateway.clone();
+            let answer = self
+                .call("refund", self.call_span("refund", ctx, order_id), || {
+                    gw.refund(&req)
+                })
+                .await;
+            let not_sent = not_sent_reason(&answer);
             let outcome =
-                match self
-                    .call("refund", self.call_span("refund", ctx, order_id), || {
-                        gw.refund(&req)
-                    })
-                    .await
-                {
+                match answer {
                     GatewayOutcome::Success(r) => CallOutcome::Accepted(
                         gateway::refund_observation(&r, refund_id, ObservationSource::Response),
                     ),
                     other => non_success(other),
                 };
             let cmd = OrderCommand::RecordRefundOutcome { refund_id, outcome };
-            self.finish_order_call(order_id, &meta, key.as_ref(), (state, version), cmd)
-                .await
+            self.finish_or_unreachable(
+                "refund",
+                not_sent,
+                order_id,
+                &meta,
+                key.as_ref(),
+                (state, version),
+                cmd,
+            )
+            .await
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await

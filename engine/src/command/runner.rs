@@ -194,6 +194,10 @@ impl Engine {
             shopper_reference: t.shopper_reference.clone(),
             recurring_agreement_ref: t.recurring_agreement_ref.clone(),
             card: state.card().cloned(),
+            annotations: Box::new(payorch_schemas::events::Annotations {
+                merchant_reference: p.merchant_reference.clone(),
+                metadata: p.metadata.clone(),
+            }),
         };
         self.execute::<AgreementAggregate>(
             &agreement_stream(agreement_id),
@@ -206,7 +210,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Calls PayKKa, resending `Retryable` answers with backoff.
+    /// Calls PayKKa, resending `Retryable` and `NotSent` answers with
+    /// backoff, at most [`EngineConfig::retryable_attempts`] attempts.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
@@ -225,7 +230,10 @@ impl Engine {
                 let out = f().await;
                 tracing::info!(operation, outcome = out.kind(), attempt, "paykka call");
                 match out {
-                    GatewayOutcome::Retryable { .. } if attempt < attempts => {
+                    // Safe to resend: PayKKa did not act on it.
+                    GatewayOutcome::Retryable { .. } | GatewayOutcome::NotSent { .. }
+                        if attempt < attempts =>
+                    {
                         tokio::time::sleep(backoff).await;
                         backoff = backoff.saturating_mul(2);
                         attempt += 1;

@@ -7,8 +7,12 @@
 //! * `Success` — PayKKa accepted the request (`ret_code 000000`); the data
 //!   may still say `FAILURE` (a decline inside a 200), which the engine reads.
 //! * `Declined` — PayKKa or the issuer refused (FINAL_DECLINE).
-//! * `Retryable` — nothing reached PayKKa or nothing was processed
-//!   (RETRY_BACKOFF, RETRY_ONCE): safe to resend.
+//! * `NotSent` — the request provably never left (connection refused, DNS
+//!   or TLS failure, connect timeout): PayKKa cannot have acted. Safe to
+//!   resend; after the engine's bounded resends the attempt is recorded
+//!   declined with code `PAYKKA_UNREACHABLE`, never as unknown.
+//! * `Retryable` — PayKKa answered that nothing was processed
+//!   (RETRY_BACKOFF, RETRY_ONCE, HTTP 429): safe to resend.
 //! * `Unknown` — we cannot know whether PayKKa acted (UNKNOWN_QUERY):
 //!   never treated as a failure; the engine records `*OutcomeUnknown` and
 //!   the reconciler queries.
@@ -75,6 +79,11 @@ pub enum GatewayOutcome<T> {
         code: String,
         description: String,
     },
+    /// The request never left this process's connection attempt (see
+    /// the module docs).
+    NotSent {
+        reason: String,
+    },
     Retryable {
         reason: String,
     },
@@ -93,6 +102,7 @@ impl<T> GatewayOutcome<T> {
         match self {
             GatewayOutcome::Success(_) => "success",
             GatewayOutcome::Declined { .. } => "declined",
+            GatewayOutcome::NotSent { .. } => "not_sent",
             GatewayOutcome::Retryable { .. } => "retryable",
             GatewayOutcome::Unknown { .. } => "unknown",
             GatewayOutcome::Rejected { .. } => "rejected",

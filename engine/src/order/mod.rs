@@ -463,6 +463,8 @@ pub struct PlacePayment {
     /// Set when the shopper paid on a checkout session: PayKKa already has
     /// the transaction, so no initiate call is made.
     pub checkout: Option<(CheckoutId, SessionId)>,
+    /// The merchant's reference and metadata, recorded on the placed event.
+    pub annotations: payorch_schemas::events::Annotations,
 }
 
 /// Capture `amount` (all that is left when `None`).

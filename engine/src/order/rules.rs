@@ -56,6 +56,8 @@ pub(super) fn place(p: PlacePayment) -> Decided {
         agreement_id: p.agreement_id,
         checkout_id,
         session_id,
+        merchant_reference: p.annotations.merchant_reference,
+        metadata: p.annotations.metadata,
     };
     let mut out = Vec::with_capacity(2);
     out.push(OrderEvent::PaymentPlaced(std::sync::Arc::new(placed)));

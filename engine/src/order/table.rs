@@ -105,6 +105,7 @@ fn sample_commands(order_id: OrderId) -> Vec<OrderCommand> {
         }),
         agreement_id: None,
         checkout: None,
+        annotations: Default::default(),
     };
     let mut cmds = vec![
         OrderCommand::Place(place(CaptureMode::Manual)),

@@ -271,6 +271,18 @@ impl IdempotencyStore for InMemoryStore {
         let mut inner = self.lock()?;
         Ok(complete(&mut inner, completion))
     }
+
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let k = (scope.to_owned(), key.to_owned());
+        match inner.idempotency.get(&k) {
+            Some(rec) if rec.response.is_none() => {
+                inner.idempotency.remove(&k);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 /// Stores the response of an in-progress record; `false` when the record

@@ -305,6 +305,11 @@ pub trait IdempotencyStore: Send + Sync {
         &self,
         completion: IdempotencyCompletion,
     ) -> Result<bool, StoreError>;
+    /// Deletes an in-progress record (no response yet) so that the key can
+    /// execute again: the command's PayKKa call provably never left.
+    /// `Ok(true)`: deleted; `Ok(false)`: missing or completed (a completed
+    /// record always stands).
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError>;
 }
 
 /// Named checkpoints of subscribers, projections and the relay.

@@ -28,6 +28,7 @@ pub fn world() -> World {
         EngineConfig {
             retry_backoff: Duration::from_millis(1),
             idempotency_wait: Duration::from_secs(2),
+            default_return_url: Some("https://shop.example/return".into()),
             ..EngineConfig::default()
         },
     ));

@@ -612,6 +612,10 @@ impl IdempotencyStore for SimStore {
         }
         self.inner.complete_idempotency(completion).await
     }
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        pause(&self.world, 1).await;
+        self.inner.release_idempotency(scope, key).await
+    }
 }
 
 // ------------------------------------------------------------ sim PayKKa

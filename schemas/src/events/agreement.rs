@@ -23,6 +23,13 @@ pub struct AgreementCreated {
     pub recurring_agreement_ref: Option<RecurringAgreementRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<CardSummary>,
+    /// Inherited from the payment that created the agreement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels (at most 20 keys of 1-40
+    /// characters, values up to 500; empty in older events).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// A merchant-initiated charge was started as order `order_id`.
@@ -61,7 +68,8 @@ pub struct AgreementCancelOutcomeUnknown {
 super::event_enum! {
     /// Every event of a `recurring_agreement` stream.
     AgreementEvent {
-        AgreementCreated = "agreement_created",
+        // Behind a pointer: the biggest, rarest event (one per agreement).
+        AgreementCreated(std::sync::Arc<AgreementCreated>) = "agreement_created",
         AgreementCharged = "agreement_charged",
         AgreementCancelRequested = "agreement_cancel_requested",
         AgreementCancelled = "agreement_cancelled",

@@ -29,6 +29,13 @@ pub struct CheckoutSessionRequested {
         schemars(schema_with = "crate::events::rfc3339_schema")
     )]
     pub expires_at: OffsetDateTime,
+    /// The merchant's own reference (absent in older events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels (at most 20 keys of 1-40
+    /// characters, values up to 500; empty in older events).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

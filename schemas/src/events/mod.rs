@@ -33,11 +33,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub mod agreement;
+pub mod annotations;
 pub mod checkout;
 pub mod ids;
 pub mod order;
 
 pub use agreement::AgreementEvent;
+pub use annotations::{AnnotationError, Annotations};
 pub use checkout::CheckoutEvent;
 pub use ids::*;
 pub use order::OrderEvent;

@@ -66,6 +66,13 @@ pub struct PaymentPlaced {
     pub checkout_id: Option<CheckoutId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<SessionId>,
+    /// The merchant's own reference (absent in older events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels (at most 20 keys of 1-40
+    /// characters, values up to 500; empty in older events).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// The initiate call is about to be sent.

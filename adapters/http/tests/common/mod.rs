@@ -128,6 +128,10 @@ impl IdempotencyStore for SwitchableStore {
         self.check()?;
         self.inner.complete_idempotency(completion).await
     }
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.release_idempotency(scope, key).await
+    }
 }
 
 /// Signature = hex(SHA-256(secret || body)) in the `signature` header;
@@ -212,6 +216,9 @@ pub fn harness_over(backend: Arc<dyn Backend>) -> Harness {
         payorch_http::MeteredGateway::new(FakeGatewayRef(gateway.clone()), metrics.clone());
     let config = EngineConfig {
         retry_backoff: std::time::Duration::from_millis(1),
+        // As `payorch serve` sets it: PayKKa needs a return_url for
+        // shopper-present payments and sessions.
+        default_return_url: Some("https://shop.example/return".into()),
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(

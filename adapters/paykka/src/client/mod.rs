@@ -346,9 +346,9 @@ impl PaykkaClient {
                         ),
                     };
                 }
-                Verdict::Done(GatewayOutcome::Retryable { reason })
-                    if !op.is_mutating() && read_attempts + 1 < policy.read_attempts.max(1) =>
-                {
+                Verdict::Done(
+                    GatewayOutcome::Retryable { reason } | GatewayOutcome::NotSent { reason },
+                ) if !op.is_mutating() && read_attempts + 1 < policy.read_attempts.max(1) => {
                     read_attempts += 1;
                     let delay = backoff(policy, read_attempts);
                     tracing::debug!(
@@ -375,7 +375,9 @@ impl PaykkaClient {
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         );
         match &outcome {
-            GatewayOutcome::Unknown { reason } | GatewayOutcome::Retryable { reason } => {
+            GatewayOutcome::Unknown { reason }
+            | GatewayOutcome::Retryable { reason }
+            | GatewayOutcome::NotSent { reason } => {
                 tracing::warn!(outcome = outcome.kind(), reason = %reason, "paykka call");
             }
             _ => tracing::info!(outcome = outcome.kind(), "paykka call"),
@@ -477,8 +479,9 @@ fn transport_error<T>(op: Operation, e: &reqwest::Error) -> GatewayOutcome<T> {
         };
     }
     if e.is_connect() {
-        // Connect, DNS or TLS failure: the request never left.
-        return GatewayOutcome::Retryable {
+        // Connect, DNS or TLS failure (or the connect timeout): the request
+        // never left, PayKKa cannot have acted on it.
+        return GatewayOutcome::NotSent {
             reason: format!("connection failed before sending: {}", describe(e)),
         };
     }

@@ -3,7 +3,7 @@
 //!
 //! | What happened | mutating call | read |
 //! | --- | --- | --- |
-//! | connect / DNS / TLS failure (nothing sent) | `Retryable` | `Retryable` |
+//! | connect / DNS / TLS failure (nothing sent) | `NotSent` | `NotSent` |
 //! | timeout or reset after sending | `Unknown` | `Retryable` |
 //! | HTTP 429 | `Retryable` | `Retryable` |
 //! | HTTP 5xx | `Unknown` | `Retryable` |
@@ -334,6 +334,8 @@ mod tests {
                     "OK".to_owned()
                 }
                 Verdict::Done(GatewayOutcome::Unknown { .. }) => "UNKNOWN_QUERY".to_owned(),
+                // Only a transport failure is "not sent", never an answer.
+                Verdict::Done(GatewayOutcome::NotSent { .. }) => "NOT_SENT".to_owned(),
             };
             assert_eq!(kind, mutating, "ret_code {code}");
         }
