@@ -64,9 +64,23 @@ pub struct RelayConfig {
     pub lease_check_interval: Duration,
     /// Longest wait for one publisher confirm (default 30 s).
     pub confirm_timeout: Duration,
-    /// Confirmed events between checkpoint writes while busy (default 128;
-    /// the checkpoint is also written whenever the pipeline drains).
+    /// Confirmed events between checkpoint writes while busy (default 128).
     pub checkpoint_every: usize,
+    /// Longest time a confirmed position waits for its checkpoint write
+    /// once the pipeline has drained (default 200 ms). Under a trickle of
+    /// appends the pipeline can drain after every few events, and a write
+    /// each time would cost one Postgres transaction per burst. A crash
+    /// loses at most this much checkpoint progress (those events are
+    /// published again: delivery is at-least-once either way).
+    pub checkpoint_interval: Duration,
+    /// Shortest time between two reads once the relay has caught up (its
+    /// last read returned less than it asked for; default 10 ms). Under a
+    /// steady trickle of appends the relay otherwise read after every
+    /// confirm, about one Postgres round trip per committed transaction;
+    /// with the gap it reads at most 100 times a second and publishes what
+    /// accumulated, for at most this much extra latency. A backlog is read
+    /// back to back.
+    pub read_gap: Duration,
     pub backoff: Backoff,
 }
 
@@ -84,6 +98,8 @@ impl RelayConfig {
             lease_check_interval: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(30),
             checkpoint_every: 128,
+            checkpoint_interval: Duration::from_millis(200),
+            read_gap: Duration::from_millis(10),
             backoff: Backoff::default(),
         }
     }
@@ -408,6 +424,10 @@ impl Runner {
         let confirm_timeout = self.relay.config.confirm_timeout;
         let lease_every = self.relay.config.lease_check_interval;
         let checkpoint_every = self.relay.config.checkpoint_every.max(1);
+        let checkpoint_interval = self.relay.config.checkpoint_interval;
+        let mut saved_at = Instant::now();
+        let read_gap = self.relay.config.read_gap;
+        let mut last_read: Option<Instant> = None;
 
         let mut checkpoint = self.load_checkpoint().await?;
         self.status.send_modify(|s| s.checkpoint = checkpoint);
@@ -441,9 +461,20 @@ impl Runner {
 
             // Keep the pipeline full.
             if !drained && inflight.len() <= low_water {
+                if let Some(gap) = last_read.map(|at| read_gap.saturating_sub(at.elapsed()))
+                    && !gap.is_zero()
+                {
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(gap) => {}
+                        _ = stop.wait_for(|s| *s) => continue,
+                    }
+                }
                 let want = read_batch.min(window - inflight.len());
                 let events = self.relay.store.read_all(next, want).await?;
                 drained = events.len() < want;
+                // Caught up: the next read waits for `read_gap`.
+                last_read = drained.then(Instant::now);
                 if !events.is_empty() {
                     settle = Some(SETTLE_FIRST);
                 }
@@ -481,25 +512,38 @@ impl Runner {
                 checkpoint = position;
                 unsaved = true;
                 since_save += 1;
-                drained = false;
-                if inflight.is_empty() || since_save >= checkpoint_every {
+                // Read again after a confirm only if the last read filled
+                // its batch or `read_gap` has passed; otherwise settle the
+                // remaining confirms first.
+                if last_read.is_none_or(|at| at.elapsed() >= read_gap) {
+                    drained = false;
+                }
+                if since_save >= checkpoint_every
+                    || (inflight.is_empty() && saved_at.elapsed() >= checkpoint_interval)
+                {
                     self.save_checkpoint(checkpoint).await?;
+                    saved_at = Instant::now();
                     unsaved = false;
                     since_save = 0;
                 }
                 continue;
             }
 
-            // Idle: nothing in flight, nothing new.
-            if unsaved {
+            // Idle: nothing in flight, nothing new. The checkpoint is
+            // written once `checkpoint_interval` has passed since the last
+            // write (the sleep below is cut short for it). The lease is
+            // checked at the top of the loop, at least every
+            // `lease_check_interval` and before anything is published:
+            // with `read_gap` the relay passes here after every read under
+            // a steady trickle, and a `pg_locks` query each time would
+            // cost a round trip per read.
+            if unsaved && saved_at.elapsed() >= checkpoint_interval {
                 self.save_checkpoint(checkpoint).await?;
+                saved_at = Instant::now();
                 unsaved = false;
                 since_save = 0;
             }
-            if guard.is_lost().await {
-                return Ok(SessionEnd::LeaseLost);
-            }
-            lease_checked = Instant::now();
+            let save_due = unsaved.then(|| checkpoint_interval.saturating_sub(saved_at.elapsed()));
             let wake = self.relay.wake.clone();
             match self.relay.wakeup.clone() {
                 Some(wakeup) => {
@@ -508,6 +552,7 @@ impl Runner {
                         None => (self.relay.config.wakeup_fallback, None),
                     };
                     settle = next;
+                    let timeout = save_due.map_or(timeout, |due| timeout.min(due));
                     tokio::select! {
                         woken = wakeup.wait(timeout) => {
                             if woken {
@@ -520,6 +565,7 @@ impl Runner {
                 }
                 None => {
                     let idle = self.relay.config.idle_poll;
+                    let idle = save_due.map_or(idle, |due| idle.min(due));
                     tokio::select! {
                         _ = tokio::time::sleep(idle) => {}
                         _ = wake.notified() => {}

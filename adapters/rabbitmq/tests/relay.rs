@@ -511,3 +511,170 @@ async fn broker_restart_loses_nothing() {
     sub.stop().await;
     cleanup(&url, &exchange, &queue).await;
 }
+
+/// An [`InMemoryStore`] that counts the relay's reads and checkpoint
+/// writes (each one a Postgres round trip on the real store).
+struct CountingStore {
+    inner: Arc<InMemoryStore>,
+    reads: std::sync::atomic::AtomicUsize,
+    saves: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl EventStore for CountingStore {
+    async fn append(
+        &self,
+        request: payorch_engine::store::AppendRequest,
+    ) -> Result<payorch_engine::store::AppendOutcome, StoreError> {
+        self.inner.append(request).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &payorch_engine::store::StreamId,
+        from: payorch_engine::store::Version,
+        limit: usize,
+    ) -> Result<Vec<payorch_engine::store::RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<payorch_engine::store::RecordedEvent>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_all(after, limit).await
+    }
+    async fn stream_version(
+        &self,
+        stream: &payorch_engine::store::StreamId,
+    ) -> Result<payorch_engine::store::Version, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+    async fn list_streams(
+        &self,
+        stream_type: &str,
+        after: Option<&payorch_engine::store::StreamId>,
+        limit: usize,
+    ) -> Result<
+        Vec<(
+            payorch_engine::store::StreamId,
+            payorch_engine::store::Version,
+        )>,
+        StoreError,
+    > {
+        self.inner.list_streams(stream_type, after, limit).await
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for CountingStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        self.inner.save_checkpoint(name, position).await
+    }
+}
+
+/// A leader lock whose guards count their lease checks.
+struct CountingLock {
+    inner: InMemoryLeaderLock,
+    checks: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingGuard {
+    inner: Box<dyn payorch_engine::bus::LeaseGuard>,
+    checks: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl payorch_engine::bus::LeaseGuard for CountingGuard {
+    async fn is_lost(&self) -> bool {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        self.inner.is_lost().await
+    }
+}
+
+#[async_trait]
+impl payorch_engine::bus::LeaderLock for CountingLock {
+    async fn try_acquire(
+        &self,
+        name: &str,
+    ) -> Result<Option<Box<dyn payorch_engine::bus::LeaseGuard>>, StoreError> {
+        Ok(self.inner.try_acquire(name).await?.map(|inner| {
+            Box::new(CountingGuard {
+                inner,
+                checks: self.checks.clone(),
+            }) as Box<dyn payorch_engine::bus::LeaseGuard>
+        }))
+    }
+}
+
+/// Under a trickle of appends (one every few ms, as under load: each
+/// command commits on its own) the relay reads at most once per
+/// `read_gap` and writes its checkpoint at most once per
+/// `checkpoint_interval` while caught up, instead of reading after every
+/// confirm and writing whenever its pipeline drained (about one read and
+/// one write per event before), and checks its lease every
+/// `lease_check_interval`, not on every idle pass. Every event is still
+/// published and checkpointed.
+#[tokio::test]
+async fn a_trickle_of_appends_is_read_in_batches() {
+    let Some(url) = amqp_url("trickle_batches").await else {
+        return;
+    };
+    let (exchange, queue) = names("trickle");
+    let inner = Arc::new(InMemoryStore::new());
+    let counting = Arc::new(CountingStore {
+        inner: inner.clone(),
+        reads: Default::default(),
+        saves: Default::default(),
+    });
+    let mut config = relay_config(&url, &exchange);
+    config.read_gap = Duration::from_millis(100);
+    config.checkpoint_interval = Duration::from_millis(500);
+    config.lease_check_interval = Duration::from_millis(500);
+    let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lock = CountingLock {
+        inner: InMemoryLeaderLock::new(),
+        checks: checks.clone(),
+    };
+    let relay = Relay::new(counting.clone(), counting.clone(), Arc::new(lock), config).spawn();
+    assert!(
+        relay
+            .wait_for(WAIT, |s| s.state == RelayState::Active)
+            .await,
+        "relay active"
+    );
+    let (reads_before, saves_before, checks_before) = (
+        counting.reads.load(Ordering::SeqCst),
+        counting.saves.load(Ordering::SeqCst),
+        checks.load(Ordering::SeqCst),
+    );
+    const N: usize = 200;
+    for _ in 0..N {
+        fill(&inner, 1, 1, |i| format!("e{i}")).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        relay
+            .wait_for(WAIT, |s| s.checkpoint == Position(N as u64))
+            .await,
+        "every event published and checkpointed"
+    );
+    let reads = counting.reads.load(Ordering::SeqCst) - reads_before;
+    let saves = counting.saves.load(Ordering::SeqCst) - saves_before;
+    let lease_checks = checks.load(Ordering::SeqCst) - checks_before;
+    // 200 appends over >= 1 s: at most ~10 gap-limited reads plus the
+    // idle polls that find nothing (every 20 ms here, each gap-limited
+    // too); at most a few checkpoint writes.
+    assert!(reads <= N / 4, "{reads} reads for {N} trickled events");
+    assert!(saves <= N / 10, "{saves} checkpoint writes for {N} events");
+    assert!(
+        lease_checks <= N / 20,
+        "{lease_checks} lease checks for {N} trickled events"
+    );
+    relay.stop().await;
+    cleanup(&url, &exchange, &queue).await;
+}

@@ -20,7 +20,7 @@
 //! * Refunds reserve their amount while `REVIEWING`; a successful refund
 //!   moves the order to `PARTIALLY_REFUNDED` / `REFUNDED`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use payorch_schemas::paykka::{
     AuthenticationResult, AuthorisationType, Balances, CaptureMethod, CardInfo, GatewayOrderStatus,
@@ -78,21 +78,89 @@ pub struct MerchantLedger {
     pub(crate) hidden_orders: BTreeMap<String, (OffsetDateTime, Option<PaymentResponse>)>,
     /// Refunds a refund query must not find yet, by `refund_order_id`.
     pub(crate) hidden_refunds: BTreeMap<String, OffsetDateTime>,
+    /// Lookups by the merchant's ids (`trans_id` -> `order_id`, the first
+    /// order with it; `refund_trans_id` -> `refund_order_id`; `trans_id`
+    /// -> `session_id`), kept by [`MerchantLedger::insert_order`] and its
+    /// siblings: every initiate looks its `trans_id` up, and scanning the
+    /// books made each call cost as much as the history (a load run keeps
+    /// tens of thousands of orders).
+    order_ids_by_trans: HashMap<String, String>,
+    refund_ids_by_trans: HashMap<String, String>,
+    session_ids_by_trans: HashMap<String, String>,
+    /// What the background tick visits: every order inserted since the
+    /// tick last saw it without `pending` work, and every refund until it
+    /// is final (a superset: the tick drops the settled ones). Code that
+    /// sets `pending` on an order must keep it here.
+    watched_orders: BTreeSet<String>,
+    watched_refunds: BTreeSet<String>,
 }
 
 impl MerchantLedger {
     pub fn order_by_trans_id(&self, trans_id: &str) -> Option<&OrderRecord> {
-        self.orders.values().find(|o| o.trans_id == trans_id)
+        self.orders.get(self.order_ids_by_trans.get(trans_id)?)
     }
 
     pub fn refund_by_trans_id(&self, refund_trans_id: &str) -> Option<&RefundRecord> {
         self.refunds
-            .values()
-            .find(|r| r.refund_trans_id == refund_trans_id)
+            .get(self.refund_ids_by_trans.get(refund_trans_id)?)
     }
 
     pub fn session_by_trans_id(&self, trans_id: &str) -> Option<&SessionRecord> {
-        self.sessions.values().find(|s| s.trans_id == trans_id)
+        self.sessions.get(self.session_ids_by_trans.get(trans_id)?)
+    }
+
+    /// Adds an order (by its `order_id`) and indexes it.
+    pub(crate) fn insert_order(&mut self, order: OrderRecord) {
+        self.order_ids_by_trans
+            .entry(order.trans_id.clone())
+            .or_insert_with(|| order.order_id.clone());
+        self.watched_orders.insert(order.order_id.clone());
+        self.orders.insert(order.order_id.clone(), order);
+    }
+
+    /// Adds a refund (by its `refund_order_id`) and indexes it.
+    pub(crate) fn insert_refund(&mut self, refund: RefundRecord) {
+        self.refund_ids_by_trans
+            .entry(refund.refund_trans_id.clone())
+            .or_insert_with(|| refund.refund_order_id.clone());
+        self.watched_refunds.insert(refund.refund_order_id.clone());
+        self.refunds.insert(refund.refund_order_id.clone(), refund);
+    }
+
+    /// Adds a checkout session (by its `session_id`) and indexes it.
+    pub(crate) fn insert_session(&mut self, session: SessionRecord) {
+        self.session_ids_by_trans
+            .entry(session.trans_id.clone())
+            .or_insert_with(|| session.session_id.clone());
+        self.sessions.insert(session.session_id.clone(), session);
+    }
+
+    /// The orders with `pending` work, in `order_id` order; forgets the
+    /// watched ones that have none.
+    pub(crate) fn pending_orders(&mut self) -> Vec<(String, Pending)> {
+        let mut due = Vec::new();
+        let orders = &self.orders;
+        self.watched_orders
+            .retain(|id| match orders.get(id).and_then(|o| o.pending.clone()) {
+                Some(p) => {
+                    due.push((id.clone(), p));
+                    true
+                }
+                None => false,
+            });
+        due
+    }
+
+    /// The refunds not yet final, in `refund_order_id` order; forgets the
+    /// final ones.
+    pub(crate) fn open_refunds(&mut self) -> Vec<&RefundRecord> {
+        let refunds = &self.refunds;
+        self.watched_refunds
+            .retain(|id| refunds.get(id).is_some_and(|r| !r.status.is_final()));
+        self.watched_refunds
+            .iter()
+            .filter_map(|id| self.refunds.get(id))
+            .collect()
     }
 
     /// Hides the order's current change from queries until `until`;

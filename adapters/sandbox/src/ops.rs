@@ -320,7 +320,7 @@ fn create_order(ctx: &mut Ctx<'_>, new: NewOrder, instrument: Instrument) -> (St
             }
         },
     }
-    ctx.ledger.orders.insert(order_id.clone(), order);
+    ctx.ledger.insert_order(order);
     if approve_now {
         approve(ctx.ledger, &order_id, ctx.ids, now);
     }
@@ -680,23 +680,20 @@ pub(crate) fn refund(ctx: &mut Ctx<'_>, req: &RefundRequest) -> Answer {
         (Some(at), Some(until)) => Some(at.max(until)),
         (at, _) => at,
     };
-    ctx.ledger.refunds.insert(
-        refund_order_id.clone(),
-        RefundRecord {
-            refund_order_id: refund_order_id.clone(),
-            refund_trans_id: req.refund_trans_id.clone(),
-            ori_order_id: req.ori_order_id.clone(),
-            status: RefundStatus::Reviewing,
-            amount: req.refund_amount,
-            currency,
-            error_code: "0000".into(),
-            error_description: "request success".into(),
-            notify_url: req.notify_url.clone(),
-            settle_at,
-            will_succeed,
-            finish_time: None,
-        },
-    );
+    ctx.ledger.insert_refund(RefundRecord {
+        refund_order_id: refund_order_id.clone(),
+        refund_trans_id: req.refund_trans_id.clone(),
+        ori_order_id: req.ori_order_id.clone(),
+        status: RefundStatus::Reviewing,
+        amount: req.refund_amount,
+        currency,
+        error_code: "0000".into(),
+        error_description: "request success".into(),
+        notify_url: req.notify_url.clone(),
+        settle_at,
+        will_succeed,
+        finish_time: None,
+    });
     if ctx.behaviour.refunds == RefundMode::Immediate && late.is_none() {
         settle_refund(ctx, &refund_order_id);
     }
@@ -871,7 +868,7 @@ pub(crate) fn session_create(ctx: &mut Ctx<'_>, req: &CheckoutSessionRequest) ->
         order_id: None,
     };
     let answer = Answer::ok(to_value(&session_response(&record)));
-    ctx.ledger.sessions.insert(session_id, record);
+    ctx.ledger.insert_session(record);
     answer.committed(MagicAmount::None)
 }
 
@@ -1019,12 +1016,7 @@ pub(crate) fn tick(ctx: &mut Ctx<'_>, scope: TickScope) -> usize {
     let now = ctx.now;
     ctx.ledger.forget_ended_hides(now);
     let mut changed = 0;
-    let due_orders: Vec<(String, Pending)> = ctx
-        .ledger
-        .orders
-        .values()
-        .filter_map(|o| o.pending.clone().map(|p| (o.order_id.clone(), p)))
-        .collect();
+    let due_orders = ctx.ledger.pending_orders();
     for (order_id, pending) in due_orders {
         match pending {
             Pending::Async { due, approve: ok } if scope.force_payments || due <= now => {
@@ -1066,9 +1058,8 @@ pub(crate) fn tick(ctx: &mut Ctx<'_>, scope: TickScope) -> usize {
     }
     let due_refunds: Vec<String> = ctx
         .ledger
-        .refunds
-        .values()
-        .filter(|r| !r.status.is_final())
+        .open_refunds()
+        .into_iter()
         .filter(|r| scope.force_refunds || r.settle_at.is_some_and(|t| t <= now))
         .map(|r| r.refund_order_id.clone())
         .collect();
