@@ -241,7 +241,7 @@ fn merchant_api_on(
             Arc::new(NoWebhooks),
         ));
         // A real order to aim capture/void/refund/get at.
-        let id = if id_pick % 2 == 0 {
+        let id = if id_pick.is_multiple_of(2) {
             let place = serde_json::json!({
                 "amount": {"minor": 1000, "currency": "EUR"},
                 "capture_method": "MANUAL",
