@@ -231,6 +231,8 @@ fn merchant_api_on(
             Arc::new(payorch_engine::store::SystemClock),
             EngineConfig {
                 retry_backoff: std::time::Duration::ZERO,
+                // As `payorch serve` sets it (PayKKa needs a return_url).
+                default_return_url: Some("https://shop.example/return".into()),
                 ..EngineConfig::default()
             },
         ));
