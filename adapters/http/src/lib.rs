@@ -60,9 +60,9 @@ use tower_http::trace::TraceLayer;
 pub use auth::{ApiKeyError, ApiKeys, Merchant, hash_api_key};
 pub use error::ApiError;
 pub use metrics::{MeteredGateway, Metrics};
+pub use payorch_engine::webhook::{WebhookRejection, WebhookVerifier};
 pub use reachability::TcpReachability;
 pub use state::{AppState, HealthCheck, HttpConfig};
-pub use payorch_engine::webhook::{WebhookRejection, WebhookVerifier};
 
 /// The service's router: every route of [`routes::routes`], JSON errors
 /// for unknown routes and methods, the body limit, request metrics, a

@@ -568,8 +568,14 @@ mod merchant_verifier_tests {
         let v = verifier(SignatureMode::Enforce, &pa, &pb);
         let for_a = body(A.into(), now_ms());
         let for_b = body(B.into(), now_ms());
-        assert!(v.verify(Some(&signed(&pa, A, &for_a)), &for_a, now()).is_ok());
-        assert!(v.verify(Some(&signed(&pb, B, &for_b)), &for_b, now()).is_ok());
+        assert!(
+            v.verify(Some(&signed(&pa, A, &for_a)), &for_a, now())
+                .is_ok()
+        );
+        assert!(
+            v.verify(Some(&signed(&pb, B, &for_b)), &for_b, now())
+                .is_ok()
+        );
         // B's body signed with A's key: refused.
         assert!(matches!(
             v.verify(Some(&signed(&pa, B, &for_b)), &for_b, now()),
