@@ -27,7 +27,7 @@ pub enum WebhookRejection {
     TooLarge,
     /// Readable, but its signature or freshness did not check out while the
     /// verifier runs report-only (authentication.md §5: the signing scheme
-    /// is [INFERRED]). The body is never recorded as a fact: it is a hint,
+    /// is \[INFERRED\]). The body is never recorded as a fact: it is a hint,
     /// and payorch asks PayKKa about the order it names (Transaction
     /// Query) and records PayKKa's answer instead. HTTP 200 once asked.
     #[error("notification not authenticated ({reason}); treated as a hint")]
