@@ -142,13 +142,15 @@ const API_KEY: &str = "sk_fuzz_merchant_0123456789abcdef";
 
 struct NoWebhooks;
 
-impl payorch_http::WebhookVerifier for NoWebhooks {
+impl payorch_engine::webhook::WebhookVerifier for NoWebhooks {
     fn verify(
         &self,
-        _headers: &axum::http::HeaderMap,
+        _signature: Option<&str>,
         _raw_body: &[u8],
-    ) -> Result<payorch_schemas::paykka::Notification, payorch_http::WebhookRejection> {
-        Err(payorch_http::WebhookRejection::Unauthenticated(
+        _now: time::OffsetDateTime,
+    ) -> Result<payorch_schemas::paykka::Notification, payorch_engine::webhook::WebhookRejection>
+    {
+        Err(payorch_engine::webhook::WebhookRejection::Unauthenticated(
             "not in this target".into(),
         ))
     }

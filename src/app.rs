@@ -3,29 +3,23 @@
 //! verifier, health checks: store, and broker when `amqp_url` is set). Used
 //! by `serve` and `demo`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use axum::http::HeaderMap;
 use payorch_engine::gateway::PaymentGateway;
 use payorch_engine::orchestrator::{Engine, EngineConfig, ReleaseMode};
 use payorch_engine::store::{StreamId, SystemClock};
-use payorch_http::{
-    ApiKeys, HealthCheck, MeteredGateway, Metrics, TcpReachability, WebhookRejection,
-    WebhookVerifier,
-};
+use payorch_engine::webhook::WebhookVerifier;
+use payorch_http::{ApiKeys, HealthCheck, MeteredGateway, Metrics, TcpReachability};
 use payorch_paykka::keys::generate_merchant_key_pair;
 use payorch_paykka::{
-    MerchantConfig, MerchantPrivateKey, OperationTimeouts, PaykkaClient, PaykkaPublicKey,
-    SignatureMode, SigningConfig, VerifiedNotification, WebhookConfig, WebhookError,
-    WebhookReceiver,
+    MerchantConfig, MerchantPrivateKey, MerchantWebhookVerifier, OperationTimeouts, PaykkaClient,
+    PaykkaPublicKey, SignatureMode, SigningConfig,
 };
 use payorch_rabbitmq::BrokerHealth;
 use payorch_sandbox::{RunningSandbox, SandboxConfig, SandboxMerchant};
-use payorch_schemas::paykka::Notification;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -144,7 +138,7 @@ impl App {
         let (client, verifier) = match config.paykka_base_url() {
             Some(_) => {
                 let mut builder = PaykkaClient::builder();
-                let mut verifier = PaykkaVerifier::default();
+                let mut verifier = MerchantWebhookVerifier::default();
                 for (i, m) in config.merchants.iter().enumerate() {
                     // `[paykka]` overlaid with `[merchants.paykka]`; validation
                     // made sure every merchant has a base URL.
@@ -247,7 +241,7 @@ impl App {
                 });
                 sandbox = Some(running);
                 // The sandbox signs with the scheme we implement: enforce.
-                let verifier = PaykkaVerifier::default().merchant(
+                let verifier = MerchantWebhookVerifier::default().merchant(
                     DEMO_MERCHANT,
                     platform,
                     SignatureMode::Enforce,
@@ -328,113 +322,6 @@ impl App {
     }
 }
 
-/// [`WebhookVerifier`] delegating to payorch-paykka's [`WebhookReceiver`],
-/// with the PayKKa key and settings of the merchant the body names
-/// (`merchant_id`, a string or a number). A notification naming a merchant
-/// this instance does not serve is refused (401) and nothing is recorded.
-///
-/// Per merchant, `webhook_signature` decides what a notification whose
-/// signature or timestamp does not check out becomes: `enforce` refuses it
-/// (401); `warn` (report-only) hands it on as
-/// [`WebhookRejection::Unverified`], a hint that makes payorch query PayKKa
-/// and never records the body's claims; `off` skips the signature check.
-#[derive(Default)]
-pub struct PaykkaVerifier {
-    merchants: HashMap<String, MerchantWebhook>,
-}
-
-struct MerchantWebhook {
-    receiver: WebhookReceiver,
-    mode: SignatureMode,
-}
-
-impl PaykkaVerifier {
-    /// Adds a merchant: its PayKKa public key, signature mode and
-    /// timestamp tolerance in ms (`None`: the default ±5 min; `0`: off).
-    pub fn merchant(
-        mut self,
-        merchant_id: &str,
-        key: PaykkaPublicKey,
-        mode: SignatureMode,
-        tolerance_ms: Option<u64>,
-    ) -> Self {
-        let mut config = WebhookConfig {
-            // Report-only is decided here, not by the receiver, so that a
-            // failed check is known and the body is only a hint.
-            signature: match mode {
-                SignatureMode::Off => SignatureMode::Off,
-                _ => SignatureMode::Enforce,
-            },
-            ..WebhookConfig::default()
-        };
-        if let Some(t) = tolerance_ms {
-            config.timestamp_tolerance_ms = t;
-        }
-        self.merchants.insert(
-            merchant_id.to_owned(),
-            MerchantWebhook {
-                receiver: WebhookReceiver::new(key, config),
-                mode,
-            },
-        );
-        self
-    }
-}
-
-/// The `merchant_id` a notification body names (string or number), read
-/// before the signature can be checked (the key depends on it).
-fn named_merchant(raw_body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        merchant_id: Option<serde_json::Value>,
-    }
-    let peek: Peek = serde_json::from_slice(raw_body).ok()?;
-    match peek.merchant_id? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-impl WebhookVerifier for PaykkaVerifier {
-    fn verify(
-        &self,
-        headers: &HeaderMap,
-        raw_body: &[u8],
-    ) -> Result<Notification, WebhookRejection> {
-        let Some(merchant_id) = named_merchant(raw_body) else {
-            return Err(WebhookRejection::Unauthenticated(
-                "notification names no merchant_id".into(),
-            ));
-        };
-        let Some(m) = self.merchants.get(&merchant_id) else {
-            return Err(WebhookRejection::Unauthenticated(format!(
-                "notification names merchant {merchant_id}, which this instance does not serve"
-            )));
-        };
-        let signature = headers
-            .get("signature")
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        match m
-            .receiver
-            .handle_parts(signature, raw_body, time::OffsetDateTime::now_utc())
-        {
-            Ok(VerifiedNotification::Payment(p)) => Ok(Notification::Payment(p)),
-            Ok(VerifiedNotification::Refund(r)) => Ok(Notification::Refund(r)),
-            Err(WebhookError::BodyTooLarge { .. }) => Err(WebhookRejection::TooLarge),
-            Err(e) if e.http_status() == 400 => Err(WebhookRejection::Malformed(e.to_string())),
-            Err(e) if m.mode == SignatureMode::Warn => match Notification::from_slice(raw_body) {
-                Ok(n) => Err(WebhookRejection::Unverified {
-                    notification: Box::new(n),
-                    reason: e.to_string(),
-                }),
-                Err(parse) => Err(WebhookRejection::Malformed(parse.to_string())),
-            },
-            Err(e) => Err(WebhookRejection::Unauthenticated(e.to_string())),
-        }
-    }
-}
-
 /// Time budget of one broker probe (below the HTTP layer's 2 s per check,
 /// so the answer names the broker's own error).
 const BROKER_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -474,148 +361,6 @@ impl HealthCheck for StoreHealth {
         .map_err(|_| "timeout".to_owned())?
         .map(|_| ())
         .map_err(|e| e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use payorch_paykka::RequestSigner;
-
-    const A: &str = "18356675194960";
-    const B: &str = "29999999999999";
-
-    struct Platform {
-        signer: RequestSigner,
-        public: PaykkaPublicKey,
-    }
-
-    fn platform() -> Platform {
-        let pair = generate_merchant_key_pair().expect("key pair");
-        Platform {
-            signer: RequestSigner::new(
-                pair.private_key().expect("private key"),
-                SigningConfig::default(),
-            ),
-            public: pair.public.clone(),
-        }
-    }
-
-    fn now_ms() -> u64 {
-        u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .expect("after 1970")
-    }
-
-    fn body(merchant: serde_json::Value, timestamp: u64) -> Vec<u8> {
-        serde_json::json!({
-            "notify_type": "PAYMENT.SUCCESS", "timestamp": timestamp, "merchant_id": merchant,
-            "trans_id": "T1", "order_id": "GW1", "status": "SUCCESS", "amount": 1000,
-            "currency": "EUR"
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    fn signed(p: &Platform, merchant: &str, body: &[u8]) -> HeaderMap {
-        let timestamp =
-            serde_json::from_slice::<serde_json::Value>(body).expect("json")["timestamp"]
-                .as_u64()
-                .expect("timestamp");
-        let s = p
-            .signer
-            .sign_raw_body(merchant, timestamp, body.to_vec())
-            .expect("sign");
-        let mut h = HeaderMap::new();
-        h.insert(
-            "signature",
-            s.signature_header().parse().expect("header value"),
-        );
-        h
-    }
-
-    fn verifier(mode: SignatureMode, a: &Platform, b: &Platform) -> PaykkaVerifier {
-        PaykkaVerifier::default()
-            .merchant(A, a.public.clone(), mode, None)
-            .merchant(B, b.public.clone(), mode, None)
-    }
-
-    #[test]
-    fn each_notification_is_verified_with_the_key_of_the_merchant_it_names() {
-        let (pa, pb) = (platform(), platform());
-        let v = verifier(SignatureMode::Enforce, &pa, &pb);
-        let for_a = body(A.into(), now_ms());
-        let for_b = body(B.into(), now_ms());
-        assert!(v.verify(&signed(&pa, A, &for_a), &for_a).is_ok());
-        assert!(v.verify(&signed(&pb, B, &for_b), &for_b).is_ok());
-        // B's body signed with A's key: refused.
-        assert!(matches!(
-            v.verify(&signed(&pa, B, &for_b), &for_b),
-            Err(WebhookRejection::Unauthenticated(_))
-        ));
-    }
-
-    #[test]
-    fn a_numeric_merchant_id_names_the_merchant_too() {
-        // PayKKa's v1.0 example sends merchant_id as a JSON number.
-        let (pa, pb) = (platform(), platform());
-        let v = verifier(SignatureMode::Enforce, &pa, &pb);
-        let numeric = body(serde_json::json!(18_356_675_194_960_u64), now_ms());
-        let r = v.verify(&signed(&pa, A, &numeric), &numeric);
-        assert!(r.is_ok(), "{r:?}");
-    }
-
-    #[test]
-    fn an_unknown_or_missing_merchant_is_refused_in_every_mode() {
-        let (pa, pb) = (platform(), platform());
-        for mode in [
-            SignatureMode::Enforce,
-            SignatureMode::Warn,
-            SignatureMode::Off,
-        ] {
-            let v = verifier(mode, &pa, &pb);
-            let other = body("77777777777777".into(), now_ms());
-            assert!(
-                matches!(
-                    v.verify(&signed(&pa, "77777777777777", &other), &other),
-                    Err(WebhookRejection::Unauthenticated(_))
-                ),
-                "{mode:?}"
-            );
-            let none = body(serde_json::Value::Null, now_ms());
-            assert!(
-                matches!(
-                    v.verify(&HeaderMap::new(), &none),
-                    Err(WebhookRejection::Unauthenticated(_))
-                ),
-                "{mode:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn report_only_turns_a_failed_check_into_a_hint_never_a_fact() {
-        let (pa, pb) = (platform(), platform());
-        let v = verifier(SignatureMode::Warn, &pa, &pb);
-        let forged = body(A.into(), now_ms());
-        assert!(matches!(
-            v.verify(&signed(&pb, A, &forged), &forged),
-            Err(WebhookRejection::Unverified { .. })
-        ));
-        // Stale but correctly signed: a hint in report-only mode...
-        let stale = body(A.into(), now_ms() - 3_600_000);
-        assert!(matches!(
-            v.verify(&signed(&pa, A, &stale), &stale),
-            Err(WebhookRejection::Unverified { .. })
-        ));
-        // ...refused when enforcing.
-        let v = verifier(SignatureMode::Enforce, &pa, &pb);
-        assert!(matches!(
-            v.verify(&signed(&pa, A, &stale), &stale),
-            Err(WebhookRejection::Unauthenticated(_))
-        ));
-        // Off: no signature needed.
-        let v = verifier(SignatureMode::Off, &pa, &pb);
-        assert!(v.verify(&HeaderMap::new(), &forged).is_ok());
     }
 }
 

@@ -11,7 +11,8 @@ use payorch_engine::gateway::fake::FakeGateway;
 use payorch_engine::listing::{Indexer, ResourceIndex};
 use payorch_engine::orchestrator::{Engine, EngineConfig};
 use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, SystemClock};
-use payorch_http::{ApiKeys, AppState, WebhookRejection, WebhookVerifier};
+use payorch_engine::webhook::{WebhookRejection, WebhookVerifier};
+use payorch_http::{ApiKeys, AppState};
 use payorch_postgres::PostgresStore;
 use payorch_sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -25,8 +26,9 @@ struct Refuse;
 impl WebhookVerifier for Refuse {
     fn verify(
         &self,
-        _: &axum::http::HeaderMap,
+        _: Option<&str>,
         _: &[u8],
+        _: time::OffsetDateTime,
     ) -> Result<payorch_schemas::paykka::Notification, WebhookRejection> {
         Err(WebhookRejection::Unauthenticated("not in this test".into()))
     }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use payorch_engine::listing::Indexer;
 use payorch_engine::orchestrator::{Engine, EngineConfig};
 use payorch_engine::store::{EventStore, Position, SystemClock};
-use payorch_http::{ApiKeys, AppState, TcpReachability, WebhookRejection, WebhookVerifier};
+use payorch_engine::webhook::{WebhookRejection, WebhookVerifier};
+use payorch_http::{ApiKeys, AppState, TcpReachability};
 use payorch_paykka::keys::generate_merchant_key_pair;
 use payorch_paykka::{MerchantConfig, PaykkaClient, PaykkaPublicKey};
 use payorch_sandbox::{PlatformKey, SandboxConfig, SandboxMerchant, cards};
@@ -32,8 +33,9 @@ struct Refuse;
 impl WebhookVerifier for Refuse {
     fn verify(
         &self,
-        _: &axum::http::HeaderMap,
+        _: Option<&str>,
         _: &[u8],
+        _: time::OffsetDateTime,
     ) -> Result<payorch_schemas::paykka::Notification, WebhookRejection> {
         Err(WebhookRejection::Unauthenticated("not in this test".into()))
     }

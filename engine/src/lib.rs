@@ -66,6 +66,8 @@
 //!   in-process bus, leader lock.
 //! * [`wakeup`]: "new events were committed" signals (Postgres
 //!   LISTEN/NOTIFY, in process elsewhere) so tailers sleep instead of poll.
+//! * [`webhook`]: the webhook verification port (a PayKKa delivery to a
+//!   verified notification or a rejection), implemented by payorch-paykka.
 //! * [`testing`]: helpers for tests (fixed clock...).
 
 pub mod aggregate;
@@ -88,3 +90,4 @@ pub mod stream;
 pub mod testing;
 pub mod view;
 pub mod wakeup;
+pub mod webhook;

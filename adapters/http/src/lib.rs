@@ -7,7 +7,8 @@
 //!   with per-merchant API keys ([`auth`]) and `Idempotency-Key` on every
 //!   POST ([`extract`]);
 //! * PayKKa's notification endpoints ([`webhook`]), verified through the
-//!   [`WebhookVerifier`] port that the binary implements with payorch-paykka;
+//!   engine's [`WebhookVerifier`] port (re-exported here), implemented by
+//!   payorch-paykka and wired in by the binary;
 //! * `/healthz` ([`HealthCheck`]), `/metrics` ([`Metrics`],
 //!   [`MeteredGateway`]) and `/openapi.json` ([`openapi`]).
 //!
@@ -21,27 +22,18 @@
 //! let gateway = Arc::new(payorch_http::MeteredGateway::new(paykka_client, metrics.clone()));
 //! let engine = Arc::new(Engine::new(store.clone(), store.clone(), gateway, clock.clone(), cfg));
 //! let keys = ApiKeys::new().with_hashed_key("18356675194960", &merchant.api_key_sha256)?;
-//! let state = AppState::new(engine, keys, Arc::new(PaykkaVerifier { receiver, clock }))
+//! // The engine's webhook verification port, implemented by payorch-paykka.
+//! let verifier = payorch_paykka::MerchantWebhookVerifier::default().merchant(
+//!     "18356675194960",
+//!     paykka_public_key,
+//!     SignatureMode::Enforce,
+//!     None, // timestamp tolerance: the default ±5 min
+//! );
+//! let state = AppState::new(engine, keys, Arc::new(verifier))
 //!     .with_metrics(metrics)
 //!     .with_health_check(store_check)
 //!     .with_health_check(broker_check);
 //! payorch_http::serve(listener, payorch_http::router(state), shutdown_signal).await?;
-//!
-//! // The verifier delegates to payorch-paykka (http::HeaderMap is the
-//! // same type in axum and reqwest):
-//! impl WebhookVerifier for PaykkaVerifier {
-//!     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Notification, WebhookRejection> {
-//!         match self.receiver.handle(headers, body, self.clock.now()) {
-//!             Ok(VerifiedNotification::Payment(p)) => Ok(Notification::Payment(Box::new(p))),
-//!             Ok(VerifiedNotification::Refund(r)) => Ok(Notification::Refund(Box::new(r))),
-//!             Err(e) => Err(match e.http_status() {
-//!                 401 => WebhookRejection::Unauthenticated(e.to_string()),
-//!                 413 => WebhookRejection::TooLarge,
-//!                 _ => WebhookRejection::Malformed(e.to_string()),
-//!             }),
-//!         }
-//!     }
-//! }
 //! ```
 
 pub mod auth;
@@ -68,9 +60,9 @@ use tower_http::trace::TraceLayer;
 pub use auth::{ApiKeyError, ApiKeys, Merchant, hash_api_key};
 pub use error::ApiError;
 pub use metrics::{MeteredGateway, Metrics};
+pub use payorch_engine::webhook::{WebhookRejection, WebhookVerifier};
 pub use reachability::TcpReachability;
 pub use state::{AppState, HealthCheck, HttpConfig};
-pub use webhook::{WebhookRejection, WebhookVerifier};
 
 /// The service's router: every route of [`routes::routes`], JSON errors
 /// for unknown routes and methods, the body limit, request metrics, a

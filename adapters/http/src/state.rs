@@ -11,7 +11,7 @@ use payorch_engine::orchestrator::Engine;
 
 use crate::auth::ApiKeys;
 use crate::metrics::Metrics;
-use crate::webhook::WebhookVerifier;
+use payorch_engine::webhook::WebhookVerifier;
 
 /// A dependency `/healthz` checks (store reachable, broker reachable...).
 /// The binary supplies implementations.

@@ -1,7 +1,7 @@
 //! PayKKa notification endpoints (`POST /webhooks/paykka/payments`,
 //! `POST /webhooks/paykka/refunds`).
 //!
-//! The raw body (size-limited) goes to a [`WebhookVerifier`]; only a
+//! The raw body (size-limited) goes to the webhook verifier; only a
 //! verified notification reaches the engine. Answers follow PayKKa's
 //! contract (flows.md §9): `200 {"ret_code":"000000","ret_msg":"Success"}`
 //! once the notification is recorded — or is harmless (a duplicate, an
@@ -10,8 +10,11 @@
 //! storage is down so PayKKa delivers again.
 //!
 //! payorch-http must not depend on payorch-paykka (adapters never depend on
-//! each other), so verification is a port: the binary implements
-//! [`WebhookVerifier`] by delegating to `payorch_paykka::webhook::WebhookReceiver`.
+//! each other), so verification is the engine's port
+//! [`payorch_engine::webhook::WebhookVerifier`]: this module passes it the
+//! `signature` header, the raw body and the engine clock's time;
+//! payorch-paykka implements it (`MerchantWebhookVerifier`) and the binary
+//! wires it in.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use payorch_engine::orchestrator::{EngineError, order_of_trans_id};
 use payorch_engine::store::StoreError;
+use payorch_engine::webhook::WebhookRejection;
 use payorch_schemas::events::{OrderId, RefundTransId};
 use payorch_schemas::paykka::Notification;
 
@@ -29,44 +33,6 @@ use crate::state::AppState;
 pub const ACK_BODY: &str = r#"{"ret_code":"000000","ret_msg":"Success"}"#;
 /// The body answered to a notification that fails verification.
 pub const INVALID_SIGNATURE_BODY: &str = r#"{"ret_code":"401","ret_msg":"Invalid signature"}"#;
-
-/// Why a delivery was refused by the verifier. Nothing from its body is
-/// recorded.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum WebhookRejection {
-    /// Missing or bad signature, or a timestamp outside the window
-    /// (HTTP 401). A forgery, a replay or a wrong platform key.
-    #[error("notification not authenticated: {0}")]
-    Unauthenticated(String),
-    /// Signed correctly but not a notification we can read (HTTP 400).
-    #[error("notification malformed: {0}")]
-    Malformed(String),
-    /// Body over the verifier's own limit (HTTP 413).
-    #[error("notification body too large")]
-    TooLarge,
-    /// Readable, but its signature or freshness did not check out while the
-    /// verifier runs report-only (authentication.md §5: the signing scheme
-    /// is [INFERRED]). The body is never recorded as a fact: it is a hint,
-    /// and payorch asks PayKKa about the order it names (Transaction
-    /// Query) and records PayKKa's answer instead. HTTP 200 once asked.
-    #[error("notification not authenticated ({reason}); treated as a hint")]
-    Unverified {
-        notification: Box<Notification>,
-        reason: String,
-    },
-}
-
-/// Verifies a PayKKa delivery (signature over the exact raw body,
-/// timestamp freshness) and parses it. Implemented by the binary on top of
-/// payorch-paykka; tests may use any implementation.
-pub trait WebhookVerifier: Send + Sync {
-    /// `headers` as received, `raw_body` byte for byte as received.
-    fn verify(
-        &self,
-        headers: &HeaderMap,
-        raw_body: &[u8],
-    ) -> Result<Notification, WebhookRejection>;
-}
 
 fn answer(status: StatusCode, body: String) -> Response {
     (
@@ -158,7 +124,13 @@ async fn receive(
             ret("413", "notification body too large"),
         );
     }
-    let notification = match state.verifier().verify(&headers, &body) {
+    // A header value that is not valid UTF-8 cannot verify: pass a string
+    // that never matches rather than pretending there was no header.
+    let signature = headers
+        .get("signature")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let now = state.engine().clock().now();
+    let notification = match state.verifier().verify(signature, &body, now) {
         Ok(n) => n,
         Err(WebhookRejection::Unverified {
             notification,

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use common::*;
 use payorch_http::{ApiKeys, AppState, WebhookRejection, WebhookVerifier, hash_api_key};
 use payorch_schemas::paykka::Notification;
@@ -19,10 +19,11 @@ struct ReportOnly;
 impl WebhookVerifier for ReportOnly {
     fn verify(
         &self,
-        headers: &HeaderMap,
+        signature: Option<&str>,
         raw_body: &[u8],
+        now: time::OffsetDateTime,
     ) -> Result<Notification, WebhookRejection> {
-        match TestVerifier.verify(headers, raw_body) {
+        match TestVerifier.verify(signature, raw_body, now) {
             Err(WebhookRejection::Unauthenticated(reason)) => {
                 let n = Notification::from_slice(raw_body)
                     .map_err(|e| WebhookRejection::Malformed(e.to_string()))?;

@@ -8,7 +8,9 @@
 //! * [`client`]: the HTTP client [`PaykkaClient`], implementing the engine's
 //!   `PaymentGateway` port for every operation.
 //! * [`webhook`]: [`WebhookReceiver`], verification and routing of PayKKa
-//!   notifications for the HTTP layer.
+//!   notifications, and [`MerchantWebhookVerifier`], the engine's webhook
+//!   verification port for every merchant served (what the HTTP layer
+//!   calls).
 //!
 //! Cargo features: `aws-lc` (default, aws-lc-rs backend) and `rsa-backend`
 //! (pure-Rust `rsa` crate). At least one must be enabled; both may be.
@@ -32,4 +34,6 @@ pub use signing::{
     RequestSigner, SignError, SignedRequest, SigningConfig, VerifyError, verify,
     verify_notification, verify_response,
 };
-pub use webhook::{VerifiedNotification, WebhookConfig, WebhookError, WebhookReceiver};
+pub use webhook::{
+    MerchantWebhookVerifier, VerifiedNotification, WebhookConfig, WebhookError, WebhookReceiver,
+};

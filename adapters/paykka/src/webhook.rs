@@ -23,7 +23,15 @@
 //! only proves the message is PayKKa's and fresh. Answer a verified
 //! notification with [`ack_body`] (HTTP 200), a [`WebhookError`] with
 //! [`WebhookError::http_status`] and [`reject_body`].
+//!
+//! [`MerchantWebhookVerifier`] implements the engine's
+//! [`WebhookVerifier`] port on top of one [`WebhookReceiver`] per merchant
+//! (the key and signature mode of the merchant the body names); payorch's
+//! HTTP layer takes it as `Arc<dyn WebhookVerifier>`.
 
+use std::collections::HashMap;
+
+use payorch_engine::webhook::{WebhookRejection, WebhookVerifier};
 use payorch_schemas::paykka::{Notification, PaymentNotification, RefundNotification};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -317,6 +325,125 @@ impl WebhookReceiver {
     }
 }
 
+/// The engine's [`WebhookVerifier`] port for every merchant this instance
+/// serves: each notification is checked by a [`WebhookReceiver`] with the
+/// PayKKa key and settings of the merchant the body names (`merchant_id`,
+/// a string or a number). A notification naming no merchant, or one this
+/// instance does not serve, is refused
+/// ([`WebhookRejection::Unauthenticated`]) in every mode and nothing is
+/// recorded.
+///
+/// Per merchant, the [`SignatureMode`] decides what a notification whose
+/// signature or timestamp does not check out becomes: `Enforce` refuses it
+/// ([`WebhookRejection::Unauthenticated`]); `Warn` (report-only) hands it
+/// on as [`WebhookRejection::Unverified`], a hint that makes payorch query
+/// PayKKa and never records the body's claims; `Off` skips the signature
+/// check (the timestamp is still checked unless its tolerance is `0`).
+#[derive(Debug, Default)]
+pub struct MerchantWebhookVerifier {
+    merchants: HashMap<String, MerchantWebhook>,
+}
+
+#[derive(Debug)]
+struct MerchantWebhook {
+    receiver: WebhookReceiver,
+    mode: SignatureMode,
+}
+
+impl MerchantWebhookVerifier {
+    /// Adds a merchant: its PayKKa public key, signature mode and
+    /// timestamp tolerance in ms (`None`: the default ±5 min; `0`: off).
+    pub fn merchant(
+        mut self,
+        merchant_id: &str,
+        key: PaykkaPublicKey,
+        mode: SignatureMode,
+        tolerance_ms: Option<u64>,
+    ) -> Self {
+        let mut config = WebhookConfig {
+            // Report-only is decided here, not by the receiver, so that a
+            // failed check is known and the body is only a hint.
+            signature: match mode {
+                SignatureMode::Off => SignatureMode::Off,
+                SignatureMode::Enforce | SignatureMode::Warn => SignatureMode::Enforce,
+            },
+            ..WebhookConfig::default()
+        };
+        if let Some(t) = tolerance_ms {
+            config.timestamp_tolerance_ms = t;
+        }
+        self.merchants.insert(
+            merchant_id.to_owned(),
+            MerchantWebhook {
+                receiver: WebhookReceiver::new(key, config),
+                mode,
+            },
+        );
+        self
+    }
+}
+
+/// The `merchant_id` a notification body names (string or number), read
+/// before the signature can be checked (the key depends on it).
+fn named_merchant(raw_body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        merchant_id: Option<serde_json::Value>,
+    }
+    let peek: Peek = serde_json::from_slice(raw_body).ok()?;
+    match peek.merchant_id? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl WebhookVerifier for MerchantWebhookVerifier {
+    fn verify(
+        &self,
+        signature: Option<&str>,
+        raw_body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Notification, WebhookRejection> {
+        let Some(merchant_id) = named_merchant(raw_body) else {
+            return Err(WebhookRejection::Unauthenticated(
+                "notification names no merchant_id".into(),
+            ));
+        };
+        let Some(m) = self.merchants.get(&merchant_id) else {
+            return Err(WebhookRejection::Unauthenticated(format!(
+                "notification names merchant {merchant_id}, which this instance does not serve"
+            )));
+        };
+        let e = match m.receiver.handle_parts(signature, raw_body, now) {
+            Ok(VerifiedNotification::Payment(p)) => return Ok(Notification::Payment(p)),
+            Ok(VerifiedNotification::Refund(r)) => return Ok(Notification::Refund(r)),
+            Err(e) => e,
+        };
+        // Exhaustive on purpose: a new WebhookError must be sorted here.
+        match e {
+            WebhookError::BodyTooLarge { .. } => Err(WebhookRejection::TooLarge),
+            WebhookError::Malformed { .. } | WebhookError::MissingTimestamp => {
+                Err(WebhookRejection::Malformed(e.to_string()))
+            }
+            WebhookError::MissingSignature
+            | WebhookError::BadSignature(_)
+            | WebhookError::StaleTimestamp { .. } => match m.mode {
+                SignatureMode::Warn => match Notification::from_slice(raw_body) {
+                    Ok(n) => Err(WebhookRejection::Unverified {
+                        notification: Box::new(n),
+                        reason: e.to_string(),
+                    }),
+                    Err(parse) => Err(WebhookRejection::Malformed(parse.to_string())),
+                },
+                SignatureMode::Enforce | SignatureMode::Off => {
+                    Err(WebhookRejection::Unauthenticated(e.to_string()))
+                }
+            },
+        }
+    }
+}
+
 #[cfg(all(test, feature = "aws-lc"))]
 mod tests {
     use super::*;
@@ -370,5 +497,204 @@ mod tests {
             WebhookError::MissingSignature.response_body(),
             r#"{"ret_code":"401","ret_msg":"Invalid signature"}"#
         );
+    }
+}
+
+#[cfg(all(test, feature = "aws-lc"))]
+mod merchant_verifier_tests {
+    use super::*;
+    use crate::keys::generate_merchant_key_pair;
+    use crate::signing::{RequestSigner, SigningConfig};
+
+    const A: &str = "18356675194960";
+    const B: &str = "29999999999999";
+
+    struct Platform {
+        signer: RequestSigner,
+        public: PaykkaPublicKey,
+    }
+
+    fn platform() -> Platform {
+        let pair = generate_merchant_key_pair().expect("key pair");
+        Platform {
+            signer: RequestSigner::new(
+                pair.private_key().expect("private key"),
+                SigningConfig::default(),
+            ),
+            public: pair.public.clone(),
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn now_ms() -> u64 {
+        u64::try_from(now().unix_timestamp_nanos() / 1_000_000).expect("after 1970")
+    }
+
+    fn body(merchant: serde_json::Value, timestamp: u64) -> Vec<u8> {
+        serde_json::json!({
+            "notify_type": "PAYMENT.SUCCESS", "timestamp": timestamp, "merchant_id": merchant,
+            "trans_id": "T1", "order_id": "GW1", "status": "SUCCESS", "amount": 1000,
+            "currency": "EUR"
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The `signature` header value for `body` signed by `p` as `merchant`.
+    fn signed(p: &Platform, merchant: &str, body: &[u8]) -> String {
+        let timestamp =
+            serde_json::from_slice::<serde_json::Value>(body).expect("json")["timestamp"]
+                .as_u64()
+                .expect("timestamp");
+        let s = p
+            .signer
+            .sign_raw_body(merchant, timestamp, body.to_vec())
+            .expect("sign");
+        s.signature_header().to_owned()
+    }
+
+    fn verifier(mode: SignatureMode, a: &Platform, b: &Platform) -> MerchantWebhookVerifier {
+        MerchantWebhookVerifier::default()
+            .merchant(A, a.public.clone(), mode, None)
+            .merchant(B, b.public.clone(), mode, None)
+    }
+
+    #[test]
+    fn each_notification_is_verified_with_the_key_of_the_merchant_it_names() {
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        let for_a = body(A.into(), now_ms());
+        let for_b = body(B.into(), now_ms());
+        assert!(
+            v.verify(Some(&signed(&pa, A, &for_a)), &for_a, now())
+                .is_ok()
+        );
+        assert!(
+            v.verify(Some(&signed(&pb, B, &for_b)), &for_b, now())
+                .is_ok()
+        );
+        // B's body signed with A's key: refused.
+        assert!(matches!(
+            v.verify(Some(&signed(&pa, B, &for_b)), &for_b, now()),
+            Err(WebhookRejection::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_numeric_merchant_id_names_the_merchant_too() {
+        // PayKKa's v1.0 example sends merchant_id as a JSON number.
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        let numeric = body(serde_json::json!(18_356_675_194_960_u64), now_ms());
+        let r = v.verify(Some(&signed(&pa, A, &numeric)), &numeric, now());
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn an_unknown_or_missing_merchant_is_refused_in_every_mode() {
+        let (pa, pb) = (platform(), platform());
+        for mode in [
+            SignatureMode::Enforce,
+            SignatureMode::Warn,
+            SignatureMode::Off,
+        ] {
+            let v = verifier(mode, &pa, &pb);
+            let other = body("77777777777777".into(), now_ms());
+            assert!(
+                matches!(
+                    v.verify(Some(&signed(&pa, "77777777777777", &other)), &other, now()),
+                    Err(WebhookRejection::Unauthenticated(_))
+                ),
+                "{mode:?}"
+            );
+            let none = body(serde_json::Value::Null, now_ms());
+            assert!(
+                matches!(
+                    v.verify(None, &none, now()),
+                    Err(WebhookRejection::Unauthenticated(_))
+                ),
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn report_only_turns_a_failed_check_into_a_hint_never_a_fact() {
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Warn, &pa, &pb);
+        let forged = body(A.into(), now_ms());
+        assert!(matches!(
+            v.verify(Some(&signed(&pb, A, &forged)), &forged, now()),
+            Err(WebhookRejection::Unverified { .. })
+        ));
+        // No signature at all: a hint too.
+        assert!(matches!(
+            v.verify(None, &forged, now()),
+            Err(WebhookRejection::Unverified { .. })
+        ));
+        // Stale but correctly signed: a hint in report-only mode...
+        let stale = body(A.into(), now_ms() - 3_600_000);
+        assert!(matches!(
+            v.verify(Some(&signed(&pa, A, &stale)), &stale, now()),
+            Err(WebhookRejection::Unverified { .. })
+        ));
+        // ...refused when enforcing.
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        assert!(matches!(
+            v.verify(Some(&signed(&pa, A, &stale)), &stale, now()),
+            Err(WebhookRejection::Unauthenticated(_))
+        ));
+        // Off: no signature needed.
+        let v = verifier(SignatureMode::Off, &pa, &pb);
+        assert!(v.verify(None, &forged, now()).is_ok());
+    }
+
+    #[test]
+    fn the_caller_clock_decides_freshness() {
+        let (pa, pb) = (platform(), platform());
+        let v = verifier(SignatureMode::Enforce, &pa, &pb);
+        let fresh = body(A.into(), now_ms());
+        let sig = signed(&pa, A, &fresh);
+        assert!(v.verify(Some(&sig), &fresh, now()).is_ok());
+        let an_hour_later = now() + time::Duration::hours(1);
+        assert!(matches!(
+            v.verify(Some(&sig), &fresh, an_hour_later),
+            Err(WebhookRejection::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn errors_are_sorted_by_kind_not_status_number() {
+        let (pa, pb) = (platform(), platform());
+        // No timestamp, signature not checked: malformed (freshness cannot
+        // be decided), not unauthenticated.
+        let v = verifier(SignatureMode::Off, &pa, &pb);
+        let no_ts = serde_json::json!({
+            "notify_type": "PAYMENT.SUCCESS", "merchant_id": A, "trans_id": "T1",
+            "status": "SUCCESS", "amount": 1000, "currency": "EUR"
+        })
+        .to_string()
+        .into_bytes();
+        let r = v.verify(None, &no_ts, now());
+        assert!(matches!(r, Err(WebhookRejection::Malformed(_))), "{r:?}");
+        // Over the receiver's 64 KiB limit: too large, in every mode.
+        let mut big = body(A.into(), now_ms());
+        big.pop();
+        big.extend_from_slice(format!(r#","pad":"{}"}}"#, "x".repeat(70_000)).as_bytes());
+        for mode in [
+            SignatureMode::Enforce,
+            SignatureMode::Warn,
+            SignatureMode::Off,
+        ] {
+            let v = verifier(mode, &pa, &pb);
+            let r = v.verify(Some(&signed(&pa, A, &big)), &big, now());
+            assert!(
+                matches!(r, Err(WebhookRejection::TooLarge)),
+                "{mode:?}: {r:?}"
+            );
+        }
     }
 }

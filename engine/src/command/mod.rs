@@ -142,7 +142,7 @@ pub enum EngineError {
 /// never left (see [`EngineError::PaykkaUnreachable`]).
 pub const NOT_SENT_CODE: &str = "PAYKKA_UNREACHABLE";
 
-/// Settings of the engine ([INFERRED] spec facts are settings).
+/// Settings of the engine (\[INFERRED\] spec facts are settings).
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// `notify_url` sent with payments and sessions.
@@ -168,7 +168,7 @@ pub struct EngineConfig {
     /// `expires_at` (resolved once, by the first execution).
     pub checkout_ttl: Duration,
     /// How PayKKa releases the uncaptured remainder after a final partial
-    /// capture ([INFERRED], flows.md): see [`ReleaseMode`]. Default
+    /// capture (\[INFERRED\], flows.md): see [`ReleaseMode`]. Default
     /// [`ReleaseMode::CaptureFlag`], as the sandbox.
     pub release_mode: ReleaseMode,
     /// Per-merchant overrides of [`EngineConfig::release_mode`], by PayKKa
@@ -187,7 +187,7 @@ impl EngineConfig {
 }
 
 /// How PayKKa releases what is left of an authorisation after a final
-/// partial capture. The spec does not say ([INFERRED]): a setting, per
+/// partial capture. The spec does not say (\[INFERRED\]): a setting, per
 /// merchant. In every mode payorch shows the remainder released only when
 /// PayKKa confirms it (balances in an answer, a query or a notification:
 /// `voided_amount` grown or `able_to_capture_amount` 0), never because

@@ -24,6 +24,7 @@ use payorch_http::{
 use payorch_schemas::paykka::Notification;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use tower::ServiceExt;
 
 pub const KEY_A: &str = "sk_test_merchant_a_0123456789abcdef";
@@ -148,13 +149,12 @@ pub fn sign(body: &[u8]) -> String {
 impl WebhookVerifier for TestVerifier {
     fn verify(
         &self,
-        headers: &HeaderMap,
+        signature: Option<&str>,
         raw_body: &[u8],
+        now: OffsetDateTime,
     ) -> Result<Notification, WebhookRejection> {
-        let sig = headers
-            .get("signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| WebhookRejection::Unauthenticated("no signature".into()))?;
+        let sig =
+            signature.ok_or_else(|| WebhookRejection::Unauthenticated("no signature".into()))?;
         if sig != sign(raw_body) {
             return Err(WebhookRejection::Unauthenticated("bad signature".into()));
         }
@@ -165,7 +165,7 @@ impl WebhookVerifier for TestVerifier {
             Notification::Refund(r) => r.timestamp_ms(),
         }
         .ok_or_else(|| WebhookRejection::Malformed("no timestamp".into()))?;
-        let now = (SystemClock.now().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         if (now - ts).abs() > TOLERANCE_MS {
             return Err(WebhookRejection::Unauthenticated("stale timestamp".into()));
         }

@@ -51,11 +51,11 @@ pub const API_VERSION: &str = "v1.2";
 pub struct SigningConfig {
     /// Percent-encode the base64 signature in the `signature` header
     /// (`+`→`%2B`, `/`→`%2F`, `=`→`%3D`), as the working client does.
-    /// [INFERRED] default `true` (authentication.md §3.3).
+    /// \[INFERRED\] default `true` (authentication.md §3.3).
     pub percent_encode_signature: bool,
     /// Add `"version":"v1.2"` to the JSON body before serializing and signing.
     /// Only needed if the sandbox answers `206001` without it.
-    /// [INFERRED] default `false` (authentication.md §2).
+    /// \[INFERRED\] default `false` (authentication.md §2).
     pub body_version_field: bool,
 }
 
