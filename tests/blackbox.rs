@@ -29,11 +29,11 @@
 //! Postgres (PAYORCH_TEST_DATABASE_URL) or RabbitMQ (PAYORCH_TEST_AMQP_URL)
 //! unreachable: loud SKIP, unless PAYORCH_REQUIRE_SERVICES=1 (then panic).
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::time::Duration;
 
 use payorch_engine::store::{EventStore, Position};
@@ -45,185 +45,22 @@ use payorch_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
 use payorch_rabbitmq::lapin::{Channel, Connection, ConnectionProperties};
 use payorch_sandbox::{DeliveryOutcome, FaultConfig, SandboxConfig, SandboxMerchant};
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection as _, Executor, PgConnection};
+use sqlx::Executor;
 use tokio::time::Instant;
 use uuid::Uuid;
+
+use support::{
+    Child, Database, admin, amqp_url, database_url, payorch, sha256_hex, skip, start_serve, until,
+    url_of_database,
+};
+
+/// Names this test in skip messages.
+const TEST: &str = "blackbox";
 
 const MERCHANT: &str = "18356675194960";
 const API_KEY: &str = "bb-secret-api-key-1";
 /// Deadline of every wait.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn database_url() -> String {
-    std::env::var("PAYORCH_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn amqp_url() -> String {
-    std::env::var("PAYORCH_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn services_required() -> bool {
-    std::env::var("PAYORCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn skip(what: &str, url: &str, e: &dyn std::fmt::Display) {
-    if services_required() {
-        panic!("{what} at {url} unreachable and PAYORCH_REQUIRE_SERVICES=1: {e}");
-    }
-    eprintln!(
-        "\n*** SKIP blackbox: {what} at {url} unreachable ({e}); set PAYORCH_REQUIRE_SERVICES=1 to fail instead ***\n"
-    );
-}
-
-async fn admin() -> Result<PgConnection, String> {
-    let opts = PgConnectOptions::from_str(&database_url()).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("connect timed out".into()),
-    }
-}
-
-/// `database_url()` with the database name replaced by `db`.
-fn url_of_database(db: &str) -> String {
-    let base = database_url();
-    let (head, query) = match base.split_once('?') {
-        Some((h, q)) => (h.to_owned(), format!("?{q}")),
-        None => (base.clone(), String::new()),
-    };
-    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_part = match head[scheme_end..].find('/') {
-        Some(i) => &head[..scheme_end + i],
-        None => &head[..],
-    };
-    format!("{host_part}/{db}{query}")
-}
-
-/// The test database; dropped (forcefully) on drop.
-struct Database {
-    name: String,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A fresh runtime on a plain thread: drop may run inside the test's
-        // runtime.
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    if let Ok(mut c) = admin().await {
-                        let _ = c
-                            .execute(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
-}
-
-/// Kills (SIGKILL) and reaps the child on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn payorch(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_payorch"))
-        .args(args)
-        .env_remove("PAYORCH_STORE_URL")
-        .env_remove("PAYORCH_CONFIG")
-        .output()
-        .expect("run payorch")
-}
-
-fn sha256_hex(text: &str) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("hash")
-        .to_owned()
-}
-
-/// Starts `payorch --config cfg serve` and returns it with its URL (from the
-/// banner). Its stderr goes to `log`.
-fn start_serve(cfg: &Path, log: &Path) -> (Child, String) {
-    let log = std::fs::File::create(log).expect("log file");
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_payorch"))
-            .args(["--config", cfg.to_str().expect("utf-8 path"), "serve"])
-            .env_remove("PAYORCH_CONFIG")
-            .env_remove("PAYORCH_STORE_URL")
-            .env_remove("PAYORCH_AMQP_URL")
-            .env_remove("PAYORCH_ADDR")
-            .env_remove("PAYORCH_PUBLIC_URL")
-            .env_remove("PAYORCH_RECONCILE_INTERVAL_SECS")
-            .env_remove("PAYORCH_PAYKKA_BASE_URL")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn serve"),
-    );
-    let stdout = child.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let url = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .expect("serve printed its banner in time");
-        if let Some(u) = line.strip_prefix("payorch listening on ") {
-            break u.trim().to_owned();
-        }
-    };
-    (child, url)
-}
-
-/// Polls `f` every 25 ms until it returns `Some` or the deadline passes.
-async fn until<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 /// The merchant API of one running service.
 struct Api {
@@ -269,7 +106,7 @@ impl Api {
     /// Polls the payment until `cond` holds.
     /// Waits until checkout session `session` is completed; its payment id.
     async fn wait_checkout_completed(&self, what: &str, session: &str) -> String {
-        let s = until(what, || async move {
+        let s = until(WAIT, what, || async move {
             let s = self.get(&format!("/v1/checkout-sessions/{session}")).await;
             (s["status"] == "completed" && s["payment_id"].is_string()).then_some(s)
         })
@@ -345,7 +182,7 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     // ---- services
     let mut pg = match admin().await {
         Ok(c) => c,
-        Err(e) => return skip("Postgres", &database_url(), &e),
+        Err(e) => return skip(TEST, "Postgres", &database_url(), &e),
     };
     let amqp = match tokio::time::timeout(
         Duration::from_secs(5),
@@ -354,8 +191,8 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     .await
     {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return skip("RabbitMQ", &amqp_url(), &e),
-        Err(_) => return skip("RabbitMQ", &amqp_url(), &"connect timed out"),
+        Ok(Err(e)) => return skip(TEST, "RabbitMQ", &amqp_url(), &e),
+        Err(_) => return skip(TEST, "RabbitMQ", &amqp_url(), &"connect timed out"),
     };
     let db = Database {
         name: format!("payorch_bb_{}", Uuid::now_v7().simple()),
@@ -616,7 +453,7 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
         json!({"reason": "subscription ended"}),
     )
     .await;
-    let a = until("agreement cancelled", || {
+    let a = until(WAIT, "agreement cancelled", || {
         let api = &api;
         let agreement = &agreement;
         async move {
@@ -696,7 +533,7 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     };
     // The service records its intent before calling PayKKa; the sandbox
     // committed the order: the call is in flight now.
-    let trans_id = until("the slow initiate reached the sandbox", || {
+    let trans_id = until(WAIT, "the slow initiate reached the sandbox", || {
         let ledger = sandbox.ledger();
         async move {
             ledger.merchant(MERCHANT).and_then(|m| {
@@ -751,7 +588,7 @@ async fn serve_on_postgres_and_rabbitmq_survives_kill_9_and_matches_the_sandbox(
     // The pass logs its summary after it has appended the outcome, so the
     // order can be visible as captured a moment before the line is written.
     let log_path = dir.path().join("serve-2.log");
-    let log = until("the reconciler's pass summary in the log", || {
+    let log = until(WAIT, "the reconciler's pass summary in the log", || {
         let log_path = &log_path;
         async move {
             let log = std::fs::read_to_string(log_path).unwrap_or_default();
