@@ -27,21 +27,14 @@ use std::time::Duration;
 
 use payorch_engine::store::{EventStore, Position};
 use payorch_postgres::PostgresStore;
-use payorch_rabbitmq::lapin::options::{
-    BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use payorch_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
-use payorch_rabbitmq::lapin::{Connection, ConnectionProperties};
+use payorch_rabbitmq::lapin::options::{BasicGetOptions, QueueDeleteOptions};
+use payorch_rabbitmq::lapin::types::{AMQPValue, ShortString};
 use payorch_sandbox::{SandboxConfig, SandboxMerchant};
 use serde_json::{Value, json};
-use sqlx::Executor;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use support::{
-    Child, Database, admin, amqp_url, database_url, payorch, sha256_hex, skip, start_serve, until,
-    url_of_database,
-};
+use support::{Child, Services, amqp_url, keygen, services, sha256_hex, start_serve, until};
 
 /// Names this test in skip messages.
 const TEST: &str = "many_nodes";
@@ -101,69 +94,21 @@ async fn purchase(http: &reqwest::Client, url: &str, minor: i64) -> Option<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_load_and_survive_the_lease_holder_s_kill_9() {
-    // ---- services
-    let mut pg = match admin().await {
-        Ok(c) => c,
-        Err(e) => return skip(TEST, "Postgres", &database_url(), &e),
+    // ---- services; the subscriber queue is bound before payorch starts
+    let Some(Services {
+        db: _db,
+        store_url,
+        amqp,
+        channel,
+        queue,
+    }) = services(TEST, "mn").await
+    else {
+        return;
     };
-    let amqp = match tokio::time::timeout(
-        Duration::from_secs(5),
-        Connection::connect(&amqp_url(), ConnectionProperties::default()),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return skip(TEST, "RabbitMQ", &amqp_url(), &e),
-        Err(_) => return skip(TEST, "RabbitMQ", &amqp_url(), &"connect timed out"),
-    };
-    let db = Database {
-        name: format!("payorch_mn_{}", Uuid::now_v7().simple()),
-    };
-    pg.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", db.name)))
-        .await
-        .expect("create database");
-    let store_url = url_of_database(&db.name);
-
-    // ---- subscriber queue, bound before the nodes start
-    let channel = amqp.create_channel().await.expect("channel");
-    payorch_rabbitmq::topology::declare_exchange(&channel, "payorch.events")
-        .await
-        .expect("exchange");
-    let queue = format!("payorch-mn-{}", Uuid::now_v7().simple());
-    let mut queue_args = FieldTable::default();
-    queue_args.insert("x-expires".into(), AMQPValue::LongLongInt(300_000));
-    channel
-        .queue_declare(
-            ShortString::from(queue.clone()),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            queue_args,
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            ShortString::from(queue.clone()),
-            ShortString::from("payorch.events"),
-            ShortString::from("#"),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
 
     // ---- keys, sandbox, config shared by the three nodes
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys");
-    let out = payorch(&["keygen", "--out", keys.to_str().expect("utf-8")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(keys.join("merchant_public.pem")).expect("public key");
+    let (keys, public) = keygen(dir.path());
     let sandbox = payorch_sandbox::spawn(
         SandboxConfig {
             merchants: vec![SandboxMerchant::new(MERCHANT, public)],

@@ -184,3 +184,106 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// What a service test runs on: a throw-away database, a broker
+/// connection, and a durable queue bound to every event (`#`) before any
+/// `payorch` starts, so it sees everything published.
+pub struct Services {
+    pub db: Database,
+    pub store_url: String,
+    pub amqp: payorch_rabbitmq::lapin::Connection,
+    pub channel: payorch_rabbitmq::lapin::Channel,
+    pub queue: String,
+}
+
+/// Connects to Postgres and RabbitMQ and sets up [`Services`]; `None`
+/// (after saying so, see [`skip`]) when a service is down. `prefix` names
+/// the test's database and queue.
+pub async fn services(test: &str, prefix: &str) -> Option<Services> {
+    use payorch_rabbitmq::lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use payorch_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
+    use payorch_rabbitmq::lapin::{Connection, ConnectionProperties};
+
+    let mut pg = match admin().await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(test, "Postgres", &database_url(), &e);
+            return None;
+        }
+    };
+    let amqp = match tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&amqp_url(), ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            skip(test, "RabbitMQ", &amqp_url(), &e);
+            return None;
+        }
+        Err(_) => {
+            skip(test, "RabbitMQ", &amqp_url(), &"connect timed out");
+            return None;
+        }
+    };
+    let db = Database {
+        name: format!("payorch_{prefix}_{}", uuid::Uuid::now_v7().simple()),
+    };
+    pg.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", db.name)))
+        .await
+        .expect("create database");
+    let store_url = url_of_database(&db.name);
+
+    let channel = amqp.create_channel().await.expect("channel");
+    payorch_rabbitmq::topology::declare_exchange(&channel, "payorch.events")
+        .await
+        .expect("exchange");
+    let queue = format!("payorch-{prefix}-{}", uuid::Uuid::now_v7().simple());
+    // The test deletes the queue at the end; if it fails first, the broker
+    // drops the unused queue after 5 minutes.
+    let mut queue_args = FieldTable::default();
+    queue_args.insert("x-expires".into(), AMQPValue::LongLongInt(300_000));
+    channel
+        .queue_declare(
+            ShortString::from(queue.clone()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            queue_args,
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            ShortString::from(queue.clone()),
+            ShortString::from("payorch.events"),
+            ShortString::from("#"),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    Some(Services {
+        db,
+        store_url,
+        amqp,
+        channel,
+        queue,
+    })
+}
+
+/// `payorch keygen` into `dir/keys`: the keys folder and the merchant's
+/// public key (PEM).
+pub fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
+    let keys = dir.join("keys");
+    let out = payorch(&["keygen", "--out", keys.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(keys.join("merchant_public.pem")).expect("public key");
+    (keys, public)
+}
