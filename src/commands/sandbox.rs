@@ -109,6 +109,10 @@ pub struct Settings {
     /// Delivery attempts per notification until acknowledged (default 6).
     #[arg(long, value_name = "N")]
     notify_max_attempts: Option<u32>,
+    /// Notifications delivered in parallel (default 16); one payment's
+    /// notifications always keep their order. 1: one queue for all.
+    #[arg(long, value_name = "N")]
+    notify_lanes: Option<usize>,
     /// How an uncaptured remainder is released: capture_flag (default),
     /// void_after_capture or on_expiry.
     #[arg(long, value_name = "MODE")]
@@ -143,6 +147,7 @@ impl Settings {
             reorder_hold_ms: self.reorder_hold_ms.or(file.reorder_hold_ms),
             notify_after_ms: self.notify_after_ms.or(file.notify_after_ms),
             notify_max_attempts: self.notify_max_attempts.or(file.notify_max_attempts),
+            notify_lanes: self.notify_lanes.or(file.notify_lanes),
             release_mode: self.release_mode.or(file.release_mode),
             refund_settle_ms: self.refund_settle_ms.or(file.refund_settle_ms),
             async_settle_ms: self.async_settle_ms.or(file.async_settle_ms),
@@ -217,6 +222,12 @@ impl Settings {
                 bail!("notify_max_attempts must be at least 1");
             }
             config.notify.max_attempts = v;
+        }
+        if let Some(v) = self.notify_lanes {
+            if v == 0 {
+                bail!("notify_lanes must be at least 1");
+            }
+            config.notify.lanes = v;
         }
         if let Some(mode) = &self.release_mode {
             config.behaviour.release_mode = mode

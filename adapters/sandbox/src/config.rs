@@ -200,6 +200,11 @@ pub struct NotifyConfig {
     /// change (PayKKa's real delay is unknown; default 0: the same
     /// millisecond as the API answer). The `notify_delay` fault adds to it.
     pub delay: Duration,
+    /// Deliveries in flight at once (PayKKa notifies many orders in
+    /// parallel; the real figure is unknown). One payment's notifications
+    /// always share a lane and keep their order; 1 delivers everything in
+    /// one queue.
+    pub lanes: usize,
 }
 
 impl Default for NotifyConfig {
@@ -211,6 +216,7 @@ impl Default for NotifyConfig {
             max_backoff: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(5),
             delay: Duration::ZERO,
+            lanes: 16,
         }
     }
 }

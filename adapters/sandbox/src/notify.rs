@@ -5,9 +5,13 @@
 //!
 //! Faults (duplicate, reorder, delay, drop) are decided when a notification
 //! is queued, from one generator seeded by `FaultConfig::seed`, so the same
-//! sequence of notifications gets the same faults. First attempts go out
-//! one at a time in queue order (so "reordered" means exactly what the
-//! fault decided); retries run in the background.
+//! sequence of notifications gets the same faults. Like PayKKa, which
+//! notifies many merchants' orders at once, deliveries run in parallel
+//! lanes ([`NotifyConfig::lanes`]); each payment's notifications (its
+//! refunds' included: the lane is chosen by `trans_id`) share one lane, where
+//! first attempts go out one at a time in queue order (so "reordered" means
+//! exactly what the fault decided for that payment). Retries run in the
+//! background.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -88,6 +92,9 @@ impl Rng {
 #[derive(Debug)]
 struct Job {
     seq: u64,
+    /// Picks the delivery lane: the payment's `trans_id` (its order id when
+    /// absent), so one payment's notifications keep their queue order.
+    lane_key: String,
     url: String,
     body: Bytes,
     signature: String,
@@ -168,6 +175,11 @@ impl Notifier {
                 .is_some_and(|s| lock(&self.dropped_sessions).contains(s)),
             Outgoing::Refund { .. } => false,
         };
+        let lane_key = match &outgoing {
+            Outgoing::Payment { body, .. } => body.trans_id.clone().or(body.order_id.clone()),
+            Outgoing::Refund { body, .. } => body.trans_id.clone().or(body.refund_order_id.clone()),
+        }
+        .unwrap_or_default();
         let (url, body, merchant_id, timestamp, notify_type, subject_id) = match outgoing {
             Outgoing::Payment { url, body } => (
                 url,
@@ -243,6 +255,7 @@ impl Notifier {
             + hold_for;
         let mut jobs = vec![Job {
             seq,
+            lane_key: lane_key.clone(),
             url: url.clone(),
             body: body.clone(),
             signature: signature.clone(),
@@ -266,6 +279,7 @@ impl Notifier {
             });
             jobs.push(Job {
                 seq: dup_seq,
+                lane_key,
                 url,
                 body,
                 signature,
@@ -373,7 +387,27 @@ impl Delivery {
     }
 }
 
+/// Receives queued notifications, applies the reorder hold, and hands each
+/// to its lane.
 async fn dispatch(mut rx: mpsc::UnboundedReceiver<Job>, delivery: Delivery, hold_for: Duration) {
+    let lanes: Vec<mpsc::UnboundedSender<Job>> = (0..delivery.config.lanes.max(1))
+        .map(|_| {
+            let (tx, mut lane_rx) = mpsc::unbounded_channel::<Job>();
+            let delivery = delivery.clone();
+            tokio::spawn(async move {
+                while let Some(job) = lane_rx.recv().await {
+                    delivery.deliver(job).await;
+                }
+            });
+            tx
+        })
+        .collect();
+    let to_lane = |job: Job| {
+        let lane = &lanes[lane_of(&job.lane_key, lanes.len())];
+        if lane.send(job).is_err() {
+            tracing::warn!("notification lane stopped; notification not sent");
+        }
+    };
     let mut held: Option<Job> = None;
     loop {
         let next = if held.is_some() {
@@ -388,24 +422,34 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<Job>, delivery: Delivery, hold
                     held = Some(job);
                     continue;
                 }
-                delivery.deliver(job).await;
+                to_lane(job);
                 if let Some(h) = held.take() {
-                    delivery.deliver(h).await;
+                    to_lane(h);
                 }
             }
             Some(None) => {
                 if let Some(h) = held.take() {
-                    delivery.deliver(h).await;
+                    to_lane(h);
                 }
                 return;
             }
             None => {
                 if let Some(h) = held.take() {
-                    delivery.deliver(h).await;
+                    to_lane(h);
                 }
             }
         }
     }
+}
+
+/// The lane of a key: FNV-1a, stable across runs (no random hasher seed),
+/// so a seeded run delivers in the same lanes every time.
+fn lane_of(key: &str, lanes: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % lanes as u64) as usize
 }
 
 #[cfg(test)]
@@ -422,5 +466,17 @@ mod tests {
         assert!(xs.iter().any(|x| *x) && xs.iter().any(|x| !*x));
         assert!(!Rng::new(1).chance(0.0));
         assert!(Rng::new(1).chance(1.0));
+    }
+
+    #[test]
+    fn a_payment_always_gets_the_same_lane_and_payments_spread() {
+        assert_eq!(lane_of("T1", 16), lane_of("T1", 16));
+        let used: HashSet<usize> = (0..200).map(|i| lane_of(&format!("T{i}"), 16)).collect();
+        assert_eq!(
+            used.len(),
+            16,
+            "200 payments should reach every one of 16 lanes"
+        );
+        assert_eq!(lane_of("anything", 1), 0);
     }
 }

@@ -464,3 +464,85 @@ async fn targeted_drop_eats_only_that_sessions_notifications() {
     assert_eq!(got[0].json()["trans_id"], "s-other");
     h.sandbox.shutdown().await;
 }
+
+/// A notify endpoint that answers nothing until `together` deliveries are
+/// in flight at once (then acknowledges all of them), or answers 500 after
+/// `patience`: with one delivery lane the first request would wait alone.
+async fn rendezvous_receiver(
+    together: usize,
+    patience: Duration,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let all_here = Arc::new(tokio::sync::Notify::new());
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move || {
+            let (arrived, all_here) = (arrived.clone(), all_here.clone());
+            async move {
+                let waiting = all_here.notified();
+                if arrived.fetch_add(1, Ordering::SeqCst) + 1 >= together {
+                    all_here.notify_waiters();
+                } else if tokio::time::timeout(patience, waiting).await.is_err() {
+                    return (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "alone".to_owned(),
+                    );
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    r#"{"ret_code":"000000","ret_msg":"Success"}"#.to_owned(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/notify"), task)
+}
+
+#[tokio::test]
+async fn different_payments_are_notified_in_parallel() {
+    // Two payments whose trans ids fall in different lanes (the lane hash is
+    // fixed, so this holds on every run): their first deliveries must be in
+    // flight together, so each is acknowledged at its first attempt. With
+    // `lanes = 1` the first waits alone, gets 500 and is retried.
+    let (url, task) = rendezvous_receiver(2, Duration::from_secs(5)).await;
+    let h = start_with(|c| {
+        c.notify.lanes = 16;
+        c.notify.initial_backoff = Duration::from_millis(10);
+    })
+    .await;
+    for id in ["lane-a", "lane-b"] {
+        h.call(
+            "/payments",
+            payment_body(id, 100, cards::VISA_SUCCESS, false, Some(&url)),
+        )
+        .await;
+    }
+    assert!(
+        h.sandbox
+            .wait_until(WAIT, |s| s.notifications_sent().len() == 2
+                && s.notifications_sent()
+                    .iter()
+                    .all(|n| n.outcome == DeliveryOutcome::Acknowledged))
+            .await
+    );
+    let attempts: Vec<u32> = h
+        .sandbox
+        .notifications_sent()
+        .iter()
+        .map(|n| n.attempts)
+        .collect();
+    assert_eq!(
+        attempts,
+        [1, 1],
+        "both delivered at once, at the first attempt"
+    );
+    h.sandbox.shutdown().await;
+    task.abort();
+}
