@@ -150,8 +150,11 @@ struct HookGateway {
     hang: Mutex<HashMap<&'static str, Hang>>,
     /// Told once a call reached its hang point.
     reached: tokio::sync::Notify,
-    on_call: Mutex<Option<Box<dyn Fn(&'static str) + Send + Sync>>>,
+    on_call: Mutex<Option<OnCall>>,
 }
+
+/// Sees each call's operation name before it is forwarded.
+type OnCall = Box<dyn Fn(&'static str) + Send + Sync>;
 
 impl HookGateway {
     fn new(inner: Arc<FakeGateway>) -> Self {
