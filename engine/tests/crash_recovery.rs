@@ -391,6 +391,24 @@ where
     let _ = task.await;
 }
 
+/// A charge with `key` whose process dies while its Initiate hangs `at`
+/// (before PayKKa saw it, or after PayKKa took it). Returns its order.
+async fn charge_crashed_in_initiate(
+    w: &World,
+    agreement: AgreementId,
+    key: &'static str,
+    at: Hang,
+) -> payorch_schemas::events::OrderId {
+    w.gateway.hang("initiate", at);
+    let (engine, c) = (w.engine.clone(), ctx().with_idempotency_key(key));
+    crash_at_hang(w, async move {
+        engine.charge_agreement(&c, agreement, eur(300)).await
+    })
+    .await;
+    let a = w.engine.get_agreement(&ctx(), agreement).await.unwrap();
+    *a.charges.last().expect("the charge is recorded")
+}
+
 async fn record(w: &World, key: &str) -> Option<IdempotencyRecord> {
     w.store.get_idempotency(MERCHANT, key).await.unwrap()
 }
@@ -521,14 +539,7 @@ async fn a_charge_crashed_before_its_order_on_a_cancelled_agreement_is_declined_
 async fn a_charge_crashed_after_placement_before_the_call_ends_declined_after_grace() {
     let w = world();
     let agreement = agreement(&w).await;
-    w.gateway.hang("initiate", Hang::Before);
-    let (engine, c) = (w.engine.clone(), ctx().with_idempotency_key("ch-4"));
-    crash_at_hang(&w, async move {
-        engine.charge_agreement(&c, agreement, eur(300)).await
-    })
-    .await;
-    let a = w.engine.get_agreement(&ctx(), agreement).await.unwrap();
-    let order_id = *a.charges.last().unwrap();
+    let order_id = charge_crashed_in_initiate(&w, agreement, "ch-4", Hang::Before).await;
     let o = w.engine.get_order(&ctx(), order_id).await.unwrap();
     assert_eq!(o.status, Phase::AuthorisationPending);
 
@@ -559,14 +570,7 @@ async fn a_charge_crashed_after_placement_before_the_call_ends_declined_after_gr
 async fn a_charge_crashed_after_paykka_took_it_is_found_by_the_reconciler() {
     let w = world();
     let agreement = agreement(&w).await;
-    w.gateway.hang("initiate", Hang::After);
-    let (engine, c) = (w.engine.clone(), ctx().with_idempotency_key("ch-5"));
-    crash_at_hang(&w, async move {
-        engine.charge_agreement(&c, agreement, eur(300)).await
-    })
-    .await;
-    let a = w.engine.get_agreement(&ctx(), agreement).await.unwrap();
-    let order_id = *a.charges.last().unwrap();
+    let order_id = charge_crashed_in_initiate(&w, agreement, "ch-5", Hang::After).await;
     w.clock.advance(Duration::from_secs(60));
     reconciler(&w).run_once().await.unwrap();
     w.clock.advance(STALE);
