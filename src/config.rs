@@ -200,6 +200,11 @@ pub struct Config {
     /// Longest backoff in seconds between two queries of one order
     /// (default 3 600; at least `reconcile_backoff_base_secs`).
     pub reconcile_backoff_max_secs: u64,
+    /// Re-sends of one refund PayKKa keeps not knowing before the
+    /// reconciler stops re-sending it (it stays unknown, is queried at the
+    /// longest backoff and counted in `payorch_reconciler_needs_attention`;
+    /// default 24).
+    pub reconcile_max_refund_resends: u32,
     /// `serve`'s log format: `text` (default) or `json`.
     pub log_format: LogFormat,
     pub paykka: Option<PaykkaSection>,
@@ -220,6 +225,7 @@ impl Default for Config {
             reconcile_grace_secs: 24 * 3600,
             reconcile_backoff_base_secs: 5,
             reconcile_backoff_max_secs: 3600,
+            reconcile_max_refund_resends: 24,
             log_format: LogFormat::Text,
             paykka: None,
             merchants: Vec::new(),
@@ -334,6 +340,13 @@ impl Config {
             "PAYORCH_RECONCILE_BACKOFF_MAX_SECS",
             &mut self.reconcile_backoff_max_secs,
         )?;
+        if let Some(v) = get("PAYORCH_RECONCILE_MAX_REFUND_RESENDS") {
+            self.reconcile_max_refund_resends =
+                v.trim().parse().map_err(|e| ConfigError::Invalid {
+                    key: "PAYORCH_RECONCILE_MAX_REFUND_RESENDS".into(),
+                    message: format!("{v:?} is not a whole number: {e}"),
+                })?;
+        }
         if let Some(v) = get("PAYORCH_PAYKKA_BASE_URL") {
             self.paykka.get_or_insert_with(Default::default).base_url = Some(v);
         }
@@ -562,6 +575,7 @@ impl Config {
             grace: Duration::from_secs(self.reconcile_grace_secs),
             backoff_base: Duration::from_secs(self.reconcile_backoff_base_secs),
             backoff_max: Duration::from_secs(self.reconcile_backoff_max_secs),
+            max_refund_resends: self.reconcile_max_refund_resends,
             ..ReconcilerConfig::default()
         }
     }

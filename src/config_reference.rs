@@ -108,6 +108,13 @@ pub const SETTINGS: &[Setting] = &[
         "Longest wait between two queries of one order; at least `reconcile_backoff_base_secs`.",
     ),
     s(
+        "reconcile_max_refund_resends",
+        Some("PAYORCH_RECONCILE_MAX_REFUND_RESENDS"),
+        None,
+        "`24`",
+        "Re-sends of one refund PayKKa keeps not knowing (past the grace period) before the reconciler stops re-sending it: it stays unknown (never declined), is queried at the longest backoff, logged at warn and counted in `payorch_reconciler_needs_attention`.",
+    ),
+    s(
         "paykka",
         None,
         None,

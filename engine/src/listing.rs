@@ -181,6 +181,146 @@ pub trait ResourceIndex: Send + Sync {
     async fn clear(&self) -> Result<(), StoreError>;
 }
 
+/// A value bound to a listing statement ([`list_statement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlParam<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// How a SQL dialect writes its n-th parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1`, `$2`, ... (Postgres).
+    Numbered,
+    /// `?` (SQLite).
+    Question,
+}
+
+/// A statement over the SQL index tables (`resource_index`,
+/// `resource_index_metadata`) and its parameters, in order. The SQL
+/// adapters run it and bind `params`; the query logic lives here once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlStatement<'a> {
+    pub sql: String,
+    pub params: Vec<SqlParam<'a>>,
+}
+
+/// Writes a [`SqlStatement`] in one dialect.
+struct Builder<'a> {
+    st: SqlStatement<'a>,
+    style: Placeholders,
+}
+
+impl<'a> Builder<'a> {
+    fn new(style: Placeholders) -> Self {
+        Builder {
+            st: SqlStatement {
+                sql: String::new(),
+                params: Vec::new(),
+            },
+            style,
+        }
+    }
+
+    /// `text` followed by the placeholder of `param`.
+    fn push(&mut self, text: &str, param: SqlParam<'a>) {
+        self.st.sql.push_str(text);
+        self.st.params.push(param);
+        match self.style {
+            Placeholders::Numbered => {
+                self.st.sql.push('$');
+                self.st.sql.push_str(&self.st.params.len().to_string());
+            }
+            Placeholders::Question => self.st.sql.push('?'),
+        }
+    }
+}
+
+/// The statement that reads the `created_position` of the cursor `id`
+/// (the text of `q.starting_after`) among `q`'s merchant and kind.
+pub fn cursor_statement<'a>(
+    q: &'a ListQuery,
+    id: &'a str,
+    style: Placeholders,
+) -> SqlStatement<'a> {
+    let mut b = Builder::new(style);
+    b.push(
+        "SELECT created_position FROM resource_index WHERE kind = ",
+        SqlParam::Text(q.kind.as_str()),
+    );
+    b.push(" AND id = ", SqlParam::Text(id));
+    b.push(" AND merchant_id = ", SqlParam::Text(&q.merchant_id));
+    b.st
+}
+
+/// The statement listing one page of `q` (one id column, text), newest
+/// first, after the cursor's `created_position` `before`: at most
+/// [`page_limit`] + 1 rows, so [`page_of`] can tell whether more follow.
+pub fn list_statement(q: &ListQuery, before: Option<i64>, style: Placeholders) -> SqlStatement<'_> {
+    let mut b = Builder::new(style);
+    b.push(
+        "SELECT r.id FROM resource_index r WHERE r.merchant_id = ",
+        SqlParam::Text(&q.merchant_id),
+    );
+    b.push(" AND r.kind = ", SqlParam::Text(q.kind.as_str()));
+    if let Some(s) = &q.status {
+        b.push(" AND r.status = ", SqlParam::Text(s));
+    }
+    if let Some(t) = q.created_gte {
+        b.push(" AND r.created_at_us >= ", SqlParam::Int(micros(t)));
+    }
+    if let Some(t) = q.created_lte {
+        b.push(" AND r.created_at_us <= ", SqlParam::Int(micros(t)));
+    }
+    if let Some(r) = &q.merchant_reference {
+        b.push(" AND r.merchant_reference = ", SqlParam::Text(r));
+    }
+    if let Some((k, v)) = &q.metadata {
+        b.push(
+            " AND EXISTS (SELECT 1 FROM resource_index_metadata m \
+             WHERE m.merchant_id = r.merchant_id AND m.kind = r.kind AND m.id = r.id AND m.key = ",
+            SqlParam::Text(k),
+        );
+        b.push(" AND m.value = ", SqlParam::Text(v));
+        b.st.sql.push(')');
+    }
+    if let Some(p) = before {
+        b.push(" AND r.created_position < ", SqlParam::Int(p));
+    }
+    let rows = i64::try_from(page_limit(q) + 1).unwrap_or(i64::MAX);
+    b.push(
+        " ORDER BY r.created_position DESC LIMIT ",
+        SqlParam::Int(rows),
+    );
+    b.st
+}
+
+/// Items per page for `q`: its limit within 1..=[`MAX_LIMIT`].
+pub fn page_limit(q: &ListQuery) -> usize {
+    q.limit.clamp(1, MAX_LIMIT)
+}
+
+/// Microseconds since the epoch, as the SQL indexes store times.
+pub fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The page of `q` from the ids [`list_statement`] returned.
+pub fn page_of(q: &ListQuery, ids: Vec<String>) -> Result<ListPage, StoreError> {
+    let limit = page_limit(q);
+    let mut out = Vec::with_capacity(ids.len());
+    for text in ids {
+        out.push(
+            Uuid::parse_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("resource_index id {text:?}: {e}")))?,
+        );
+    }
+    let has_more = out.len() > limit;
+    out.truncate(limit);
+    Ok(ListPage { ids: out, has_more })
+}
+
 /// Why the indexer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -536,8 +676,84 @@ pub mod testkit {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[tokio::test]
     async fn in_memory_index_conforms() {
         super::testkit::conformance(&super::InMemoryIndex::new()).await;
+    }
+
+    /// Every filter, in both dialects: the same statement, parameters in
+    /// placeholder order.
+    #[test]
+    fn list_statements_in_both_dialects() {
+        let mut q = ListQuery::new(ResourceKind::Payment, "m-1");
+        q.status = Some("captured".into());
+        q.created_gte = Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1));
+        q.created_lte = Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(2));
+        q.merchant_reference = Some("ref".into());
+        q.metadata = Some(("k".into(), "v".into()));
+        q.limit = 500;
+        let pg = list_statement(&q, Some(7), Placeholders::Numbered);
+        let lite = list_statement(&q, Some(7), Placeholders::Question);
+        assert_eq!(
+            pg.sql,
+            "SELECT r.id FROM resource_index r WHERE r.merchant_id = $1 AND r.kind = $2 \
+             AND r.status = $3 AND r.created_at_us >= $4 AND r.created_at_us <= $5 \
+             AND r.merchant_reference = $6 AND EXISTS (SELECT 1 FROM resource_index_metadata m \
+             WHERE m.merchant_id = r.merchant_id AND m.kind = r.kind AND m.id = r.id AND m.key = $7 \
+             AND m.value = $8) AND r.created_position < $9 ORDER BY r.created_position DESC LIMIT $10"
+        );
+        let mut n = 0;
+        let numbered: String = lite
+            .sql
+            .chars()
+            .map(|c| {
+                if c == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        assert_eq!(numbered, pg.sql);
+        assert_eq!(pg.params, lite.params);
+        assert_eq!(
+            pg.params,
+            vec![
+                SqlParam::Text("m-1"),
+                SqlParam::Text("payment"),
+                SqlParam::Text("captured"),
+                SqlParam::Int(1_000_000),
+                SqlParam::Int(2_000_000),
+                SqlParam::Text("ref"),
+                SqlParam::Text("k"),
+                SqlParam::Text("v"),
+                SqlParam::Int(7),
+                SqlParam::Int(MAX_LIMIT as i64 + 1),
+            ]
+        );
+        let q2 = ListQuery::new(ResourceKind::Agreement, "m-2");
+        let bare = list_statement(&q2, None, Placeholders::Question);
+        assert_eq!(
+            bare.sql,
+            "SELECT r.id FROM resource_index r WHERE r.merchant_id = ? AND r.kind = ? \
+             ORDER BY r.created_position DESC LIMIT ?"
+        );
+        assert_eq!(bare.params.last(), Some(&SqlParam::Int(11)));
+    }
+
+    #[test]
+    fn pages_say_whether_more_follow() {
+        let mut q = ListQuery::new(ResourceKind::Payment, "m-1");
+        q.limit = 2;
+        let id = |n: u128| Uuid::from_u128(n).to_string();
+        let page = page_of(&q, vec![id(1), id(2), id(3)]).unwrap();
+        assert_eq!(page.ids, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
+        assert!(page.has_more);
+        let page = page_of(&q, vec![id(1)]).unwrap();
+        assert!(!page.has_more);
+        assert!(page_of(&q, vec!["not a uuid".into()]).is_err());
     }
 }

@@ -7,6 +7,9 @@
 //! nothing open and nothing new, a pass is one empty `read_all`, one
 //! checkpoint read and three index lists, whatever the size of history.
 //! Run one reconciler per store (the service runs it under a leader lease).
+//! A pass stops between items once shutdown is asked
+//! ([`Reconciler::with_stop`]): what it did stays done, the rest waits for
+//! the next pass.
 //!
 //! It looks at order streams with an open call — initiate, capture, void or refund still
 //! `*Requested` or `*OutcomeUnknown`, or a 3DS challenge — whose last
@@ -39,7 +42,11 @@
 //!   declined: the refund's amount stays reserved, so no second refund can
 //!   take money the first may still move. Only PayKKa's own record of the
 //!   refund (SUCCESS or FAILURE, by answer, query or notification) closes
-//!   it.
+//!   it. Re-sends are bounded ([`ReconcilerConfig::max_refund_resends`]):
+//!   past the bound the refund is not sent again but stays unknown (it may
+//!   have landed), is queried at [`ReconcilerConfig::backoff_max`], logged
+//!   at warn with its order and refund ids and counted in
+//!   [`ReconcileReport::needs_attention`].
 //! * An initiate is not sent again for a card payment: payorch keeps no
 //!   card data at rest (the card number and CVV leave memory with the first
 //!   send), so there is nothing to send. Its rule stays: declined once
@@ -56,6 +63,11 @@
 //!   again ([`Engine::resend_agreement_cancel`]): PayKKa has no agreement
 //!   query and a cancel is idempotent in effect; only success, 2015 or 2016
 //!   are recorded (cancelled), any other answer changes nothing.
+//! * An agreement with a charge whose order was never placed (a crash
+//!   between `agreement_charged` and the placement; the open-work
+//!   projector lists it) gets that order placed and run, or recorded
+//!   declined unsent once the agreement is no longer active
+//!   ([`Engine::resume_charge`]). Nothing had reached PayKKa for it.
 //! * A checkout session whose create is requested or unknown is looked up
 //!   by Checkout Session Query ([`Engine::refresh_checkout_session`]); "does
 //!   not exist" declines it only after the grace period. If that answer
@@ -81,12 +93,13 @@
 //!     with PayKKa unreachable it stays open past its expiry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use payorch_schemas::events::{OrderEvent, OrderId};
+use payorch_schemas::events::{OrderEvent, OrderId, RefundId};
 
 use crate::agreement::AgreementPhase;
 use crate::bus::LeaseGuard;
@@ -116,6 +129,13 @@ pub struct ReconcilerConfig {
     pub backoff_max: Duration,
     /// Open-work rows listed per page.
     pub page: usize,
+    /// Re-sends of one refund PayKKa keeps not knowing (past the grace
+    /// period) before the reconciler stops re-sending it: the refund stays
+    /// `refund_outcome_unknown` (never declined: it may have landed), is
+    /// queried at [`ReconcilerConfig::backoff_max`], logged at warn and
+    /// counted in [`ReconcileReport::needs_attention`]. Counted per
+    /// process (a restart allows this many again).
+    pub max_refund_resends: u32,
 }
 
 impl Default for ReconcilerConfig {
@@ -127,6 +147,9 @@ impl Default for ReconcilerConfig {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
             page: 500,
+            // With the default backoff the first re-sends come at the
+            // hourly cadence: about a day of trying before a person looks.
+            max_refund_resends: 24,
         }
     }
 }
@@ -170,6 +193,13 @@ pub struct ReconcileReport {
     /// The pass stopped early because its lease was lost
     /// ([`Reconciler::run_once_leased`]).
     pub lease_lost: bool,
+    /// The pass stopped early because shutdown was asked
+    /// ([`Reconciler::with_stop`]).
+    pub stopped: bool,
+    /// Refunds past [`ReconcilerConfig::max_refund_resends`] that are
+    /// still open: PayKKa keeps not knowing them; a person must look
+    /// (gauge `payorch_reconciler_needs_attention`).
+    pub needs_attention: usize,
 }
 
 /// Why a stream is looked at: an open PayKKa call, or an open checkout
@@ -188,6 +218,10 @@ pub struct Reconciler {
     open_work: OpenWorkProjector,
     /// Per stream: attempts so far and the earliest next query.
     backoff: Mutex<HashMap<StreamId, (u32, OffsetDateTime)>>,
+    /// Per refund: its order's stream and the re-sends so far.
+    resends: Mutex<HashMap<RefundId, (StreamId, u32)>>,
+    /// Shutdown: once `true`, a pass stops before its next item.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Reconciler {
@@ -219,7 +253,22 @@ impl Reconciler {
             config,
             open_work,
             backoff: Mutex::new(HashMap::new()),
+            resends: Mutex::new(HashMap::new()),
+            stop: None,
         }
+    }
+
+    /// Stops a pass between items (and the open-work catch-up between
+    /// batches) once `stop` holds `true`, so a service shuts down promptly
+    /// during a long pass. What was done stays done; the rest waits for
+    /// the next pass (on whichever node holds the lease).
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
     }
 
     /// The projector of the open-work index (e.g. to rebuild it).
@@ -254,7 +303,11 @@ impl Reconciler {
             report.lease_lost = true;
             return Ok(report);
         }
-        let caught_up = self.open_work.catch_up().await?;
+        if self.stopping() {
+            report.stopped = true;
+            return Ok(report);
+        }
+        let caught_up = self.open_work.catch_up_until(&|| self.stopping()).await?;
         report.projected_events = caught_up.events;
         report.errors += caught_up.errors;
         if !caught_up.closed.is_empty() {
@@ -262,14 +315,30 @@ impl Reconciler {
             for stream in &caught_up.closed {
                 backoff.remove(stream);
             }
+            drop(backoff);
+            let closed: std::collections::HashSet<&StreamId> = caught_up.closed.iter().collect();
+            self.resends_lock().retain(|_, (s, _)| !closed.contains(s));
+        }
+        if caught_up.stopped {
+            report.stopped = true;
         }
         for kind in WorkKind::ALL {
-            self.scan(kind, lease, &mut report).await?;
-            if report.lease_lost {
+            if report.lease_lost || report.stopped {
                 break;
             }
+            self.scan(kind, lease, &mut report).await?;
         }
+        let max = self.config.max_refund_resends;
+        report.needs_attention = self
+            .resends_lock()
+            .values()
+            .filter(|(_, n)| *n >= max)
+            .count();
         Ok(report)
+    }
+
+    fn resends_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RefundId, (StreamId, u32)>> {
+        self.resends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn scan(
@@ -294,6 +363,10 @@ impl Reconciler {
                 // a stale row only costs one read.
                 if now - item.touched_at < self.config.threshold {
                     continue;
+                }
+                if self.stopping() {
+                    report.stopped = true;
+                    return Ok(());
                 }
                 if let Some(l) = lease
                     && l.is_lost().await
@@ -328,12 +401,22 @@ impl Reconciler {
     ) -> Result<(), EngineError> {
         let recorded = read_whole_stream(self.engine.store().as_ref(), stream).await?;
         let state = fold_recorded::<AgreementAggregate>(Default::default(), &recorded)?;
-        let (Some(last), Some(c), AgreementPhase::Cancelling) =
-            (recorded.last(), state.created.as_ref(), state.phase)
-        else {
+        let (Some(last), Some(c)) = (recorded.last(), state.created.as_ref()) else {
             self.lock().remove(stream);
             return Ok(());
         };
+        let cancelling = state.phase == AgreementPhase::Cancelling;
+        let unplaced = self.engine.unplaced_charges(&state).await?;
+        if !cancelling && unplaced.is_empty() {
+            // Opened for a charge whose order was on its way (see the
+            // projector): every charge has its order now.
+            self.lock().remove(stream);
+            self.open_work
+                .index()
+                .apply(&[], std::slice::from_ref(stream))
+                .await?;
+            return Ok(());
+        }
         let Some(attempts) = self.due(
             stream,
             last.recorded_at,
@@ -343,9 +426,18 @@ impl Reconciler {
         ) else {
             return Ok(());
         };
-        report.queried += 1;
-        if self.engine.resend_agreement_cancel(c.agreement_id).await? {
+        // A charge whose order was never placed (a crash between the two
+        // appends): place it now; nothing reached PayKKa for it.
+        for order_id in unplaced {
+            tracing::warn!(agreement_id = %c.agreement_id, %order_id, "charge without its order (interrupted): placing it");
+            self.engine.resume_charge(c.agreement_id, order_id).await?;
             report.resolved += 1;
+        }
+        if cancelling {
+            report.queried += 1;
+            if self.engine.resend_agreement_cancel(c.agreement_id).await? {
+                report.resolved += 1;
+            }
         }
         self.schedule(stream, attempts);
         Ok(())
@@ -471,12 +563,17 @@ impl Reconciler {
 
     /// Records one more query of `stream`; the next waits twice as long.
     fn schedule(&self, stream: &StreamId, attempts: u32) {
-        let now = self.engine.clock().now();
         let delay = self
             .config
             .backoff_base
             .saturating_mul(2u32.saturating_pow(attempts.min(16)))
             .min(self.config.backoff_max);
+        self.schedule_after(stream, attempts, delay);
+    }
+
+    /// Records one more query of `stream`; the next after `delay`.
+    fn schedule_after(&self, stream: &StreamId, attempts: u32, delay: Duration) {
+        let now = self.engine.clock().now();
         self.lock()
             .insert(stream.clone(), (attempts + 1, now + delay));
     }
@@ -514,6 +611,7 @@ impl Reconciler {
             || state.phase() == Phase::ChallengeRequired;
         let (Some(last), Some(order_id), true) = (recorded.last(), state.order_id(), open) else {
             self.lock().remove(stream);
+            self.resends_lock().retain(|_, (s, _)| s != stream);
             return Ok(());
         };
         let Some(attempts) = self.due(
@@ -529,7 +627,33 @@ impl Reconciler {
         let past_grace = requested_at.is_some_and(|t| now - t >= self.config.grace);
         report.queried += 1;
         let before = state.version();
-        let mut view = self.engine.refresh_order(order_id, past_grace).await?;
+        // Refund re-sends are bounded (`max_refund_resends`): past the
+        // bound the refund stays unknown, queried at the maximum backoff.
+        let max = self.config.max_refund_resends;
+        let exhausted = AtomicBool::new(false);
+        let may_resend = |refund_id: RefundId| {
+            let mut resends = self.resends_lock();
+            let (_, sent) = resends
+                .entry(refund_id)
+                .or_insert_with(|| (stream.clone(), 0));
+            if *sent >= max {
+                exhausted.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    %order_id,
+                    %refund_id,
+                    resends = *sent,
+                    "refund still unknown to PayKKa after the maximum number of re-sends: \
+                     not sent again, kept unknown, queried at the maximum backoff; needs attention"
+                );
+                return false;
+            }
+            *sent += 1;
+            true
+        };
+        let mut view = self
+            .engine
+            .refresh_order_resending(order_id, past_grace, &may_resend)
+            .await?;
         // void_after_capture: the rest of a final partial capture is still
         // held (the Void was lost, refused for now, or never sent because
         // of a crash after the capture): send the Void (again).
@@ -546,7 +670,19 @@ impl Reconciler {
         if view.version != before {
             report.resolved += 1;
         }
-        self.schedule(stream, attempts);
+        let open_refunds: Vec<RefundId> = view
+            .refunds
+            .iter()
+            .filter(|r| r.progress.is_open())
+            .map(|r| r.refund_id)
+            .collect();
+        self.resends_lock()
+            .retain(|id, (s, _)| s != stream || open_refunds.contains(id));
+        if exhausted.load(Ordering::Relaxed) {
+            self.schedule_after(stream, attempts, self.config.backoff_max);
+        } else {
+            self.schedule(stream, attempts);
+        }
         Ok(())
     }
 

@@ -135,6 +135,10 @@ async fn reconcile_under_lease(
                     let started = std::time::Instant::now();
                     match reconciler.run_once_leased(lease.as_ref()).await {
                         Ok(r) if r.lease_lost => break,
+                        Ok(r) if r.stopped => {
+                            metrics.set_role("reconciler", false);
+                            return;
+                        }
                         Ok(r) => {
                             // What a pass costs (docs/BENCHMARKS.md, "Scale").
                             tracing::debug!(
@@ -144,6 +148,7 @@ async fn reconcile_under_lease(
                                 "reconciler pass done"
                             );
                             metrics.set_reconciler_backlog(gauge(r.candidates as u64));
+                            metrics.set_reconciler_needs_attention(gauge(r.needs_attention as u64));
                             metrics.set_reconciler_open(
                                 gauge(r.due_orders as u64),
                                 gauge(r.due_agreements as u64),
@@ -251,7 +256,9 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             config.reconciler(),
             app.store.open_work(),
             app.store.checkpoints(),
-        );
+        )
+        // A pass in progress stops between items on shutdown.
+        .with_stop(stop_rx.clone());
         let interval = Duration::from_secs(config.reconcile_interval_secs.max(1));
         let reconcile_task = tokio::spawn(reconcile_under_lease(
             reconciler,

@@ -21,6 +21,10 @@
 //! * `payorch_reconciler_backlog_orders` (gauge, kept for dashboards: the
 //!   streams of every kind with a PayKKa call open past the threshold;
 //!   despite its name not only orders; prefer the three above)
+//! * `payorch_reconciler_needs_attention` (gauge): refunds the reconciler
+//!   stopped re-sending (PayKKa kept not knowing them past
+//!   `reconcile_max_refund_resends`); still unknown, queried hourly; a
+//!   person must look (the warn log names order and refund)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -101,6 +105,7 @@ pub struct Metrics {
     open_orders: Arc<AtomicI64>,
     open_agreements: Arc<AtomicI64>,
     open_checkout_sessions: Arc<AtomicI64>,
+    needs_attention: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,6 +179,11 @@ impl Metrics {
     /// (`relay`, `reconciler`).
     pub fn set_role(&self, role: &'static str, held: bool) {
         self.lock().roles.insert(role, held);
+    }
+
+    /// Sets `payorch_reconciler_needs_attention` (see the module docs).
+    pub fn set_reconciler_needs_attention(&self, refunds: i64) {
+        self.needs_attention.store(refunds, Ordering::Relaxed);
     }
 
     /// Sets the per-kind reconciler backlog: orders, agreements and
@@ -257,6 +267,11 @@ impl Metrics {
                 "payorch_reconciler_open_checkout_sessions",
                 "Checkout sessions with a create unanswered, or open for the shopper, past the reconciler threshold.",
                 &self.open_checkout_sessions,
+            ),
+            (
+                "payorch_reconciler_needs_attention",
+                "Refunds the reconciler stopped re-sending after the maximum number of re-sends: still unknown, a person must look.",
+                &self.needs_attention,
             ),
         ] {
             let _ = writeln!(
@@ -408,6 +423,7 @@ mod tests {
         m.set_relay_lag(7);
         m.set_reconciler_backlog(2);
         m.set_reconciler_open(3, 4, 5);
+        m.set_reconciler_needs_attention(6);
         m.set_role("relay", false);
         m.set_role("reconciler", true);
         let text = m.render();
@@ -432,5 +448,6 @@ mod tests {
         assert!(text.contains("payorch_role{role=\"reconciler\"} 1"));
         assert!(text.contains("payorch_reconciler_open_agreements 4"));
         assert!(text.contains("payorch_reconciler_open_checkout_sessions 5"));
+        assert!(text.contains("payorch_reconciler_needs_attention 6"));
     }
 }

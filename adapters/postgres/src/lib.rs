@@ -297,7 +297,8 @@ fn same_event(stored: &RecordedEvent, new: &NewEvent, stream: &StreamId) -> bool
 /// The append statement. Parameters: $1 stream_id, $2 stream_type,
 /// $3 expected version (NULL = Any), $4..$9 the batch as arrays,
 /// $10..$15 the idempotency record ($10 NULL = none), $16 true when the
-/// record is completed (response $13) rather than begun. See the crate docs.
+/// record is completed (response $13) rather than begun, $17 true when the
+/// in-progress record ($10, $11) is released (deleted). See the crate docs.
 const APPEND_SQL: &str = r#"
 WITH cur AS MATERIALIZED (
     SELECT COALESCE(MAX(version), 0)::int8 AS v FROM events WHERE stream_id = $1
@@ -317,11 +318,16 @@ WITH cur AS MATERIALIZED (
     INSERT INTO idempotency (scope, key, fingerprint, response, stream_id, created_at)
     SELECT $10::text, $11::text, $12::text, $13::json, $14::text, $15::timestamptz
     FROM (SELECT 1 FROM ins LIMIT 1) AS x
-    WHERE $10::text IS NOT NULL AND NOT $16::bool
+    WHERE $10::text IS NOT NULL AND NOT $16::bool AND NOT $17::bool
     RETURNING 1
 ), done AS (
     UPDATE idempotency SET response = $13::json
     WHERE $16::bool AND scope = $10::text AND key = $11::text AND response IS NULL
+      AND EXISTS (SELECT 1 FROM ins)
+    RETURNING 1
+), rel AS (
+    DELETE FROM idempotency
+    WHERE $17::bool AND scope = $10::text AND key = $11::text AND response IS NULL
       AND EXISTS (SELECT 1 FROM ins)
     RETURNING 1
 ), agg AS (
@@ -452,7 +458,11 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
     let (rec, done) = match &a.idempotency {
         Some(IdempotencyWrite::Begin(r)) => (Some(r), None),
         Some(IdempotencyWrite::Complete(c)) => (None, Some(c)),
-        None => (None, None),
+        Some(IdempotencyWrite::Release { .. }) | None => (None, None),
+    };
+    let released = match &a.idempotency {
+        Some(IdempotencyWrite::Release { scope, key }) => Some((scope.as_str(), key.as_str())),
+        _ => None,
     };
     let row = sqlx::query(APPEND_SQL)
         .bind(&a.stream_id)
@@ -466,9 +476,14 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
         .bind(&a.recorded_at)
         .bind(
             rec.map(|r| r.scope.as_str())
-                .or(done.map(|c| c.scope.as_str())),
+                .or(done.map(|c| c.scope.as_str()))
+                .or(released.map(|r| r.0)),
         )
-        .bind(rec.map(|r| r.key.as_str()).or(done.map(|c| c.key.as_str())))
+        .bind(
+            rec.map(|r| r.key.as_str())
+                .or(done.map(|c| c.key.as_str()))
+                .or(released.map(|r| r.1)),
+        )
         .bind(rec.map(|r| r.fingerprint.as_str()))
         .bind(
             rec.and_then(|r| r.response.as_deref().map(RawValue::get))
@@ -477,6 +492,7 @@ async fn run_append(conn: &mut PgConnection, a: &AppendArgs) -> Result<AppendRow
         .bind(rec.and_then(|r| r.stream_id.as_ref().map(StreamId::as_str)))
         .bind(rec.map(|r| r.created_at))
         .bind(done.is_some())
+        .bind(released.is_some())
         .fetch_one(&mut *conn)
         .await?;
     Ok(AppendRow {
@@ -609,6 +625,9 @@ impl PostgresStore {
                     let (scope, key) = match &args.idempotency {
                         Some(IdempotencyWrite::Begin(r)) => (r.scope.clone(), r.key.clone()),
                         Some(IdempotencyWrite::Complete(c)) => (c.scope.clone(), c.key.clone()),
+                        Some(IdempotencyWrite::Release { scope, key }) => {
+                            (scope.clone(), key.clone())
+                        }
                         None => Default::default(),
                     };
                     return Err(StoreError::IdempotencyKeyTaken { scope, key });

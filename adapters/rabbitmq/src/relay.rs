@@ -360,7 +360,19 @@ impl Runner {
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
-            self.pump(&channel, guard).await
+            let end = self.pump(&channel, guard).await;
+            if end.is_ok() {
+                // A normal end (stop, lease lost): close the channel before
+                // the connection. Dropping it open makes lapin close it
+                // while the connection is already closing, which it logs
+                // as a connection error ("invalid channel state: Closing").
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    channel.close(200, ShortString::from("relay session end")),
+                )
+                .await;
+            }
+            end
         }
         .await;
         // Best effort: the connection may already be gone.

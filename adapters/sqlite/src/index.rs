@@ -3,20 +3,30 @@
 //! index per filter. Writes go through the single write connection.
 
 use async_trait::async_trait;
-use payorch_engine::listing::{IndexRow, ListError, ListPage, ListQuery, MAX_LIMIT, ResourceIndex};
+use payorch_engine::listing::{
+    IndexRow, ListError, ListPage, ListQuery, Placeholders, ResourceIndex, SqlParam,
+    cursor_statement, list_statement, micros, page_of,
+};
 use payorch_engine::store::StoreError;
-use sqlx::{QueryBuilder, Row, Sqlite};
-use time::OffsetDateTime;
-use uuid::Uuid;
+use sqlx::{Row, Sqlite};
 
 use crate::{SqliteStore, unavailable};
 
-fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments>;
+
+/// Binds a listing statement's parameters in order.
+fn bind<'q>(mut query: Query<'q>, params: &[SqlParam<'_>]) -> Query<'q> {
+    for p in params {
+        query = match *p {
+            SqlParam::Text(s) => query.bind(s.to_owned()),
+            SqlParam::Int(i) => query.bind(i),
+        };
+    }
+    query
 }
 
 #[async_trait]
@@ -80,16 +90,12 @@ impl ResourceIndex for SqliteStore {
     async fn list(&self, q: &ListQuery) -> Result<ListPage, ListError> {
         let before: Option<i64> = match q.starting_after {
             Some(id) => {
-                let row = sqlx::query(
-                    "SELECT created_position FROM resource_index \
-                     WHERE kind = ? AND id = ? AND merchant_id = ?",
-                )
-                .bind(q.kind.as_str())
-                .bind(id.to_string())
-                .bind(&q.merchant_id)
-                .fetch_optional(self.read_pool())
-                .await
-                .map_err(unavailable)?;
+                let text = id.to_string();
+                let st = cursor_statement(q, &text, Placeholders::Question);
+                let row = bind(sqlx::query(sqlx::AssertSqlSafe(st.sql)), &st.params)
+                    .fetch_optional(self.read_pool())
+                    .await
+                    .map_err(unavailable)?;
                 match row {
                     Some(r) => Some(r.try_get(0).map_err(unavailable)?),
                     None => return Err(ListError::UnknownCursor(id, q.kind.as_str())),
@@ -97,54 +103,17 @@ impl ResourceIndex for SqliteStore {
             }
             None => None,
         };
-        let limit = q.limit.clamp(1, MAX_LIMIT);
-        let mut b: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT r.id FROM resource_index r WHERE r.merchant_id = ");
-        b.push_bind(&q.merchant_id);
-        b.push(" AND r.kind = ").push_bind(q.kind.as_str());
-        if let Some(s) = &q.status {
-            b.push(" AND r.status = ").push_bind(s);
-        }
-        if let Some(t) = q.created_gte {
-            b.push(" AND r.created_at_us >= ").push_bind(micros(t));
-        }
-        if let Some(t) = q.created_lte {
-            b.push(" AND r.created_at_us <= ").push_bind(micros(t));
-        }
-        if let Some(r) = &q.merchant_reference {
-            b.push(" AND r.merchant_reference = ").push_bind(r);
-        }
-        if let Some((k, v)) = &q.metadata {
-            b.push(
-                " AND EXISTS (SELECT 1 FROM resource_index_metadata m \
-                 WHERE m.merchant_id = r.merchant_id AND m.kind = r.kind AND m.id = r.id AND m.key = ",
-            )
-            .push_bind(k)
-            .push(" AND m.value = ")
-            .push_bind(v)
-            .push(")");
-        }
-        if let Some(p) = before {
-            b.push(" AND r.created_position < ").push_bind(p);
-        }
-        b.push(" ORDER BY r.created_position DESC LIMIT ")
-            .push_bind(int(limit as u64 + 1));
-        let rows = b
-            .build()
+        let st = list_statement(q, before, Placeholders::Question);
+        let rows = bind(sqlx::query(sqlx::AssertSqlSafe(st.sql)), &st.params)
             .fetch_all(self.read_pool())
             .await
             .map_err(unavailable)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in rows {
-            let text: String = r.try_get(0).map_err(unavailable)?;
-            ids.push(
-                Uuid::parse_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("resource_index id {text:?}: {e}")))?,
-            );
-        }
-        let has_more = ids.len() > limit;
-        ids.truncate(limit);
-        Ok(ListPage { ids, has_more })
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(page_of(q, ids)?)
     }
 
     async fn clear(&self) -> Result<(), StoreError> {

@@ -440,6 +440,16 @@ impl SqliteStore {
             Some(IdempotencyWrite::Complete(c)) => {
                 complete_idempotency(&mut tx, c).await?;
             }
+            Some(IdempotencyWrite::Release { scope, key }) => {
+                sqlx::query(
+                    "DELETE FROM idempotency WHERE scope = ? AND key = ? AND response IS NULL",
+                )
+                .bind(scope)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
             None => {}
         }
         tx.commit().await.map_err(unavailable)?;

@@ -9,14 +9,16 @@ use uuid::Uuid;
 
 use super::idempotency::*;
 use super::paykka_requests::*;
+use super::payments::Placement;
 use super::runner::{Idem, Respond};
 use super::*;
-use crate::aggregate::AgreementAggregate;
+use crate::aggregate::{AgreementAggregate, OrderAggregate};
 use crate::agreement::{self, AgreementCommand, AgreementPhase, AgreementState};
 use crate::gateway::GatewayOutcome;
 use crate::order::CallOutcome;
 use crate::read::{agreement_stream, load, order_stream};
 use crate::store::StoreError;
+use crate::store::Version;
 use crate::view::{AgreementView, OrderView};
 
 impl Engine {
@@ -81,7 +83,7 @@ impl Engine {
         {
             Ok(_) => {}
             Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match &key {
-                Some(k) => return self.replay(ctx, k, Resolves::Order).await,
+                Some(k) => return self.replay(ctx, k, Resolves::Charge(agreement_id)).await,
                 None => {
                     return Err(EngineError::Contention {
                         stream: stream.to_string(),
@@ -91,38 +93,124 @@ impl Engine {
             },
             Err(e @ EngineError::Agreement(_)) => {
                 return self
-                    .replay_or_refuse(ctx, key.as_ref(), Resolves::Order, e)
+                    .replay_or_refuse(ctx, key.as_ref(), Resolves::Charge(agreement_id), e)
                     .await;
             }
             Err(e) => return Err(e),
         }
-        let req = PlacePaymentRequest {
-            amount,
-            payment_type: PaymentKind::Recurring,
-            authorisation_type: AuthorisationKind::FinalAuth,
-            capture_method: CaptureMode::Automatic,
-            payment: PaymentRequest::token(
-                c.token.clone(),
-                TokenUsage::Subscription,
-                c.shopper_reference.clone(),
-            ),
-            store_token: None,
-            return_url: None,
-            browser: None,
-        };
-        let reference = c
-            .recurring_agreement_ref
-            .as_ref()
-            .map(|r| r.as_str().to_owned());
         self.place_inner(
             ctx,
             order_id,
-            req,
-            Some((agreement_id, reference)),
+            charge_request(&c, amount),
+            Some((agreement_id, agreement_reference(&c))),
             key,
-            false,
+            Placement::Charge { send: true },
         )
         .instrument(self.command_span("charge_agreement", ctx, Some(order_id)))
+        .await
+    }
+
+    /// The order a charge on `agreement_id` recorded for `stream` (the
+    /// stream an idempotency record of the charge points at), if the
+    /// agreement belongs to the merchant of `ctx` and records it.
+    pub(crate) async fn charge_of(
+        &self,
+        agreement_id: AgreementId,
+        stream: &crate::store::StreamId,
+        ctx: &CommandContext,
+    ) -> Result<Option<OrderId>, EngineError> {
+        let (s, _) =
+            load::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
+                .await?;
+        if s.merchant_id() != Some(&ctx.merchant_id) {
+            return Ok(None);
+        }
+        Ok(s.charges
+            .iter()
+            .map(|(o, _)| *o)
+            .find(|o| order_stream(*o) == *stream))
+    }
+
+    /// The charges of an agreement whose order has no events: a crash came
+    /// between the agreement's `agreement_charged` and the order's
+    /// placement (or the placement is on its way). One stream version read
+    /// per charge: the reconciler asks only for agreements the open-work
+    /// index lists.
+    pub(crate) async fn unplaced_charges(
+        &self,
+        s: &AgreementState,
+    ) -> Result<Vec<OrderId>, EngineError> {
+        let mut out = Vec::new();
+        for (order_id, _) in &s.charges {
+            if self.store.stream_version(&order_stream(*order_id)).await? == Version::NONE {
+                out.push(*order_id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Completes a charge interrupted between the agreement's
+    /// `agreement_charged` and its order's placement (nothing reached
+    /// PayKKa): while the agreement is active the order is placed and
+    /// PayKKa asked to authorise it, as the interrupted request would have
+    /// done; once it is cancelling or cancelled, the order is placed and
+    /// recorded declined with [`CHARGE_NOT_SENT_CODE`] without calling
+    /// PayKKa. The one that appends the placement makes the call; an order
+    /// placed meanwhile is left to whoever placed it (its view is
+    /// returned). The reconciler calls this for charges it finds without an
+    /// order; a request with the charge's idempotency key does the same
+    /// once the record is stale (see [`super::idempotency`]). The merchant's
+    /// labels of the interrupted request are not recorded (they are not
+    /// stored with the charge).
+    pub async fn resume_charge(
+        &self,
+        agreement_id: AgreementId,
+        order_id: OrderId,
+    ) -> Result<OrderView, EngineError> {
+        self.resume_charge_keyed(agreement_id, order_id, None).await
+    }
+
+    /// [`Engine::resume_charge`], completing `key` with the answer.
+    pub(crate) async fn resume_charge_keyed(
+        &self,
+        agreement_id: AgreementId,
+        order_id: OrderId,
+        key: Option<&Key>,
+    ) -> Result<OrderView, EngineError> {
+        let not_found = || EngineError::NotFound {
+            what: "charge",
+            id: format!("{agreement_id}/{order_id}"),
+        };
+        let (s, _) =
+            load::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
+                .await?;
+        let Some(c) = s.created.clone() else {
+            return Err(not_found());
+        };
+        let Some(amount) = s
+            .charges
+            .iter()
+            .find(|(o, _)| *o == order_id)
+            .map(|(_, m)| *m)
+        else {
+            return Err(not_found());
+        };
+        let (order, _) =
+            load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
+        if order.placed().is_some() {
+            return super::views::view_of(&order, order_id);
+        }
+        let ctx = CommandContext::new(c.merchant_id.as_str());
+        let send = s.phase == AgreementPhase::Active;
+        self.place_inner(
+            &ctx,
+            order_id,
+            charge_request(&c, amount),
+            Some((agreement_id, agreement_reference(&c))),
+            key.cloned(),
+            Placement::Charge { send },
+        )
+        .instrument(self.command_span("resume_charge", &ctx, Some(order_id)))
         .await
     }
 
@@ -283,4 +371,32 @@ impl Engine {
             .events;
         Ok(!events.is_empty())
     }
+}
+
+/// The payment a charge places: the agreement's token, merchant-initiated.
+fn charge_request(
+    c: &payorch_schemas::events::agreement::AgreementCreated,
+    amount: Money,
+) -> PlacePaymentRequest {
+    PlacePaymentRequest {
+        amount,
+        payment_type: PaymentKind::Recurring,
+        authorisation_type: AuthorisationKind::FinalAuth,
+        capture_method: CaptureMode::Automatic,
+        payment: PaymentRequest::token(
+            c.token.clone(),
+            TokenUsage::Subscription,
+            c.shopper_reference.clone(),
+        ),
+        store_token: None,
+        return_url: None,
+        browser: None,
+    }
+}
+
+/// The agreement's PayKKa reference, sent with each charge.
+fn agreement_reference(c: &payorch_schemas::events::agreement::AgreementCreated) -> Option<String> {
+    c.recurring_agreement_ref
+        .as_ref()
+        .map(|r| r.as_str().to_owned())
 }

@@ -43,8 +43,29 @@
 //!   any live execution) and its stream has no open call any more (the
 //!   reconciler resolved it), a request with the key answers the stream's
 //!   current view and completes the record with it; until then it is "in
-//!   progress". A pass-through call (no stream) interrupted by a crash
-//!   stays in progress: use a new key (nothing moved money).
+//!   progress". A pass-through call (token query/remove, Apple Pay
+//!   session: no stream, no money moved) interrupted by a crash is "in
+//!   progress" until its record is stale; then a request with the key and
+//!   the same fingerprint releases the record and executes again (token
+//!   remove is idempotent in effect at PayKKa). Two such retries racing
+//!   at that moment may both execute: harmless for these calls.
+//! * **Not sent**: a call that provably never left
+//!   ([`EngineError::PaykkaUnreachable`]) records its decline and
+//!   releases the key in one append, so the same key executes afresh
+//!   later; there is no crash window in which the key would answer the
+//!   decline instead.
+//! * **Agreement charges**: the record is begun with the agreement's
+//!   `agreement_charged` and points at the charge's order stream. A crash
+//!   before the order was placed leaves that stream empty: once the record
+//!   is stale, a request with the key places the order and runs it (or,
+//!   if the agreement is no longer active, records it declined with
+//!   [`CHARGE_NOT_SENT_CODE`] without calling PayKKa) and answers its
+//!   view; the reconciler does the same for a charge without a key
+//!   ([`Engine::resume_charge`]).
+//! * **Release after a final partial capture** (`void_after_capture`): a
+//!   capture's key is completed with the view after the Void the engine
+//!   sends, which is what its first caller got; a replay answers exactly
+//!   that, as for every other operation.
 //! * Refusals (invalid request, illegal state) store nothing: the key
 //!   stays free and a retry is decided again. A pass-through call that
 //!   PayKKa refused or did not answer is stored as that failure.
@@ -221,6 +242,9 @@ impl Key {
 pub(crate) enum Resolves {
     /// An order: its view once it has no open call.
     Order,
+    /// A charge on this agreement: as `Order`, and an order the crash left
+    /// unplaced is placed and run ([`Engine::resume_charge`]).
+    Charge(AgreementId),
     /// A checkout session: its view once the create call is answered.
     Checkout,
     /// An agreement: its view once no cancel is in flight.
@@ -323,8 +347,30 @@ impl Engine {
         if self.clock.now() < stale_at {
             return Ok(None);
         }
+        if let Resolves::Charge(agreement_id) = resolves {
+            let (s, _) = load::<OrderAggregate>(self.store.as_ref(), stream).await?;
+            if s.placed().is_none() {
+                // The crash came between the agreement's charge and the
+                // order's placement: nothing reached PayKKa. Place it now.
+                let Some(order_id) = self.charge_of(agreement_id, stream, ctx).await? else {
+                    return Ok(None);
+                };
+                tracing::warn!(key = %key.key, %agreement_id, %order_id, "resuming a charge interrupted before its order was placed");
+                let view =
+                    Box::pin(self.resume_charge_keyed(agreement_id, order_id, Some(key))).await?;
+                return match self
+                    .idempotency
+                    .get_idempotency(&key.scope, &key.key)
+                    .await?
+                    .and_then(|r| r.response)
+                {
+                    Some(raw) => from_raw(&raw).map(Some),
+                    None => from_raw(&to_raw(&view)?).map(Some),
+                };
+            }
+        }
         let raw = match resolves {
-            Resolves::Order => {
+            Resolves::Order | Resolves::Charge(_) => {
                 let (s, _) = load::<OrderAggregate>(self.store.as_ref(), stream).await?;
                 if s.has_open_call() || s.merchant_id() != Some(&ctx.merchant_id) {
                     return Ok(None);
@@ -460,17 +506,54 @@ impl Engine {
         let Some(key) = key else {
             return Ok(None);
         };
-        match self
-            .idempotency
-            .put_idempotency(key.begin(None, self.clock.now()))
-            .await
-        {
-            Ok(()) => Ok(None),
-            Err(StoreError::IdempotencyKeyTaken { .. }) => {
-                self.replay(ctx, key, Resolves::Nothing).await.map(Some)
+        for _ in 0..2 {
+            match self
+                .idempotency
+                .put_idempotency(key.begin(None, self.clock.now()))
+                .await
+            {
+                Ok(()) => return Ok(None),
+                Err(StoreError::IdempotencyKeyTaken { .. }) => {
+                    if !self.release_stale_passthrough(key).await? {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        self.replay(ctx, key, Resolves::Nothing).await.map(Some)
+    }
+
+    /// The pass-through crash rule (see the module docs): an in-progress
+    /// record without a stream, with this request's fingerprint, older
+    /// than [`EngineConfig::idempotency_stale_after`] was left by a crash.
+    /// It is released so the request executes again (a pass-through call
+    /// moves no money: a query, an Apple Pay session, a token removal that
+    /// is idempotent in effect). `Ok(true)`: released.
+    async fn release_stale_passthrough(&self, key: &Key) -> Result<bool, EngineError> {
+        let Some(rec) = self
+            .idempotency
+            .get_idempotency(&key.scope, &key.key)
+            .await?
+        else {
+            // Gone meanwhile (released by a twin): begin again.
+            return Ok(true);
+        };
+        let stale = self.clock.now() >= rec.created_at + self.config.idempotency_stale_after;
+        if rec.response.is_some()
+            || rec.stream_id.is_some()
+            || rec.fingerprint != key.fingerprint
+            || !stale
+        {
+            return Ok(false);
+        }
+        tracing::warn!(key = %key.key, "releasing a stale pass-through idempotency record left by a crash");
+        let released = self
+            .idempotency
+            .release_idempotency(&key.scope, &key.key)
+            .await?;
+        self.idempotency_done.notify_waiters();
+        Ok(released)
     }
 }
 

@@ -142,6 +142,11 @@ pub enum EngineError {
 /// never left (see [`EngineError::PaykkaUnreachable`]).
 pub const NOT_SENT_CODE: &str = "PAYKKA_UNREACHABLE";
 
+/// The decline code recorded on a charge whose order is placed after a
+/// crash (see [`Engine::resume_charge`]) when its agreement is no longer
+/// active: PayKKa was never asked, no money moved.
+pub const CHARGE_NOT_SENT_CODE: &str = "AGREEMENT_NOT_ACTIVE";
+
 /// Settings of the engine (\[INFERRED\] spec facts are settings).
 #[derive(Clone, Debug)]
 pub struct EngineConfig {

@@ -1,7 +1,7 @@
 //! Gateway observations: PayKKa notifications and query results are
 //! commands too; duplicates and late arrivals emit nothing.
 
-use payorch_schemas::events::OrderId;
+use payorch_schemas::events::{OrderId, RefundId};
 use payorch_schemas::paykka::{
     PaymentNotification, QueryRequest, RefundNotification, RefundQueryRequest,
 };
@@ -201,6 +201,19 @@ impl Engine {
         order_id: OrderId,
         past_grace: bool,
     ) -> Result<OrderView, EngineError> {
+        self.refresh_order_resending(order_id, past_grace, &|_| true)
+            .await
+    }
+
+    /// [`Engine::refresh_order`], asking `may_resend` before each refund
+    /// re-send (the reconciler bounds them: a refund PayKKa keeps refusing
+    /// stays unknown and is only queried once the bound is reached).
+    pub(crate) async fn refresh_order_resending(
+        &self,
+        order_id: OrderId,
+        past_grace: bool,
+        may_resend: &(dyn Fn(RefundId) -> bool + Send + Sync),
+    ) -> Result<OrderView, EngineError> {
         let (state, _) =
             load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         let Some(p) = state.placed() else {
@@ -276,7 +289,7 @@ impl Engine {
                 GatewayOutcome::Rejected {
                     class: RejectionClass::NotFound,
                     ..
-                } if past_grace => {
+                } if past_grace && may_resend(r.refund_id) => {
                     let gateway_order_id = state
                         .gateway_order_id()
                         .map(|g| g.as_str().to_owned())
@@ -287,6 +300,12 @@ impl Engine {
                     );
                     None
                 }
+                // Past the grace period but out of re-sends: stays
+                // unknown (never declined), queried again later.
+                GatewayOutcome::Rejected {
+                    class: RejectionClass::NotFound,
+                    ..
+                } if past_grace => None,
                 GatewayOutcome::Rejected {
                     class: RejectionClass::NotFound,
                     ..

@@ -38,6 +38,18 @@ pub(crate) enum Begun {
     },
 }
 
+/// Who places an order in [`Engine::place_inner`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// A merchant's payment: the key's record is begun with the placement.
+    Payment,
+    /// A charge on an agreement, whose `agreement_charged` began the key's
+    /// record. `send: false`: the agreement is no longer active (a charge
+    /// resumed after a crash): recorded declined with
+    /// [`CHARGE_NOT_SENT_CODE`], PayKKa is not called.
+    Charge { send: bool },
+}
+
 /// The `final_capture` field of a capture request: `Some(true)` for a
 /// final capture when PayKKa releases the remainder on the flag
 /// ([`ReleaseMode::CaptureFlag`]); omitted otherwise (in the other modes
@@ -87,14 +99,15 @@ impl Engine {
     ) -> Result<OrderView, EngineError> {
         let order_id = OrderId(Uuid::now_v7());
         let key = Key::of(ctx, place_fingerprint(&req, None));
-        self.place_inner(ctx, order_id, req, None, key, true)
+        self.place_inner(ctx, order_id, req, None, key, Placement::Payment)
             .instrument(self.command_span("place_payment", ctx, Some(order_id)))
             .await
     }
 
-    /// Places the order and calls Initiate. `begin`: the key's record is
-    /// begun with the placement (false when the caller began it already,
-    /// as a charge does on its agreement).
+    /// Places the order and calls Initiate. The key's record is begun with
+    /// the placement for a payment; a charge began it on its agreement.
+    /// Only the request that appends the placement calls PayKKa (a charge
+    /// resumed after a crash may race the interrupted request).
     pub(crate) async fn place_inner(
         &self,
         ctx: &CommandContext,
@@ -102,8 +115,9 @@ impl Engine {
         req: PlacePaymentRequest,
         agreement: Option<(AgreementId, Option<String>)>,
         key: Option<Key>,
-        begin: bool,
+        placement: Placement,
     ) -> Result<OrderView, EngineError> {
+        let begin = placement == Placement::Payment;
         let stream = order_stream(order_id);
         let annotations = ctx.checked_annotations()?;
         let place = PlacePayment {
@@ -157,6 +171,33 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
+        if placed.events.is_empty() {
+            // Placed by another request (a resumed charge and the one it
+            // resumed): that one calls PayKKa and completes the key.
+            return match &key {
+                Some(k) => Err(EngineError::IdempotencyInProgress {
+                    key: k.key.clone(),
+                    retry_after: std::time::Duration::from_secs(1),
+                }),
+                None => view_of(&placed.state, order_id),
+            };
+        }
+        if placement == (Placement::Charge { send: false }) {
+            drop(initiate);
+            let outcome = CallOutcome::Declined {
+                code: CHARGE_NOT_SENT_CODE.to_owned(),
+                description: "the agreement is no longer active; the charge was not sent".into(),
+            };
+            return self
+                .finish_order_call(
+                    order_id,
+                    &meta,
+                    key.as_ref(),
+                    (placed.state, placed.version),
+                    OrderCommand::RecordInitiateOutcome(outcome),
+                )
+                .await;
+        }
 
         let gw = self.gateway.clone();
         let outcome = self
@@ -183,9 +224,11 @@ impl Engine {
 
     /// [`Engine::finish_order_call`], unless the call never left
     /// (`not_sent`): then the declined-style outcome ([`NOT_SENT_CODE`]) is
-    /// recorded without completing the key, the key is released and the
-    /// answer is [`EngineError::PaykkaUnreachable`], so the same request
-    /// with the same key executes afresh once PayKKa is reachable.
+    /// recorded and the key released **in the same append** (a crash
+    /// cannot leave the decline with the key still held, which the crash
+    /// rule would complete with the declined view), and the answer is
+    /// [`EngineError::PaykkaUnreachable`], so the same request with the
+    /// same key executes afresh once PayKKa is reachable.
     ///
     /// Why a decline and not "no events": the intent (`*Requested`) is
     /// already appended before the call (a crash must leave it visible);
@@ -207,9 +250,13 @@ impl Engine {
         let Some(reason) = not_sent else {
             return self.finish_order_call(order_id, meta, key, held, cmd).await;
         };
-        self.finish_order_call(order_id, meta, None, held, cmd)
+        let idem = key.map_or(Idem::None, Idem::Release);
+        let done = self
+            .order_command(order_id, meta, idem, Some(held), |_| cmd.clone())
             .await?;
-        if let Some(k) = key {
+        if let (Some(k), true) = (key, done.events.is_empty()) {
+            // Nothing appended (the state already showed an outcome): the
+            // release goes alone.
             self.idempotency
                 .release_idempotency(&k.scope, &k.key)
                 .await?;
@@ -348,28 +395,34 @@ impl Engine {
                 capture_id,
                 outcome,
             };
-            let view = self
-                .finish_or_unreachable(
-                    "capture",
-                    not_sent,
-                    order_id,
-                    &meta,
-                    key.as_ref(),
-                    (state, version),
-                    cmd,
-                )
-                .await?;
+            let void_after = self.config.release_mode_for(ctx.merchant_id.as_str())
+                == ReleaseMode::VoidAfterCapture;
+            if !void_after || not_sent.is_some() {
+                return self
+                    .finish_or_unreachable(
+                        "capture",
+                        not_sent,
+                        order_id,
+                        &meta,
+                        key.as_ref(),
+                        (state, version),
+                        cmd,
+                    )
+                    .await;
+            }
             // void_after_capture: PayKKa releases the rest of a final
             // partial capture on a Void. Until PayKKa confirms it the order
             // awaits the release (reconciler work), so a crash here leaves
-            // the intent visible and the reconciler sends the Void.
-            if self.config.release_mode_for(ctx.merchant_id.as_str())
-                == ReleaseMode::VoidAfterCapture
-                && view.status == crate::order::Phase::PartiallyCaptured
-            {
-                return self.release_remainder(order_id).await;
+            // the intent visible and the reconciler sends the Void. The key
+            // is completed with what this request answers (the view after
+            // the Void), so a replay answers the same.
+            let view = self
+                .finish_order_call(order_id, &meta, None, (state, version), cmd)
+                .await?;
+            if view.status == crate::order::Phase::PartiallyCaptured {
+                return self.release_remainder_keyed(order_id, key.as_ref()).await;
             }
-            Ok(view)
+            self.complete_alone(key.as_ref(), view).await
         }
         .instrument(self.command_span("capture", ctx, Some(order_id)))
         .await
@@ -384,6 +437,16 @@ impl Engine {
     /// rest changes nothing at PayKKa). Nothing to do for an order that
     /// does not await a release.
     pub async fn release_remainder(&self, order_id: OrderId) -> Result<OrderView, EngineError> {
+        self.release_remainder_keyed(order_id, None).await
+    }
+
+    /// [`Engine::release_remainder`], completing `key` (a capture's) with
+    /// the view it answers.
+    async fn release_remainder_keyed(
+        &self,
+        order_id: OrderId,
+        key: Option<&Key>,
+    ) -> Result<OrderView, EngineError> {
         let (state, version) = crate::read::load::<crate::aggregate::OrderAggregate>(
             self.store.as_ref(),
             &order_stream(order_id),
@@ -396,7 +459,8 @@ impl Engine {
             });
         };
         if !state.awaits_release() {
-            return view_of(&state, order_id);
+            let view = view_of(&state, order_id)?;
+            return self.complete_alone(key, view).await;
         }
         let ctx = CommandContext::new(merchant.as_str());
         let meta = ctx.metadata();
@@ -419,16 +483,25 @@ impl Engine {
             })
             .await,
         );
+        let respond = order_response(order_id);
+        let idem = match key {
+            Some(k) => Idem::Complete(k, &respond as &Respond<'_, OrderState>),
+            None => Idem::None,
+        };
         let done = self
             .order_command(
                 order_id,
                 &meta,
-                Idem::None,
+                idem,
                 Some((done.state, done.version)),
                 |_| OrderCommand::RecordVoidOutcome(outcome.clone()),
             )
             .await?;
-        view_of(&done.state, order_id)
+        let view = view_of(&done.state, order_id)?;
+        if done.events.is_empty() {
+            return self.complete_alone(key, view).await;
+        }
+        Ok(view)
     }
 
     /// Voids (releases) an authorisation with nothing captured.

@@ -41,6 +41,9 @@ pub(crate) enum Idem<'a, S> {
     /// Complete the key with the response built from the state after the
     /// events.
     Complete(&'a Key, &'a Respond<'a, S>),
+    /// Release the key's in-progress record with the events (the PayKKa
+    /// call provably never left: the key may execute again).
+    Release(&'a Key),
 }
 
 /// Builds a stored response from the state after an append.
@@ -106,8 +109,15 @@ impl Engine {
                 Idem::Complete(key, respond) => {
                     Some(IdempotencyWrite::Complete(key.completion(respond(&next)?)))
                 }
+                Idem::Release(key) => Some(IdempotencyWrite::Release {
+                    scope: key.scope.clone(),
+                    key: key.key.clone(),
+                }),
             };
-            let completes = matches!(write, Some(IdempotencyWrite::Complete(_)));
+            let completes = matches!(
+                write,
+                Some(IdempotencyWrite::Complete(_) | IdempotencyWrite::Release { .. })
+            );
             let request = AppendRequest {
                 stream_id: stream.clone(),
                 stream_type: A::Event::STREAM_TYPE.to_owned(),

@@ -6,7 +6,12 @@
 //! challenge, an agreement whose cancel is requested or unknown, a checkout
 //! session whose create is requested or unknown or that is open on PayKKa's
 //! page. [`open_work_of`] decides that from a stream's events (the same
-//! rules the reconciler applies when it looks at the stream).
+//! rules the reconciler applies when it looks at the stream). One rule
+//! looks beyond the stream: an agreement whose new `agreement_charged`
+//! names an order that has no events yet is open too (a crash between the
+//! charge and the order's placement; the projector checks the order
+//! stream's version, and the reconciler removes the row once every charge
+//! has its order).
 //!
 //! The index is a *checkpointed projection*: [`OpenWorkProjector`] tails
 //! [`EventStore::read_all`](crate::store::EventStore::read_all) from its
@@ -53,7 +58,8 @@ pub enum WorkKind {
     /// An order with a PayKKa call unanswered (initiate, capture, void,
     /// refund) or a 3DS challenge pending.
     OrderCall,
-    /// An agreement whose cancel is requested or its outcome unknown.
+    /// An agreement whose cancel is requested or its outcome unknown, or
+    /// with a charge whose order is not placed yet (see the projector).
     AgreementCancel,
     /// A checkout session whose create is requested or unknown, or that is
     /// open (the shopper may pay).

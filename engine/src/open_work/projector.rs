@@ -4,7 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use payorch_schemas::events::{AGREEMENT_STREAM_TYPE, AgreementEvent, OrderId};
+use time::OffsetDateTime;
+
+use crate::codec;
 use crate::orchestrator::{EngineError, read_whole_stream};
+use crate::read::order_stream;
 use crate::store::{CheckpointStore, EventStore, Position, RecordedEvent, StreamId, Version};
 
 use super::{OpenItem, OpenWorkIndex, open_item_of};
@@ -12,7 +17,7 @@ use super::{OpenItem, OpenWorkIndex, open_item_of};
 /// The checkpoint of the open-work projection. The suffix is the version of
 /// the rules in [`super::open_work_of`]: a change of rules gets a new name,
 /// so the index is rebuilt from position 0 on the next start.
-pub const OPEN_WORK_CHECKPOINT: &str = "projection:open_work:v1";
+pub const OPEN_WORK_CHECKPOINT: &str = "projection:open_work:v2";
 
 /// Events read per `read_all` call.
 const BATCH: usize = 1_000;
@@ -31,6 +36,9 @@ pub struct CatchUp {
     pub errors: usize,
     /// The checkpoint after the catch-up.
     pub position: Position,
+    /// Stopped between batches because shutdown was asked
+    /// ([`OpenWorkProjector::catch_up_until`]).
+    pub stopped: bool,
 }
 
 /// Tails the store into an [`OpenWorkIndex`] from a checkpoint.
@@ -79,6 +87,15 @@ impl OpenWorkProjector {
     /// or removed, then the checkpoint moves to the batch's last position.
     /// A crash between the two redoes the batch, which gives the same rows.
     pub async fn catch_up(&self) -> Result<CatchUp, EngineError> {
+        self.catch_up_until(&|| false).await
+    }
+
+    /// [`OpenWorkProjector::catch_up`], stopping between batches (after
+    /// the checkpoint of the last one) once `stop` says so.
+    pub async fn catch_up_until(
+        &self,
+        stop: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<CatchUp, EngineError> {
         let mut after = self
             .checkpoints
             .load_checkpoint(&self.name)
@@ -98,6 +115,10 @@ impl OpenWorkProjector {
             self.checkpoints.save_checkpoint(&self.name, after).await?;
             report.position = after;
             if !full {
+                break;
+            }
+            if stop() {
+                report.stopped = true;
                 break;
             }
         }
@@ -140,6 +161,7 @@ impl OpenWorkProjector {
             let Some(in_batch) = touched.remove(&stream) else {
                 continue;
             };
+            let charges = charges_in(&in_batch);
             // A stream whose whole history so far is in the batch (versions
             // 1..n) folds from the batch alone; otherwise read it. Events
             // committed after the batch are projected by a later batch.
@@ -151,13 +173,18 @@ impl OpenWorkProjector {
             let Some(stream_type) = events.first().map(|e| e.stream_type.clone()) else {
                 continue;
             };
-            match open_item_of(&stream, &stream_type, &events) {
-                Ok(Some(item)) => open.push(item),
-                Ok(None) => closed.push(stream),
+            let row = match open_item_of(&stream, &stream_type, &events) {
+                Ok(Some(item)) => Some(item),
+                Ok(None) => self.unplaced_charge(&stream, &charges, &events).await?,
                 Err(e) => {
                     report.errors += 1;
                     tracing::error!(stream = %stream, error = %e, "open-work projection: undecodable event; row left unchanged");
+                    continue;
                 }
+            };
+            match row {
+                Some(item) => open.push(item),
+                None => closed.push(stream),
             }
         }
         if !open.is_empty() || !closed.is_empty() {
@@ -166,6 +193,52 @@ impl OpenWorkProjector {
         report.opened += open.len();
         report.closed.extend(closed);
         Ok(())
+    }
+}
+
+/// The charges (`agreement_charged`: order, when) among an agreement
+/// stream's events; none for other streams or undecodable events (the
+/// fold reports those).
+fn charges_in(events: &[RecordedEvent]) -> Vec<(OrderId, OffsetDateTime)> {
+    events
+        .iter()
+        .filter(|e| e.stream_type == AGREEMENT_STREAM_TYPE)
+        .filter_map(|e| match codec::decode_recorded::<AgreementEvent>(e) {
+            Ok(AgreementEvent::AgreementCharged(c)) => Some((c.order_id, e.recorded_at)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl OpenWorkProjector {
+    /// An agreement with nothing else open is open while one of the charges
+    /// this batch recorded has no order yet: the placement follows the
+    /// charge at once, so an order still missing when the projection runs
+    /// is either on its way or was lost to a crash. The reconciler looks
+    /// after the threshold: it places a lost one ([`Engine::resume_charge`])
+    /// and removes the row once every charge has its order.
+    ///
+    /// [`Engine::resume_charge`]: crate::orchestrator::Engine::resume_charge
+    async fn unplaced_charge(
+        &self,
+        stream: &StreamId,
+        charges: &[(OrderId, OffsetDateTime)],
+        events: &[RecordedEvent],
+    ) -> Result<Option<OpenItem>, EngineError> {
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        for (order_id, at) in charges {
+            if self.store.stream_version(&order_stream(*order_id)).await? == Version::NONE {
+                return Ok(Some(OpenItem {
+                    stream_id: stream.clone(),
+                    kind: super::WorkKind::AgreementCancel,
+                    since: *at,
+                    touched_at: last.recorded_at,
+                }));
+            }
+        }
+        Ok(None)
     }
 }
 

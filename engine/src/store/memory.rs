@@ -160,6 +160,16 @@ impl EventStore for InMemoryStore {
             Some(IdempotencyWrite::Complete(c)) => {
                 complete(&mut inner, c);
             }
+            Some(IdempotencyWrite::Release { scope, key }) => {
+                let k = (scope, key);
+                if inner
+                    .idempotency
+                    .get(&k)
+                    .is_some_and(|r| r.response.is_none())
+                {
+                    inner.idempotency.remove(&k);
+                }
+            }
             None => {}
         }
         Ok(AppendOutcome {

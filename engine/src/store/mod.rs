@@ -17,7 +17,9 @@
 //!   in-progress record (the key taken is [`StoreError::IdempotencyKeyTaken`]
 //!   and nothing is written), [`IdempotencyWrite::Complete`] stores the
 //!   response of an in-progress record (a record already completed keeps
-//!   its response; the events are written either way).
+//!   its response; the events are written either way),
+//!   [`IdempotencyWrite::Release`] deletes an in-progress record (a
+//!   completed one stands; the events are written either way).
 
 use std::fmt;
 
@@ -185,6 +187,12 @@ pub enum IdempotencyWrite {
     /// Store the response of the in-progress record (scope, key); a
     /// missing or already completed record is left as it is.
     Complete(IdempotencyCompletion),
+    /// Delete the in-progress record (scope, key) with the events, so the
+    /// key can execute again: the command's PayKKa call provably never
+    /// left (its not-sent decline is these events). A missing or
+    /// completed record is left as it is, as by
+    /// [`IdempotencyStore::release_idempotency`].
+    Release { scope: String, key: String },
 }
 
 /// What `append` did.

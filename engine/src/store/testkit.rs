@@ -956,6 +956,72 @@ pub async fn idempotency_begin_and_complete<S: TestStore>(store: Arc<S>) {
     assert!(matches!(missing, Ok(false)), "got {missing:?}");
 }
 
+/// An in-progress record is released (deleted) with the events of an
+/// append ([`IdempotencyWrite::Release`]), atomically: a conflicting append
+/// releases nothing; a completed record stands; the key can be begun again
+/// afterwards.
+pub async fn idempotency_release_with_events<S: TestStore>(store: Arc<S>) {
+    let s = stream("order");
+    let in_progress = || {
+        let mut rec = idempotency_record("m-7", "k-rel", Some(&s));
+        rec.response = None;
+        IdempotencyWrite::Begin(rec)
+    };
+    let mut req = request(&s, ExpectedVersion::NoStream, new_events(0, 1));
+    req.idempotency = Some(in_progress());
+    must_append(&*store, req).await;
+    let release = || IdempotencyWrite::Release {
+        scope: "m-7".into(),
+        key: "k-rel".into(),
+    };
+
+    // A conflicting append releases nothing.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(0)), new_events(1, 1));
+    req.idempotency = Some(release());
+    let r = store.append(req).await;
+    assert!(matches!(r, Err(StoreError::Conflict { .. })), "got {r:?}");
+    match store.get_idempotency("m-7", "k-rel").await {
+        Ok(Some(r)) => assert!(!r.is_completed(), "still begun: {r:?}"),
+        other => panic!("a failed append released the record: {other:?}"),
+    }
+
+    // The append releases it with its events.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(1)), new_events(1, 1));
+    req.idempotency = Some(release());
+    must_append(&*store, req).await;
+    match store.get_idempotency("m-7", "k-rel").await {
+        Ok(None) => {}
+        other => panic!("released record still there: {other:?}"),
+    }
+    // The key executes again.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(2)), new_events(2, 1));
+    req.idempotency = Some(in_progress());
+    must_append(&*store, req).await;
+
+    // A completed record stands; the events are written anyway.
+    let mut req = request(&s, ExpectedVersion::Exact(Version(3)), new_events(3, 1));
+    req.idempotency = Some(IdempotencyWrite::Complete(completion(
+        "m-7",
+        "k-rel",
+        r#"{"done":true}"#,
+    )));
+    must_append(&*store, req).await;
+    let mut req = request(&s, ExpectedVersion::Exact(Version(4)), new_events(4, 1));
+    req.idempotency = Some(release());
+    must_append(&*store, req).await;
+    match store.get_idempotency("m-7", "k-rel").await {
+        Ok(Some(r)) => assert_eq!(
+            r.response.as_deref().map(json_value),
+            Some(serde_json::json!({"done": true}))
+        ),
+        other => panic!("a completed record was released: {other:?}"),
+    }
+    match store.stream_version(&s).await {
+        Ok(v) => assert_eq!(v, Version(5)),
+        Err(e) => panic!("stream_version: {e}"),
+    }
+}
+
 /// Checkpoints: unknown is `None`, save then load, overwrite (also
 /// backwards, for rebuilds), names are independent.
 pub async fn checkpoints<S: TestStore>(store: Arc<S>) {
@@ -1018,6 +1084,7 @@ where
     case!(list_streams_by_type);
     case!(idempotency_records);
     case!(idempotency_begin_and_complete);
+    case!(idempotency_release_with_events);
     case!(checkpoints);
     true
 }
@@ -1041,6 +1108,7 @@ macro_rules! store_conformance_tests {
                 list_streams_by_type,
                 idempotency_records,
                 idempotency_begin_and_complete,
+                idempotency_release_with_events,
                 checkpoints,
             );
         }

@@ -320,6 +320,7 @@ fn reconciler_config() -> ReconcilerConfig {
         backoff_base: Duration::from_secs(1),
         backoff_max: Duration::from_secs(60),
         page: 7,
+        ..ReconcilerConfig::default()
     }
 }
 
