@@ -62,6 +62,29 @@ impl Engine {
             });
         };
         let order_id = OrderId(Uuid::now_v7());
+        // Refused before anything is written, like a payment: the labels,
+        // and what PayKKa's schema rules refuse in the charge's Initiate
+        // (once `agreement_charged` is recorded, a refusal would leave a
+        // charge without its order).
+        ctx.checked_annotations()?;
+        let reference = c
+            .recurring_agreement_ref
+            .as_ref()
+            .map(|r| r.as_str().to_owned());
+        if let Err(e) = self
+            .initiate_request(
+                ctx,
+                order_id,
+                charge_request(&c, amount),
+                Some(&(agreement_id, reference.clone())),
+            )
+            .validate()
+        {
+            return Err(EngineError::InvalidField {
+                field: e.field,
+                problem: e.problem.to_string(),
+            });
+        }
         // Record the charge on the agreement first, with the key: a
         // cancelled agreement refuses it (conflict-checked against a
         // concurrent cancel), a twin request finds the key taken.
@@ -96,28 +119,10 @@ impl Engine {
             }
             Err(e) => return Err(e),
         }
-        let req = PlacePaymentRequest {
-            amount,
-            payment_type: PaymentKind::Recurring,
-            authorisation_type: AuthorisationKind::FinalAuth,
-            capture_method: CaptureMode::Automatic,
-            payment: PaymentRequest::token(
-                c.token.clone(),
-                TokenUsage::Subscription,
-                c.shopper_reference.clone(),
-            ),
-            store_token: None,
-            return_url: None,
-            browser: None,
-        };
-        let reference = c
-            .recurring_agreement_ref
-            .as_ref()
-            .map(|r| r.as_str().to_owned());
         self.place_inner(
             ctx,
             order_id,
-            req,
+            charge_request(&c, amount),
             Some((agreement_id, reference)),
             key,
             false,
@@ -282,5 +287,26 @@ impl Engine {
             .await?
             .events;
         Ok(!events.is_empty())
+    }
+}
+
+/// The payment a charge places: the agreement's token, merchant-initiated.
+fn charge_request(
+    c: &payorch_schemas::events::agreement::AgreementCreated,
+    amount: Money,
+) -> PlacePaymentRequest {
+    PlacePaymentRequest {
+        amount,
+        payment_type: PaymentKind::Recurring,
+        authorisation_type: AuthorisationKind::FinalAuth,
+        capture_method: CaptureMode::Automatic,
+        payment: PaymentRequest::token(
+            c.token.clone(),
+            TokenUsage::Subscription,
+            c.shopper_reference.clone(),
+        ),
+        store_token: None,
+        return_url: None,
+        browser: None,
     }
 }
