@@ -1,6 +1,9 @@
 //! `serve`'s merchant webhooks out: a [`payorch_webhooks::Dispatcher`] over
-//! the store for the `[[webhooks]]` endpoints, one pass per second until
-//! shutdown. Nothing runs without `[[webhooks]]`.
+//! the store and its delivery log (migration 0006) for the `[[webhooks]]`
+//! endpoints, one pass per second until shutdown. Each pass also sends the
+//! manual redeliveries queued in the log (by the API or by `payorch
+//! webhooks redeliver` from another process), so a queued redelivery goes
+//! out within about a second. Nothing runs without `[[webhooks]]`.
 
 use std::time::Duration;
 
@@ -31,6 +34,17 @@ pub fn endpoints(config: &Config) -> Vec<Endpoint> {
         .collect()
 }
 
+/// The delivery settings of the configuration.
+pub fn delivery_config(config: &Config) -> DeliveryConfig {
+    DeliveryConfig {
+        timeout: Duration::from_millis(config.webhook_timeout_ms),
+        initial_backoff: Duration::from_millis(config.webhook_backoff_base_ms),
+        max_backoff: Duration::from_millis(config.webhook_backoff_max_ms),
+        give_up_after: Duration::from_secs(config.webhook_give_up_after_secs),
+        ..DeliveryConfig::default()
+    }
+}
+
 /// Starts the delivery loop (`None` without `[[webhooks]]`).
 pub fn spawn(
     config: &Config,
@@ -45,17 +59,19 @@ pub fn spawn(
         app.store.events(),
         app.store.checkpoints(),
         app.engine.clock().clone(),
+        app.store.webhook_log(),
         endpoints,
-        DeliveryConfig::default(),
+        delivery_config(config),
     )
     .context("webhooks: HTTP client")?;
     Ok(Some(tokio::spawn(async move {
         loop {
             match dispatcher.run_once().await {
-                Ok(r) if r.attempted > 0 => tracing::info!(
+                Ok(r) if r.attempted > 0 || r.redelivered > 0 => tracing::info!(
                     attempted = r.attempted,
                     delivered = r.delivered,
                     failed = r.failed,
+                    redelivered = r.redelivered,
                     "webhook pass"
                 ),
                 Ok(_) => {}
