@@ -120,7 +120,13 @@ fn serve(cfg: &Path, log: &Path) -> (Child, String, String) {
     let log = std::fs::File::create(log).expect("log file");
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_payorch"))
-            .args(["--config", cfg.to_str().unwrap(), "serve", "--addr", "127.0.0.1:0"])
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+            ])
             .env_remove("PAYORCH_CONFIG")
             .env_remove("PAYORCH_STORE_URL")
             .env_remove("PAYORCH_AMQP_URL")
@@ -335,7 +341,10 @@ async fn scenario(store_url: String) {
     assert_eq!(attempts[1]["error"], "timeout");
     assert!(attempts[1]["latency_ms"].as_u64().unwrap() >= 500, "{r:#}");
     assert_eq!(attempts[2]["http_status"], 200);
-    let numbers: Vec<u64> = attempts.iter().map(|a| a["number"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["number"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![1, 2, 3]);
     assert!(attempts.iter().all(|a| a["manual"] == false));
 
@@ -362,7 +371,10 @@ async fn scenario(store_url: String) {
         assert_eq!(status, 200, "{body}");
         let data = body["data"].as_array().unwrap();
         assert!(data.len() <= 2);
-        paged.extend(data.iter().map(|d| d["event_id"].as_str().unwrap().to_owned()));
+        paged.extend(
+            data.iter()
+                .map(|d| d["event_id"].as_str().unwrap().to_owned()),
+        );
         if body["has_more"] != true {
             break;
         }
@@ -388,7 +400,10 @@ async fn scenario(store_url: String) {
     let (status, body) = api
         .get("/v1/webhook_endpoints/shop-hook/deliveries?status=given_up")
         .await;
-    assert_eq!((status, body["data"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(
+        (status, body["data"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
     let (status, body) = api
         .get("/v1/webhook_endpoints/shop-hook/deliveries?status=nope")
         .await;
@@ -406,11 +421,10 @@ async fn scenario(store_url: String) {
         .collect();
     assert_eq!(eps, vec!["shop-hook"]);
     assert!(!body.to_string().contains(SECRET), "secret shown: {body}");
-    let (status, _) = api
-        .get("/v1/webhook_endpoints/other-hook/deliveries")
-        .await;
+    let (status, _) = api.get("/v1/webhook_endpoints/other-hook/deliveries").await;
     assert_eq!(status, 404, "another merchant's endpoint");
-    let redeliver = |ep: &str, ev: &str| format!("/v1/webhook_endpoints/{ep}/deliveries/{ev}/redeliver");
+    let redeliver =
+        |ep: &str, ev: &str| format!("/v1/webhook_endpoints/{ep}/deliveries/{ev}/redeliver");
     let (status, _) = api
         .post(&redeliver("other-hook", &ids[0]), "wh-other", json!({}))
         .await;
@@ -429,13 +443,21 @@ async fn scenario(store_url: String) {
     let target = ids[0].clone();
     let before = receiver.seen().len();
     let (status, queued) = api
-        .post(&redeliver("shop-hook", &target), "wh-redeliver-1", json!({}))
+        .post(
+            &redeliver("shop-hook", &target),
+            "wh-redeliver-1",
+            json!({}),
+        )
         .await;
     assert_eq!(status, 202, "{queued}");
     assert_eq!(queued["event_id"], target.as_str());
     assert!(queued["redelivery_requested_at"].is_string(), "{queued}");
     let (status, again) = api
-        .post(&redeliver("shop-hook", &target), "wh-redeliver-1", json!({}))
+        .post(
+            &redeliver("shop-hook", &target),
+            "wh-redeliver-1",
+            json!({}),
+        )
         .await;
     assert_eq!((status, &again), (202, &queued), "idempotent replay");
     let (api_ref, target_ref) = (&api, &target);
@@ -459,10 +481,21 @@ async fn scenario(store_url: String) {
     // Redelivery through the CLI (another process on the same store).
     let out = cli(
         &cfg,
-        &["webhooks", "redeliver", "--endpoint", "shop-hook", "--event", &target],
+        &[
+            "webhooks",
+            "redeliver",
+            "--endpoint",
+            "shop-hook",
+            "--event",
+            &target,
+        ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     until(WAIT, "the CLI redelivery logged", || async move {
         let (api, target) = (api_ref, target_ref);
         let d = api.delivery("shop-hook", &target).await?;
@@ -489,10 +522,22 @@ async fn scenario(store_url: String) {
     );
     let out = cli(
         &cfg,
-        &["--json", "webhooks", "deliveries", "--endpoint", "shop-hook", "--limit", "100"],
+        &[
+            "--json",
+            "webhooks",
+            "deliveries",
+            "--endpoint",
+            "shop-hook",
+            "--limit",
+            "100",
+        ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(ids.len()));
 
@@ -502,11 +547,15 @@ async fn scenario(store_url: String) {
     let p3 = api.pay("wh-pay-3").await;
     let first3 = api.events(&p3).await[0].clone();
     let first3_ref = &first3;
-    until(WAIT, "the third payment's first event retried", || async move {
-        let (api, first3) = (api_ref, first3_ref);
-        let d = api.delivery("shop-hook", &first3).await?;
-        (d["status"] == "failed_retrying" && d["attempt_count"].as_u64()? >= 2).then_some(())
-    })
+    until(
+        WAIT,
+        "the third payment's first event retried",
+        || async move {
+            let (api, first3) = (api_ref, first3_ref);
+            let d = api.delivery("shop-hook", &first3).await?;
+            (d["status"] == "failed_retrying" && d["attempt_count"].as_u64()? >= 2).then_some(())
+        },
+    )
     .await;
     let (status, body) = api
         .post(&redeliver("shop-hook", &first3), "wh-busy", json!({}))
@@ -522,10 +571,22 @@ async fn scenario(store_url: String) {
     drop(child); // SIGKILL mid-retry
     let out = cli(
         &cfg,
-        &["--json", "webhooks", "deliveries", "--endpoint", "shop-hook", "--limit", "100"],
+        &[
+            "--json",
+            "webhooks",
+            "deliveries",
+            "--endpoint",
+            "shop-hook",
+            "--limit",
+            "100",
+        ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
     let kept = listed["data"]
         .as_array()
@@ -555,7 +616,10 @@ async fn scenario(store_url: String) {
     all_delivered(&api, &[p1, p2, p3.clone()]).await;
     let d = api.delivery("shop-hook", &first3).await.unwrap();
     let attempts = d["attempts"].as_array().unwrap();
-    let numbers: Vec<u64> = attempts.iter().map(|a| a["number"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["number"].as_u64().unwrap())
+        .collect();
     let expected: Vec<u64> = (1..=attempts.len() as u64).collect();
     assert_eq!(numbers, expected, "numbering continues across the restart");
     assert!(attempts.len() as u64 > attempts_before);

@@ -419,7 +419,11 @@ async fn an_invalid_charge_is_refused_before_anything_is_written() {
     // The key stays free: the same key with a valid charge executes.
     let ok = w
         .engine
-        .charge_agreement(&ctx().with_idempotency_key("bad-charge"), agreement_id, eur(500))
+        .charge_agreement(
+            &ctx().with_idempotency_key("bad-charge"),
+            agreement_id,
+            eur(500),
+        )
         .await
         .unwrap();
     assert_eq!(ok.status, Phase::Captured);

@@ -120,7 +120,10 @@ fn parse_uuid(param: &str, v: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The [`DeliveryQuery`] of a request's query parameters.
-pub fn parse_query(endpoint_id: &str, params: &[(String, String)]) -> Result<DeliveryQuery, ApiError> {
+pub fn parse_query(
+    endpoint_id: &str,
+    params: &[(String, String)],
+) -> Result<DeliveryQuery, ApiError> {
     let mut q = DeliveryQuery::new(endpoint_id, DEFAULT_LIMIT);
     for (k, v) in params {
         match k.as_str() {
@@ -179,7 +182,9 @@ pub(crate) async fn list_deliveries(
 ) -> ApiResult {
     let ep = endpoint(&s, &m, &id)?;
     let q = parse_query(&ep.id, &params)?;
-    let log = s.webhook_log().ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let log = s
+        .webhook_log()
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     let page = log.list(&q).await.map_err(|e| match e {
         DeliveryListError::UnknownCursor(_) => {
             ApiError::invalid_field("starting_after", e.to_string())
@@ -207,9 +212,11 @@ pub(crate) async fn redeliver(
     Path((id, event_id)): Path<(String, String)>,
 ) -> ApiResult {
     let ep = endpoint(&s, &m, &id)?;
-    let event_id = Uuid::parse_str(event_id.trim())
-        .map_err(|_| ApiError::not_found("webhook delivery"))?;
-    let log = s.webhook_log().ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let event_id =
+        Uuid::parse_str(event_id.trim()).map_err(|_| ApiError::not_found("webhook delivery"))?;
+    let log = s
+        .webhook_log()
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     let ctx = m
         .context()
         .with_correlation_id(crate::request_id::correlation_id())

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use payorch_engine::store::{Position, StoreError};
 use payorch_engine::webhook_out::{
-    Attempt, AttemptWrite, Delivery, DeliveryListError, DeliveryPage, DeliveryQuery,
-    DeliveryState, DeliveryTarget, ErrorClass, RedeliveryRequest, WebhookDeliveryLog,
+    Attempt, AttemptWrite, Delivery, DeliveryListError, DeliveryPage, DeliveryQuery, DeliveryState,
+    DeliveryTarget, ErrorClass, RedeliveryRequest, WebhookDeliveryLog,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use payorch_engine::store::{Position, StoreError};
 use payorch_engine::webhook_out::{
-    Attempt, AttemptWrite, Delivery, DeliveryListError, DeliveryPage, DeliveryQuery,
-    DeliveryState, DeliveryTarget, ErrorClass, RedeliveryRequest, WebhookDeliveryLog,
+    Attempt, AttemptWrite, Delivery, DeliveryListError, DeliveryPage, DeliveryQuery, DeliveryState,
+    DeliveryTarget, ErrorClass, RedeliveryRequest, WebhookDeliveryLog,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -295,9 +295,11 @@ impl WebhookDeliveryLog for SqliteStore {
                 .map_err(unavailable)?;
                 match state {
                     None => RedeliveryRequest::NotFound,
-                    Some(s) => RedeliveryRequest::Busy(DeliveryState::parse(&s).ok_or_else(
-                        || StoreError::Corrupt(format!("webhook_deliveries.state {s:?}")),
-                    )?),
+                    Some(s) => {
+                        RedeliveryRequest::Busy(DeliveryState::parse(&s).ok_or_else(|| {
+                            StoreError::Corrupt(format!("webhook_deliveries.state {s:?}"))
+                        })?)
+                    }
                 }
             }
         };
@@ -324,7 +326,9 @@ impl WebhookDeliveryLog for SqliteStore {
         upto: Position,
     ) -> Result<Vec<Delivery>, StoreError> {
         self.fetch_deliveries(
-            format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE position > ? AND position <= ?"),
+            format!(
+                "SELECT {COLUMNS} FROM webhook_deliveries WHERE position > ? AND position <= ?"
+            ),
             vec![],
             vec![to_i64(after.0, "position")?, to_i64(upto.0, "position")?],
         )

@@ -74,8 +74,7 @@ use payorch_engine::store::{
     CheckpointStore, Clock, EventStore, Position, RecordedEvent, StoreError, StreamId,
 };
 pub use payorch_engine::webhook_out::{
-    Attempt, Delivery, DeliveryQuery, DeliveryState, EndpointInfo, ErrorClass,
-    WebhookDeliveryLog,
+    Attempt, Delivery, DeliveryQuery, DeliveryState, EndpointInfo, ErrorClass, WebhookDeliveryLog,
 };
 use payorch_engine::webhook_out::{AttemptWrite, DeliveryTarget};
 use time::OffsetDateTime;
@@ -468,11 +467,7 @@ impl Dispatcher {
     async fn redeliver_queued(&self, report: &mut PassReport) -> Result<(), WebhookError> {
         let queued = self.log.queued_redeliveries(REDELIVERIES_PER_PASS).await?;
         for d in queued {
-            let Some(ep) = self
-                .endpoints
-                .iter()
-                .find(|e| e.id == d.target.endpoint_id)
-            else {
+            let Some(ep) = self.endpoints.iter().find(|e| e.id == d.target.endpoint_id) else {
                 continue;
             };
             let attempt = self.attempt(ep, &d.target).await?;

@@ -16,11 +16,10 @@ use payorch_engine::store::{
     StreamId,
 };
 use payorch_engine::testing::ManualClock;
-use payorch_schemas::events::EventMetadata;
 use payorch_engine::webhook_out::{
-    Delivery, DeliveryQuery, ErrorClass, InMemoryDeliveryLog, RedeliveryRequest,
-    WebhookDeliveryLog,
+    Delivery, DeliveryQuery, ErrorClass, InMemoryDeliveryLog, RedeliveryRequest, WebhookDeliveryLog,
 };
+use payorch_schemas::events::EventMetadata;
 use payorch_webhooks::{
     CHECKPOINT, DeliveryConfig, DeliveryState, Dispatcher, EVENT_ID_HEADER, Endpoint,
     SIGNATURE_HEADER, Secret, verify,

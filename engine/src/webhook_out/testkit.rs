@@ -102,7 +102,11 @@ fn positions(p: &DeliveryPage) -> Vec<u64> {
 pub async fn attempts_round_trip<L: WebhookDeliveryLog>(log: Arc<L>) {
     let t = target("ep1", 7);
     assert!(
-        log.delivery("ep1", t.event_id).await.ok().flatten().is_none(),
+        log.delivery("ep1", t.event_id)
+            .await
+            .ok()
+            .flatten()
+            .is_none(),
         "an unattempted delivery must not exist"
     );
     let fail = write(&t, 1_000, Some(500), None, DeliveryState::FailedRetrying);
@@ -125,7 +129,10 @@ pub async fn attempts_round_trip<L: WebhookDeliveryLog>(log: Arc<L>) {
     assert_eq!(d.target, t, "the target round-trips");
     assert_eq!(d.state, DeliveryState::Delivered);
     assert_eq!(d.attempt_count, 3);
-    assert_eq!(d.next_attempt_at, None, "a delivered delivery has no next attempt");
+    assert_eq!(
+        d.next_attempt_at, None,
+        "a delivered delivery has no next attempt"
+    );
     assert_eq!(d.first_attempt_at, test_instant(1_000));
     assert_eq!(d.last_attempt_at, test_instant(31_000));
     assert_eq!(d.redelivery_requested_at, None);
@@ -152,7 +159,13 @@ pub async fn attempts_round_trip<L: WebhookDeliveryLog>(log: Arc<L>) {
     assert_eq!(
         record(
             &*log,
-            &write(&other, 2_000, None, Some(ErrorClass::Connect), DeliveryState::GivenUp)
+            &write(
+                &other,
+                2_000,
+                None,
+                Some(ErrorClass::Connect),
+                DeliveryState::GivenUp
+            )
         )
         .await,
         1,
@@ -161,7 +174,11 @@ pub async fn attempts_round_trip<L: WebhookDeliveryLog>(log: Arc<L>) {
     let o = get(&*log, &other).await;
     assert_eq!((o.state, o.attempt_count), (DeliveryState::GivenUp, 1));
     assert_eq!(o.attempts[0].error, Some(ErrorClass::Connect));
-    assert_eq!(get(&*log, &t).await.attempt_count, 3, "endpoints kept apart");
+    assert_eq!(
+        get(&*log, &t).await.attempt_count,
+        3,
+        "endpoints kept apart"
+    );
 }
 
 /// Pages run newest event first through `starting_after`; filters by state
@@ -189,7 +206,11 @@ pub async fn list_pages_and_filters<L: WebhookDeliveryLog>(log: Arc<L>) {
     let p1 = page(&*log, &q).await;
     assert_eq!(positions(&p1), vec![50, 40]);
     assert!(p1.has_more);
-    assert_eq!(p1.deliveries[0].attempts.len(), 1, "list items carry attempts");
+    assert_eq!(
+        p1.deliveries[0].attempts.len(),
+        1,
+        "list items carry attempts"
+    );
     q.starting_after = Some(ts[3].event_id);
     let p2 = page(&*log, &q).await;
     assert_eq!(positions(&p2), vec![30, 20]);
@@ -238,7 +259,13 @@ pub async fn redelivery_queue<L: WebhookDeliveryLog>(log: Arc<L>) {
     .await;
     record(
         &*log,
-        &write(&retrying, 1_000, Some(503), None, DeliveryState::FailedRetrying),
+        &write(
+            &retrying,
+            1_000,
+            Some(503),
+            None,
+            DeliveryState::FailedRetrying,
+        ),
     )
     .await;
     let req = |ep: &'static str, id: Uuid, ms: i64| {
@@ -318,7 +345,13 @@ pub async fn ranges_and_last_position<L: WebhookDeliveryLog>(log: Arc<L>) {
     for (ep, p) in [("ep1", 5u64), ("ep2", 5), ("ep1", 9), ("ep1", 12)] {
         record(
             &*log,
-            &write(&target(ep, p), 1_000, Some(200), None, DeliveryState::Delivered),
+            &write(
+                &target(ep, p),
+                1_000,
+                Some(200),
+                None,
+                DeliveryState::Delivered,
+            ),
         )
         .await;
     }
@@ -334,7 +367,10 @@ pub async fn ranges_and_last_position<L: WebhookDeliveryLog>(log: Arc<L>) {
         .await
         .unwrap_or_default();
     assert_eq!(got.len(), 2, "both endpoints at position 5");
-    assert!(got.iter().all(|d| d.attempts.is_empty() && d.attempt_count == 1));
+    assert!(
+        got.iter()
+            .all(|d| d.attempts.is_empty() && d.attempt_count == 1)
+    );
     assert_eq!(log.last_position().await.ok(), Some(Some(Position(12))));
 }
 
