@@ -463,7 +463,7 @@ async fn scenario(store_url: String) {
     let (api_ref, target_ref) = (&api, &target);
     until(WAIT, "the API redelivery logged", || async move {
         let (api, target) = (api_ref, target_ref);
-        let d = api.delivery("shop-hook", &target).await?;
+        let d = api.delivery("shop-hook", target).await?;
         let manual = d["attempts"]
             .as_array()?
             .iter()
@@ -498,7 +498,7 @@ async fn scenario(store_url: String) {
     );
     until(WAIT, "the CLI redelivery logged", || async move {
         let (api, target) = (api_ref, target_ref);
-        let d = api.delivery("shop-hook", &target).await?;
+        let d = api.delivery("shop-hook", target).await?;
         let manual = d["attempts"]
             .as_array()?
             .iter()
@@ -552,7 +552,7 @@ async fn scenario(store_url: String) {
         "the third payment's first event retried",
         || async move {
             let (api, first3) = (api_ref, first3_ref);
-            let d = api.delivery("shop-hook", &first3).await?;
+            let d = api.delivery("shop-hook", first3).await?;
             (d["status"] == "failed_retrying" && d["attempt_count"].as_u64()? >= 2).then_some(())
         },
     )

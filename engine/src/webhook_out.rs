@@ -241,7 +241,7 @@ pub struct DeliveryPage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RedeliveryRequest {
     /// Queued (or already queued): the delivery with its request time.
-    Queued(Delivery),
+    Queued(Box<Delivery>),
     /// No delivery of this event to this endpoint was ever attempted.
     NotFound,
     /// Still being retried automatically: nothing to queue.
@@ -306,17 +306,18 @@ pub trait WebhookDeliveryLog: Send + Sync {
 /// tests and for a store without a log.
 #[derive(Debug, Default)]
 pub struct InMemoryDeliveryLog {
-    rows: Mutex<BTreeMap<(String, Uuid), Delivery>>,
+    rows: Mutex<Rows>,
 }
+
+/// Deliveries by (endpoint, event).
+type Rows = BTreeMap<(String, Uuid), Delivery>;
 
 impl InMemoryDeliveryLog {
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<(String, Uuid), Delivery>>, StoreError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Rows>, StoreError> {
         self.rows
             .lock()
             .map_err(|_| StoreError::Unavailable("delivery log mutex poisoned".into()))
@@ -391,7 +392,7 @@ impl WebhookDeliveryLog for InMemoryDeliveryLog {
             .filter(|d| q.state.is_none_or(|s| d.state == s))
             .filter(|d| q.event_id.is_none_or(|e| d.target.event_id == e))
             .collect();
-        all.sort_by(|a, b| b.target.position.cmp(&a.target.position));
+        all.sort_by_key(|d| std::cmp::Reverse(d.target.position));
         let has_more = all.len() > q.limit;
         Ok(DeliveryPage {
             deliveries: all.into_iter().take(q.limit).cloned().collect(),
@@ -415,7 +416,7 @@ impl WebhookDeliveryLog for InMemoryDeliveryLog {
         if d.redelivery_requested_at.is_none() {
             d.redelivery_requested_at = Some(now);
         }
-        Ok(RedeliveryRequest::Queued(d.clone()))
+        Ok(RedeliveryRequest::Queued(Box::new(d.clone())))
     }
 
     async fn queued_redeliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
@@ -508,7 +509,7 @@ impl Engine {
             .await?
         {
             RedeliveryRequest::Queued(d) => Ok(self
-                .record_alone(ctx, key.as_ref(), None, Resolves::Nothing, d)
+                .record_alone(ctx, key.as_ref(), None, Resolves::Nothing, *d)
                 .await?),
             RedeliveryRequest::NotFound => Err(RedeliveryError::NotFound {
                 endpoint_id: endpoint_id.to_owned(),

@@ -235,7 +235,7 @@ impl WebhookDeliveryLog for PostgresStore {
         })
         .await?;
         if let Some(row) = row {
-            return Ok(RedeliveryRequest::Queued(decode(&row)?));
+            return Ok(RedeliveryRequest::Queued(Box::new(decode(&row)?)));
         }
         let state: Option<String> = retrying(|| {
             sqlx::query_scalar(

@@ -283,7 +283,7 @@ impl WebhookDeliveryLog for SqliteStore {
         .await
         .map_err(unavailable)?;
         let answer = match row {
-            Some(row) => RedeliveryRequest::Queued(decode(&row)?),
+            Some(row) => RedeliveryRequest::Queued(Box::new(decode(&row)?)),
             None => {
                 let state: Option<String> = sqlx::query_scalar(
                     "SELECT state FROM webhook_deliveries WHERE endpoint_id = ? AND event_id = ?",

@@ -136,7 +136,8 @@ pub async fn attempts_round_trip<L: WebhookDeliveryLog>(log: Arc<L>) {
     assert_eq!(d.first_attempt_at, test_instant(1_000));
     assert_eq!(d.last_attempt_at, test_instant(31_000));
     assert_eq!(d.redelivery_requested_at, None);
-    let got: Vec<(u32, Option<u16>, Option<ErrorClass>, u64, bool)> = d
+    type Row = (u32, Option<u16>, Option<ErrorClass>, u64, bool);
+    let got: Vec<Row> = d
         .attempts
         .iter()
         .map(|a| (a.number, a.status, a.error, a.latency_ms, a.manual))
