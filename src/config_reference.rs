@@ -231,7 +231,7 @@ pub const SETTINGS: &[Setting] = &[
         None,
         None,
         "`<merchant_id>-<index>`",
-        "Name of the endpoint in logs, the delivery log, the API (`/v1/webhook_endpoints/{id}`) and `payorch webhooks --endpoint`; unique. Keep it stable: the delivery log is keyed by it.",
+        "Name of the endpoint in logs, the delivery log, the API (`/v1/webhook-endpoints/{id}`) and `payorch webhooks --endpoint`; unique. Keep it stable: the delivery log is keyed by it.",
     ),
     s(
         "webhooks[].merchant_id",

@@ -246,7 +246,7 @@ impl Api {
     async fn deliveries(&self, endpoint: &str) -> Vec<Value> {
         let (status, body) = self
             .get(&format!(
-                "/v1/webhook_endpoints/{endpoint}/deliveries?limit=100"
+                "/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"
             ))
             .await;
         assert_eq!(status, 200, "{body}");
@@ -256,7 +256,7 @@ impl Api {
     async fn delivery(&self, endpoint: &str, event: &str) -> Option<Value> {
         let (status, body) = self
             .get(&format!(
-                "/v1/webhook_endpoints/{endpoint}/deliveries?event_id={event}"
+                "/v1/webhook-endpoints/{endpoint}/deliveries?event_id={event}"
             ))
             .await;
         assert_eq!(status, 200, "{body}");
@@ -365,7 +365,7 @@ async fn scenario(store_url: String) {
 
     // Pages: limit 2, newest first, through starting_after, no overlap.
     let mut paged = Vec::new();
-    let mut path = "/v1/webhook_endpoints/shop-hook/deliveries?limit=2".to_owned();
+    let mut path = "/v1/webhook-endpoints/shop-hook/deliveries?limit=2".to_owned();
     loop {
         let (status, body) = api.get(&path).await;
         assert_eq!(status, 200, "{body}");
@@ -379,7 +379,7 @@ async fn scenario(store_url: String) {
             break;
         }
         path = format!(
-            "/v1/webhook_endpoints/shop-hook/deliveries?limit=2&starting_after={}",
+            "/v1/webhook-endpoints/shop-hook/deliveries?limit=2&starting_after={}",
             data.last().unwrap()["event_id"].as_str().unwrap()
         );
     }
@@ -398,20 +398,20 @@ async fn scenario(store_url: String) {
         "newest first: {all:?} / {p2_events:?}"
     );
     let (status, body) = api
-        .get("/v1/webhook_endpoints/shop-hook/deliveries?status=given_up")
+        .get("/v1/webhook-endpoints/shop-hook/deliveries?status=given_up")
         .await;
     assert_eq!(
         (status, body["data"].as_array().map(Vec::len)),
         (200, Some(0))
     );
     let (status, body) = api
-        .get("/v1/webhook_endpoints/shop-hook/deliveries?status=nope")
+        .get("/v1/webhook-endpoints/shop-hook/deliveries?status=nope")
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["param"], "status");
 
     // Merchant scoping: only its endpoint, no secret; another's is 404.
-    let (status, body) = api.get("/v1/webhook_endpoints").await;
+    let (status, body) = api.get("/v1/webhook-endpoints").await;
     assert_eq!(status, 200);
     let eps: Vec<&str> = body["data"]
         .as_array()
@@ -421,10 +421,10 @@ async fn scenario(store_url: String) {
         .collect();
     assert_eq!(eps, vec!["shop-hook"]);
     assert!(!body.to_string().contains(SECRET), "secret shown: {body}");
-    let (status, _) = api.get("/v1/webhook_endpoints/other-hook/deliveries").await;
+    let (status, _) = api.get("/v1/webhook-endpoints/other-hook/deliveries").await;
     assert_eq!(status, 404, "another merchant's endpoint");
     let redeliver =
-        |ep: &str, ev: &str| format!("/v1/webhook_endpoints/{ep}/deliveries/{ev}/redeliver");
+        |ep: &str, ev: &str| format!("/v1/webhook-endpoints/{ep}/deliveries/{ev}/redeliver");
     let (status, _) = api
         .post(&redeliver("other-hook", &ids[0]), "wh-other", json!({}))
         .await;

@@ -4,7 +4,7 @@
 //!
 //! payorch-webhooks' dispatcher writes it (one [`WebhookDeliveryLog::record_attempt`]
 //! per attempt: one statement on Postgres, one transaction on SQLite); the
-//! merchant API (`GET /v1/webhook_endpoints/{id}/deliveries`, `POST
+//! merchant API (`GET /v1/webhook-endpoints/{id}/deliveries`, `POST
 //! .../redeliver`) and `payorch webhooks` read it and queue redeliveries;
 //! the dispatcher picks queued redeliveries up on its next pass
 //! ([`WebhookDeliveryLog::queued_redeliveries`]). Implemented by the

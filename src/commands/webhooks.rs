@@ -4,7 +4,7 @@
 //! * `payorch webhooks deliveries --endpoint ID [--limit N] [--status S]
 //!   [--starting-after EVENT_ID] [--json]`: the endpoint's deliveries,
 //!   newest event first, each with its attempts (the JSON of each is what
-//!   `GET /v1/webhook_endpoints/{id}/deliveries` shows);
+//!   `GET /v1/webhook-endpoints/{id}/deliveries` shows);
 //! * `payorch webhooks redeliver --endpoint ID --event EVENT_ID`: queues a
 //!   redelivery of a delivered or given-up delivery in the store. The
 //!   dispatcher of a `payorch serve` on the same store sends it on its next

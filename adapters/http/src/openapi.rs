@@ -362,7 +362,7 @@ pub fn document() -> Value {
         op.insert("summary".into(), json!(r.summary));
         op.insert("tags".into(), json!([r.tag]));
         let mut params = Vec::new();
-        if r.path.starts_with("/v1/webhook_endpoints/") {
+        if r.path.starts_with("/v1/webhook-endpoints/") {
             params.push(json!({"name": "id", "in": "path", "required": true, "description": "The endpoint id ([[webhooks]] id)", "schema": {"type": "string"}}));
         } else if r.path.contains("{id}") {
             params.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));

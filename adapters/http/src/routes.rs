@@ -280,7 +280,7 @@ pub fn routes() -> Vec<RouteSpec> {
         },
         RouteSpec {
             method: Get,
-            path: "/v1/webhook_endpoints",
+            path: "/v1/webhook-endpoints",
             operation_id: "listWebhookEndpoints",
             summary: "The merchant's webhook endpoints (configured in [[webhooks]]; secrets never shown)",
             tag: "merchant webhooks",
@@ -292,7 +292,7 @@ pub fn routes() -> Vec<RouteSpec> {
         },
         RouteSpec {
             method: Get,
-            path: "/v1/webhook_endpoints/{id}/deliveries",
+            path: "/v1/webhook-endpoints/{id}/deliveries",
             operation_id: "listWebhookDeliveries",
             summary: "The endpoint's delivery log, newest event first, with every attempt (limit, starting_after = an event_id, status, event_id)",
             tag: "merchant webhooks",
@@ -304,7 +304,7 @@ pub fn routes() -> Vec<RouteSpec> {
         },
         RouteSpec {
             method: Post,
-            path: "/v1/webhook_endpoints/{id}/deliveries/{event_id}/redeliver",
+            path: "/v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver",
             operation_id: "redeliverWebhook",
             summary: "Queue a redelivery of a delivered or given-up delivery: the same event body, newly signed, logged as a manual attempt (202; 409 while it is still retried automatically)",
             tag: "merchant webhooks",

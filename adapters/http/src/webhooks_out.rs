@@ -1,15 +1,15 @@
 //! The merchant's own webhook endpoints and their delivery log (issue 15
 //! point 6):
 //!
-//! * `GET /v1/webhook_endpoints`: the merchant's endpoints (`id`, `url`,
+//! * `GET /v1/webhook-endpoints`: the merchant's endpoints (`id`, `url`,
 //!   `events`; the signing secret is never shown);
-//! * `GET /v1/webhook_endpoints/{id}/deliveries`: the endpoint's delivery
+//! * `GET /v1/webhook-endpoints/{id}/deliveries`: the endpoint's delivery
 //!   log, newest event first, with every attempt (time, HTTP status or
 //!   error class, latency, manual or not). Parameters: `limit` (1 to 100,
 //!   default 10), `starting_after` (the `event_id` of the last delivery of
 //!   the previous page), `status` (`delivered`, `failed_retrying`,
 //!   `given_up`) and `event_id`;
-//! * `POST /v1/webhook_endpoints/{id}/deliveries/{event_id}/redeliver`
+//! * `POST /v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver`
 //!   (`Idempotency-Key` like every POST): queues a redelivery of a
 //!   delivered or given-up delivery and answers 202 with the delivery
 //!   (`redelivery_requested_at` set); the dispatcher of `payorch serve`
@@ -98,7 +98,7 @@ fn endpoint<'a>(s: &'a AppState, m: &Merchant, id: &str) -> Result<&'a EndpointI
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
-/// `GET /v1/webhook_endpoints`.
+/// `GET /v1/webhook-endpoints`.
 pub(crate) async fn list_endpoints(State(s): State<AppState>, m: Merchant) -> ApiResult {
     let data: Vec<Value> = s
         .webhook_endpoints()
@@ -108,7 +108,7 @@ pub(crate) async fn list_endpoints(State(s): State<AppState>, m: Merchant) -> Ap
         .collect();
     Ok(Json(json!({
         "object": "list",
-        "url": "/v1/webhook_endpoints",
+        "url": "/v1/webhook-endpoints",
         "has_more": false,
         "data": data,
     }))
@@ -173,7 +173,7 @@ fn log_unavailable() -> ApiError {
     )
 }
 
-/// `GET /v1/webhook_endpoints/{id}/deliveries`.
+/// `GET /v1/webhook-endpoints/{id}/deliveries`.
 pub(crate) async fn list_deliveries(
     State(s): State<AppState>,
     m: Merchant,
@@ -197,14 +197,14 @@ pub(crate) async fn list_deliveries(
     let data: Vec<Value> = page.deliveries.iter().map(delivery_value).collect();
     Ok(Json(json!({
         "object": "list",
-        "url": format!("/v1/webhook_endpoints/{}/deliveries", ep.id),
+        "url": format!("/v1/webhook-endpoints/{}/deliveries", ep.id),
         "has_more": page.has_more,
         "data": data,
     }))
     .into_response())
 }
 
-/// `POST /v1/webhook_endpoints/{id}/deliveries/{event_id}/redeliver`.
+/// `POST /v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver`.
 pub(crate) async fn redeliver(
     State(s): State<AppState>,
     m: Merchant,

@@ -54,7 +54,7 @@
 //!
 //! ## Manual redelivery
 //!
-//! The API (`POST /v1/webhook_endpoints/{id}/deliveries/{event_id}/redeliver`)
+//! The API (`POST /v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver`)
 //! and `payorch webhooks redeliver` queue a redelivery in the log (a
 //! `redelivery_requested_at` on the delivery's row); every pass of the
 //! dispatcher (once a second in `serve`) picks up the queued ones of its
