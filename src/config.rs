@@ -211,6 +211,16 @@ pub struct Config {
     pub merchants: Vec<MerchantSection>,
     /// Merchant webhook endpoints (`[[webhooks]]`).
     pub webhooks: Vec<WebhookSection>,
+    /// Per-attempt timeout of a webhook delivery, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Wait after a webhook delivery's first failure, in milliseconds
+    /// (doubles after each failure).
+    pub webhook_backoff_base_ms: u64,
+    /// Longest wait between two attempts of one delivery, in milliseconds.
+    pub webhook_backoff_max_ms: u64,
+    /// Seconds after a delivery's first attempt when retries stop (the
+    /// delivery is then `given_up`).
+    pub webhook_give_up_after_secs: u64,
 }
 
 impl Default for Config {
@@ -230,6 +240,10 @@ impl Default for Config {
             paykka: None,
             merchants: Vec::new(),
             webhooks: Vec::new(),
+            webhook_timeout_ms: 10_000,
+            webhook_backoff_base_ms: 10_000,
+            webhook_backoff_max_ms: 3_600_000,
+            webhook_give_up_after_secs: 24 * 3600,
         }
     }
 }
@@ -347,6 +361,28 @@ impl Config {
                     message: format!("{v:?} is not a whole number: {e}"),
                 })?;
         }
+        let ms = |key: &str, target: &mut u64| -> Result<(), ConfigError> {
+            if let Some(v) = get(key) {
+                *target = v.trim().parse().map_err(|e| ConfigError::Invalid {
+                    key: key.into(),
+                    message: format!("{v:?} is not a whole number of milliseconds: {e}"),
+                })?;
+            }
+            Ok(())
+        };
+        ms("PAYORCH_WEBHOOK_TIMEOUT_MS", &mut self.webhook_timeout_ms)?;
+        ms(
+            "PAYORCH_WEBHOOK_BACKOFF_BASE_MS",
+            &mut self.webhook_backoff_base_ms,
+        )?;
+        ms(
+            "PAYORCH_WEBHOOK_BACKOFF_MAX_MS",
+            &mut self.webhook_backoff_max_ms,
+        )?;
+        secs(
+            "PAYORCH_WEBHOOK_GIVE_UP_AFTER_SECS",
+            &mut self.webhook_give_up_after_secs,
+        )?;
         if let Some(v) = get("PAYORCH_PAYKKA_BASE_URL") {
             self.paykka.get_or_insert_with(Default::default).base_url = Some(v);
         }
@@ -487,6 +523,30 @@ impl Config {
                     "no PayKKa base URL: set paykka.base_url (or merchants[i].paykka.base_url); \
                      without [[merchants]] payorch runs against its in-process sandbox"
                         .into(),
+                ));
+            }
+        }
+        if self.webhook_timeout_ms == 0 {
+            return Err(invalid("webhook_timeout_ms", "must be above 0".into()));
+        }
+        if self.webhook_backoff_base_ms == 0 {
+            return Err(invalid("webhook_backoff_base_ms", "must be above 0".into()));
+        }
+        if self.webhook_backoff_max_ms < self.webhook_backoff_base_ms {
+            return Err(invalid(
+                "webhook_backoff_max_ms",
+                format!(
+                    "{} is below webhook_backoff_base_ms ({})",
+                    self.webhook_backoff_max_ms, self.webhook_backoff_base_ms
+                ),
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, id) in self.webhook_ids().into_iter().enumerate() {
+            if !ids.insert(id.clone()) {
+                return Err(invalid(
+                    &format!("webhooks[{i}].id"),
+                    format!("{id:?} names two endpoints; ids must be unique"),
                 ));
             }
         }

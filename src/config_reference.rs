@@ -238,7 +238,7 @@ pub const SETTINGS: &[Setting] = &[
         None,
         None,
         "`<merchant_id>-<index>`",
-        "Name of the endpoint in logs.",
+        "Name of the endpoint in logs, the delivery log, the API (`/v1/webhook-endpoints/{id}`) and `payorch webhooks --endpoint`; unique. Keep it stable: the delivery log is keyed by it.",
     ),
     s(
         "webhooks[].merchant_id",
@@ -267,6 +267,34 @@ pub const SETTINGS: &[Setting] = &[
         None,
         "every event",
         "Filters on `<stream_type>.<event_type>`: `order.*`, `order.captured`, `*`.",
+    ),
+    s(
+        "webhook_timeout_ms",
+        Some("PAYORCH_WEBHOOK_TIMEOUT_MS"),
+        None,
+        "`10000`",
+        "Per-attempt timeout of a webhook delivery (logged as error class `timeout`).",
+    ),
+    s(
+        "webhook_backoff_base_ms",
+        Some("PAYORCH_WEBHOOK_BACKOFF_BASE_MS"),
+        None,
+        "`10000`",
+        "Wait after a delivery's first failed attempt; doubles after each failure.",
+    ),
+    s(
+        "webhook_backoff_max_ms",
+        Some("PAYORCH_WEBHOOK_BACKOFF_MAX_MS"),
+        None,
+        "`3600000`",
+        "Longest wait between two attempts of one delivery; at least `webhook_backoff_base_ms`.",
+    ),
+    s(
+        "webhook_give_up_after_secs",
+        Some("PAYORCH_WEBHOOK_GIVE_UP_AFTER_SECS"),
+        None,
+        "`86400`",
+        "Retries of a delivery stop this long after its first attempt (state `given_up`; redeliver with the API or `payorch webhooks redeliver`).",
     ),
 ];
 

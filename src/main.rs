@@ -76,6 +76,8 @@ enum Command {
     /// throughput, latency percentiles, errors, Postgres transactions per
     /// order, relay lag and CPU (`--spawn` starts the service itself).
     Load(Box<commands::load::Args>),
+    /// Merchant webhook deliveries: list an endpoint's delivery log, queue a redelivery.
+    Webhooks(commands::webhooks::Args),
 }
 
 /// Global settings shared by the subcommands that need a configuration.
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args, &globals, &out),
         Command::Serve(args) => commands::serve::run(args, &globals, &out),
         Command::Load(args) => commands::load::run(args, &globals, &out),
+        Command::Webhooks(args) => commands::webhooks::run(args, &globals, &out),
     };
     match result {
         Ok(code) => code,

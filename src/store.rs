@@ -153,6 +153,14 @@ impl Store {
         }
     }
 
+    /// The merchant webhook delivery log (migration 0006).
+    pub fn webhook_log(&self) -> Arc<dyn payorch_engine::webhook_out::WebhookDeliveryLog> {
+        match self {
+            Store::Sqlite(s, _) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
     /// Bulk import (`payorch import`): batched, idempotent by event id.
     pub fn bulk(&self) -> Arc<dyn payorch_engine::bulk::BulkImport> {
         match self {

@@ -68,6 +68,9 @@
 //!   LISTEN/NOTIFY, in process elsewhere) so tailers sleep instead of poll.
 //! * [`webhook`]: the webhook verification port (a PayKKa delivery to a
 //!   verified notification or a rejection), implemented by payorch-paykka.
+//! * [`webhook_out`]: the merchant webhook delivery log port (attempts,
+//!   delivery states, the manual redelivery queue), an in-memory
+//!   implementation and (feature `testkit`) its conformance suite.
 //! * [`testing`]: helpers for tests (fixed clock...).
 
 pub mod aggregate;
@@ -91,3 +94,4 @@ pub mod testing;
 pub mod view;
 pub mod wakeup;
 pub mod webhook;
+pub mod webhook_out;

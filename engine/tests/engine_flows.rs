@@ -377,6 +377,58 @@ async fn recurring_first_payment_creates_an_agreement_that_charges_and_cancels()
     );
 }
 
+/// A charge is refused before anything is written when its labels break a
+/// limit (issue 15 point 3): no `agreement_charged` without its order.
+#[tokio::test]
+async fn an_invalid_charge_is_refused_before_anything_is_written() {
+    let w = world();
+    let mut first = card_payment(500, CaptureMode::Automatic);
+    first.payment_type = PaymentKind::Recurring;
+    first.store_token = Some(TokenRequest {
+        purpose: TokenPurpose::Subscription,
+        shopper_reference: "cust-8".into(),
+    });
+    let order = w.engine.place_payment(&ctx(), first).await.unwrap();
+    let agreement_id = AgreementId(order.order_id.0);
+    let stream = payorch_engine::orchestrator::agreement_stream(agreement_id);
+    let before = w.store.stream_version(&stream).await.unwrap();
+    let mut labels = payorch_schemas::events::Annotations::default();
+    labels.metadata.insert("k".repeat(41), "v".into());
+    let bad = ctx()
+        .with_idempotency_key("bad-charge")
+        .with_annotations(labels);
+    let err = w
+        .engine
+        .charge_agreement(&bad, agreement_id, eur(500))
+        .await
+        .expect_err("labels over the limit are refused");
+    assert!(
+        matches!(
+            err,
+            EngineError::InvalidRequest(_) | EngineError::InvalidField { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        w.store.stream_version(&stream).await.unwrap(),
+        before,
+        "nothing recorded on the agreement"
+    );
+    let a = w.engine.get_agreement(&ctx(), agreement_id).await.unwrap();
+    assert!(a.charges.is_empty(), "{a:?}");
+    // The key stays free: the same key with a valid charge executes.
+    let ok = w
+        .engine
+        .charge_agreement(
+            &ctx().with_idempotency_key("bad-charge"),
+            agreement_id,
+            eur(500),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, Phase::Captured);
+}
+
 #[tokio::test]
 async fn a_checkout_session_is_completed_by_the_order_it_produces() {
     let w = world();

@@ -11,6 +11,7 @@ pub mod sandbox;
 pub mod serve;
 pub mod sign;
 pub mod verify;
+pub mod webhooks;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -214,7 +214,15 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         )
         .with_metrics(app.metrics.clone())
         // GET /v1/payments and the other lists (payorch_http::listing).
-        .with_indexer(app.store.indexer());
+        .with_indexer(app.store.indexer())
+        // GET /v1/webhook-endpoints & co. (payorch_http::webhooks_out).
+        .with_webhooks(
+            app.store.webhook_log(),
+            crate::webhooks_out::endpoints(&config)
+                .iter()
+                .map(|e| e.info())
+                .collect(),
+        );
         for check in app.health_checks() {
             state = state.with_health_check(check);
         }

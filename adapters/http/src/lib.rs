@@ -50,6 +50,7 @@ pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod webhook;
+pub mod webhooks_out;
 
 use std::future::Future;
 

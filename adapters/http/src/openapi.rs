@@ -56,6 +56,9 @@ fn with_label_inputs(mut schema: Value) -> Value {
 
 fn schemas() -> Value {
     let mut all = base_schemas();
+    if let (Some(m), Value::Object(hooks)) = (all.as_object_mut(), webhook_schemas()) {
+        m.extend(hooks);
+    }
     if let Some(m) = all.as_object_mut() {
         for name in ["Payment", "CheckoutSession", "RecurringAgreement"] {
             if let Some(s) = m.remove(name) {
@@ -69,6 +72,42 @@ fn schemas() -> Value {
         }
     }
     all
+}
+
+/// The merchant webhook endpoints' schemas (see [`crate::webhooks_out`]).
+fn webhook_schemas() -> Value {
+    json!({
+        "WebhookEndpoint": {"type": "object", "required": ["object", "id", "url", "events"], "properties": {
+            "object": {"const": "webhook_endpoint"},
+            "id": {"type": "string"},
+            "url": {"type": "string", "format": "uri"},
+            "events": {"type": "array", "items": {"type": "string"}, "description": "Filters on <stream_type>.<event_type> (order.*, order.captured, *); empty: every event"}
+        }},
+        "WebhookEndpointList": list_of("WebhookEndpoint"),
+        "WebhookAttempt": {"type": "object", "required": ["number", "at", "latency_ms", "manual"], "properties": {
+            "number": {"type": "integer", "minimum": 1},
+            "at": {"type": "string", "format": "date-time"},
+            "http_status": {"type": ["integer", "null"], "description": "The receiver's HTTP status, when one came back"},
+            "error": {"type": ["string", "null"], "enum": ["timeout", "connect", "other", null], "description": "Why no status came back"},
+            "latency_ms": {"type": "integer"},
+            "manual": {"type": "boolean", "description": "A manual redelivery (API or CLI)"}
+        }},
+        "WebhookDelivery": {"type": "object", "required": ["object", "endpoint_id", "event_id", "stream_id", "event_type", "status", "attempt_count", "attempts"], "properties": {
+            "object": {"const": "webhook_delivery"},
+            "endpoint_id": {"type": "string"},
+            "event_id": {"type": "string", "format": "uuid", "description": "The event delivered (also the Payorch-Event-Id header)"},
+            "stream_id": {"type": "string"},
+            "event_type": {"type": "string"},
+            "status": {"enum": ["delivered", "failed_retrying", "given_up"]},
+            "attempt_count": {"type": "integer"},
+            "first_attempt_at": {"type": "string", "format": "date-time"},
+            "last_attempt_at": {"type": "string", "format": "date-time"},
+            "next_attempt_at": {"type": ["string", "null"], "format": "date-time", "description": "The next automatic attempt (failed_retrying)"},
+            "redelivery_requested_at": {"type": ["string", "null"], "format": "date-time", "description": "A manual redelivery is queued"},
+            "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookAttempt"}, "description": "Oldest first"}
+        }},
+        "WebhookDeliveryList": list_of("WebhookDelivery")
+    })
 }
 
 fn base_schemas() -> Value {
@@ -323,8 +362,13 @@ pub fn document() -> Value {
         op.insert("summary".into(), json!(r.summary));
         op.insert("tags".into(), json!([r.tag]));
         let mut params = Vec::new();
-        if r.path.contains("{id}") {
+        if r.path.starts_with("/v1/webhook-endpoints/") {
+            params.push(json!({"name": "id", "in": "path", "required": true, "description": "The endpoint id ([[webhooks]] id)", "schema": {"type": "string"}}));
+        } else if r.path.contains("{id}") {
             params.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
+        }
+        if r.path.contains("{event_id}") {
+            params.push(json!({"name": "event_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
         }
         match r.access {
             Access::Merchant => {
@@ -345,7 +389,14 @@ pub fn document() -> Value {
             }
         }
         if r.method == Method::Get && r.operation_id.starts_with("list") {
-            if r.operation_id == "listPaymentEvents" {
+            if r.operation_id == "listWebhookEndpoints" {
+                // No parameters: a merchant has few endpoints.
+            } else if r.operation_id == "listWebhookDeliveries" {
+                params.push(json!({"name": "limit", "in": "query", "required": false, "description": "Deliveries per page, 1 to 100 (default 10)", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}));
+                params.push(json!({"name": "starting_after", "in": "query", "required": false, "description": "The event_id of the last delivery of the previous page", "schema": {"type": "string", "format": "uuid"}}));
+                params.push(json!({"name": "status", "in": "query", "required": false, "schema": {"enum": ["delivered", "failed_retrying", "given_up"]}}));
+                params.push(json!({"name": "event_id", "in": "query", "required": false, "description": "Only the delivery of this event", "schema": {"type": "string", "format": "uuid"}}));
+            } else if r.operation_id == "listPaymentEvents" {
                 params.push(json!({"name": "limit", "in": "query", "required": false, "description": "Events per page, 1 to 100 (default 100)", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}));
                 params.push(json!({"name": "starting_after", "in": "query", "required": false, "description": "The event_id of the last event of the previous page", "schema": {"type": "string", "format": "uuid"}}));
             } else {

@@ -9,6 +9,7 @@ use crate::handlers as h;
 use crate::listing as l;
 use crate::state::{AppState, HttpConfig};
 use crate::webhook;
+use crate::webhooks_out as w;
 
 /// HTTP method of a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,6 +277,42 @@ pub fn routes() -> Vec<RouteSpec> {
             request_optional: false,
             responses: &[(200, "ApplePayMerchantSession")],
             make: |_| post(h::apple_pay_session),
+        },
+        RouteSpec {
+            method: Get,
+            path: "/v1/webhook-endpoints",
+            operation_id: "listWebhookEndpoints",
+            summary: "The merchant's webhook endpoints (configured in [[webhooks]]; secrets never shown)",
+            tag: "merchant webhooks",
+            access: Merchant,
+            request: None,
+            request_optional: false,
+            responses: &[(200, "WebhookEndpointList")],
+            make: |_| get(w::list_endpoints),
+        },
+        RouteSpec {
+            method: Get,
+            path: "/v1/webhook-endpoints/{id}/deliveries",
+            operation_id: "listWebhookDeliveries",
+            summary: "The endpoint's delivery log, newest event first, with every attempt (limit, starting_after = an event_id, status, event_id)",
+            tag: "merchant webhooks",
+            access: Merchant,
+            request: None,
+            request_optional: false,
+            responses: &[(200, "WebhookDeliveryList")],
+            make: |_| get(w::list_deliveries),
+        },
+        RouteSpec {
+            method: Post,
+            path: "/v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver",
+            operation_id: "redeliverWebhook",
+            summary: "Queue a redelivery of a delivered or given-up delivery: the same event body, newly signed, logged as a manual attempt (202; 409 while it is still retried automatically)",
+            tag: "merchant webhooks",
+            access: Merchant,
+            request: None,
+            request_optional: false,
+            responses: &[(202, "WebhookDelivery")],
+            make: |_| post(w::redeliver),
         },
         RouteSpec {
             method: Post,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use payorch_engine::listing::Indexer;
 use payorch_engine::orchestrator::Engine;
+use payorch_engine::webhook_out::{EndpointInfo, WebhookDeliveryLog};
 
 use crate::auth::ApiKeys;
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ struct Inner {
     health: Vec<Arc<dyn HealthCheck>>,
     config: HttpConfig,
     indexer: Option<Arc<Indexer>>,
+    webhook_log: Option<Arc<dyn WebhookDeliveryLog>>,
+    webhook_endpoints: Vec<EndpointInfo>,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -89,6 +92,8 @@ impl AppState {
                 health: Vec::new(),
                 config: HttpConfig::default(),
                 indexer: None,
+                webhook_log: None,
+                webhook_endpoints: Vec::new(),
             }),
         }
     }
@@ -104,6 +109,8 @@ impl AppState {
                 health: shared.health.clone(),
                 config: shared.config.clone(),
                 indexer: shared.indexer.clone(),
+                webhook_log: shared.webhook_log.clone(),
+                webhook_endpoints: shared.webhook_endpoints.clone(),
             },
         };
         f(&mut inner);
@@ -131,6 +138,30 @@ impl AppState {
     /// see [`crate::listing`]); without it the lists answer 501.
     pub fn with_indexer(self, indexer: Arc<Indexer>) -> Self {
         self.map(|i| i.indexer = Some(indexer))
+    }
+
+    /// The merchants' webhook endpoints (configuration, no secrets) and
+    /// their delivery log (see [`crate::webhooks_out`]); without them
+    /// every merchant has no endpoint.
+    pub fn with_webhooks(
+        self,
+        log: Arc<dyn WebhookDeliveryLog>,
+        endpoints: Vec<EndpointInfo>,
+    ) -> Self {
+        self.map(|i| {
+            i.webhook_log = Some(log);
+            i.webhook_endpoints = endpoints;
+        })
+    }
+
+    /// The webhook delivery log, when configured.
+    pub fn webhook_log(&self) -> Option<&Arc<dyn WebhookDeliveryLog>> {
+        self.inner.webhook_log.as_ref()
+    }
+
+    /// Every merchant's webhook endpoints.
+    pub fn webhook_endpoints(&self) -> &[EndpointInfo] {
+        &self.inner.webhook_endpoints
     }
 
     /// The listing indexer, when configured.

@@ -51,7 +51,8 @@ async fn openapi_lists_exactly_the_routes_of_the_router() {
     for spec in routes() {
         let path = spec
             .path
-            .replace("{id}", "0193a000-0000-7000-8000-000000000001");
+            .replace("{id}", "0193a000-0000-7000-8000-000000000001")
+            .replace("{event_id}", "0193a000-0000-7000-8000-000000000002");
         let method = match spec.method {
             payorch_http::routes::Method::Get => Method::GET,
             payorch_http::routes::Method::Post => Method::POST,

@@ -71,6 +71,7 @@ mod index;
 mod lock;
 mod open_work;
 pub mod wakeup;
+mod webhook_log;
 
 pub use lock::AdvisoryLock;
 

@@ -1,4 +1,5 @@
-//! The `open_work` table passes the engine's open-work conformance kit, and
+//! The `open_work` table passes the engine's open-work conformance kit (and
+//! the webhook delivery log its own), and
 //! the reconciler's projector keeps it current over a real Postgres store.
 //! Each test works in its own schema (dropped at the end). When Postgres is
 //! unreachable the tests print SKIP and pass, unless PAYORCH_REQUIRE_SERVICES=1.
@@ -108,6 +109,19 @@ async fn fixture() -> Option<PgFixture> {
 }
 
 payorch_engine::open_work_conformance_tests!(fixture);
+
+impl payorch_engine::webhook_out::testkit::LogFixture for PgFixture {
+    type Log = PostgresStore;
+    fn log(&self) -> Arc<PostgresStore> {
+        Arc::clone(&self.store)
+    }
+    async fn teardown(self) {
+        IndexFixture::teardown(self).await
+    }
+}
+
+// The webhook delivery log (migration 0006) passes the engine's kit too.
+payorch_engine::delivery_log_conformance_tests!(fixture);
 
 fn payment() -> PlacePaymentRequest {
     PlacePaymentRequest {

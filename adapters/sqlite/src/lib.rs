@@ -25,6 +25,7 @@
 
 mod bulk;
 mod open_work;
+mod webhook_log;
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -1,5 +1,6 @@
 //! The SQLite `open_work` table passes the engine's open-work conformance
-//! kit (one temp dir per test).
+//! kit, and the webhook delivery log (migration 0006) its own (one temp dir
+//! per test).
 
 use std::sync::Arc;
 
@@ -44,6 +45,19 @@ async fn fixture() -> Option<SqliteFixture> {
 }
 
 payorch_engine::open_work_conformance_tests!(fixture);
+
+impl payorch_engine::webhook_out::testkit::LogFixture for SqliteFixture {
+    type Log = SqliteStore;
+    fn log(&self) -> Arc<SqliteStore> {
+        Arc::clone(&self.store)
+    }
+    async fn teardown(self) {
+        self.store.close().await;
+    }
+}
+
+// The webhook delivery log (migration 0006) passes the engine's kit too.
+payorch_engine::delivery_log_conformance_tests!(fixture);
 
 /// `payorch import`'s bulk path on SQLite passes the engine's bulk case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

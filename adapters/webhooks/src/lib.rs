@@ -38,8 +38,33 @@
 //!
 //! ([`verify`] is the same check in Rust.) Any 2xx answer is a delivery;
 //! anything else, a timeout or a connection error is retried.
+//!
+//! ## Delivery log
+//!
+//! Every attempt is written to the engine's [`WebhookDeliveryLog`] port
+//! (Postgres/SQLite tables of migration 0006, in memory in tests): one write
+//! per attempt with the HTTP status or error class (`timeout`, `connect`,
+//! `other`), the latency and the delivery's state after it (`delivered`,
+//! `failed_retrying` with the next attempt's time, `given_up`). A restarted
+//! dispatcher reads the events after its checkpoint again and asks the log
+//! what it already did with them (one query per batch, only up to the
+//! log's last position): settled deliveries are not sent again, and a
+//! delivery being retried keeps its attempt count, first attempt time (the
+//! day of retries counts from it) and next attempt time.
+//!
+//! ## Manual redelivery
+//!
+//! The API (`POST /v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver`)
+//! and `payorch webhooks redeliver` queue a redelivery in the log (a
+//! `redelivery_requested_at` on the delivery's row); every pass of the
+//! dispatcher (once a second in `serve`) picks up the queued ones of its
+//! endpoints, sends the same event body newly signed, and records the
+//! attempt as manual, which clears the request. A redelivery is a single
+//! attempt outside the per-payment order (the payment's later events were
+//! delivered already); if it fails the delivery keeps its state and can be
+//! queued again.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,7 +73,10 @@ use aws_lc_rs::hmac;
 use payorch_engine::store::{
     CheckpointStore, Clock, EventStore, Position, RecordedEvent, StoreError, StreamId,
 };
-use serde::Serialize;
+pub use payorch_engine::webhook_out::{
+    Attempt, Delivery, DeliveryQuery, DeliveryState, EndpointInfo, ErrorClass, WebhookDeliveryLog,
+};
+use payorch_engine::webhook_out::{AttemptWrite, DeliveryTarget};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -89,6 +117,16 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The endpoint as the API shows it (no secret).
+    pub fn info(&self) -> EndpointInfo {
+        EndpointInfo {
+            id: self.id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            url: self.url.clone(),
+            events: self.events.clone(),
+        }
+    }
+
     /// Whether this endpoint wants `e`.
     pub fn wants(&self, e: &RecordedEvent) -> bool {
         if e.metadata.merchant_id.as_deref() != Some(self.merchant_id.as_str()) {
@@ -167,49 +205,14 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// One HTTP attempt.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Attempt {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// HTTP status, when one came back.
-    pub status: Option<u16>,
-    /// Timeout or connection error, when no status came back.
-    pub error: Option<String>,
-    pub latency_ms: u64,
-}
-
-/// Where a delivery stands.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    Pending,
-    Delivered,
-    /// Given up after `give_up_after`; redeliver by hand.
-    Failed,
-}
-
-/// The log entry of one event to one endpoint.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Delivery {
-    pub endpoint_id: String,
-    pub event_id: Uuid,
-    pub stream_id: String,
-    pub position: u64,
-    pub event_type: String,
-    pub state: DeliveryState,
-    pub attempts: Vec<Attempt>,
-    #[serde(skip)]
-    next_attempt: Option<OffsetDateTime>,
-}
-
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// The event store failed; the pass is retried.
+    /// The event store or the delivery log failed; the pass is retried
+    /// (an attempt whose record failed is made again: at-least-once).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A delivery log lock was poisoned (a bug).
+    /// A delivery state lock was poisoned (a bug).
     #[error("webhook delivery state poisoned")]
     Poisoned,
 }
@@ -221,17 +224,29 @@ pub struct PassReport {
     pub attempted: usize,
     pub delivered: usize,
     pub failed: usize,
+    /// Manual redeliveries sent (successful or not).
+    pub redelivered: usize,
+}
+
+/// A delivery not settled yet (in memory; its attempts are in the log).
+#[derive(Clone, Debug)]
+struct Pending {
+    target: DeliveryTarget,
+    attempts: u32,
+    first_attempt_at: Option<OffsetDateTime>,
+    next_attempt: Option<OffsetDateTime>,
 }
 
 #[derive(Default)]
 struct State {
     /// Per (endpoint, stream): deliveries in stream order, head first.
-    queues: BTreeMap<(String, StreamId), VecDeque<Delivery>>,
-    /// Settled deliveries per endpoint, oldest first.
-    log: BTreeMap<String, Vec<Delivery>>,
+    queues: BTreeMap<(String, StreamId), VecDeque<Pending>>,
     /// Last event read from the log.
     read_to: Position,
     loaded: bool,
+    /// Up to this position the log may hold deliveries made before this
+    /// dispatcher started (a restart re-reads from its checkpoint).
+    recover_upto: Option<Position>,
 }
 
 /// Tails the event log and delivers to the endpoints.
@@ -239,6 +254,7 @@ pub struct Dispatcher {
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     clock: Arc<dyn Clock>,
+    log: Arc<dyn WebhookDeliveryLog>,
     endpoints: Vec<Endpoint>,
     config: DeliveryConfig,
     http: reqwest::Client,
@@ -246,11 +262,15 @@ pub struct Dispatcher {
     pass: tokio::sync::Mutex<()>,
 }
 
+/// Manual redeliveries handled per pass at most.
+const REDELIVERIES_PER_PASS: usize = 64;
+
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn EventStore>,
         checkpoints: Arc<dyn CheckpointStore>,
         clock: Arc<dyn Clock>,
+        log: Arc<dyn WebhookDeliveryLog>,
         endpoints: Vec<Endpoint>,
         config: DeliveryConfig,
     ) -> Result<Self, reqwest::Error> {
@@ -259,6 +279,7 @@ impl Dispatcher {
             store,
             checkpoints,
             clock,
+            log,
             endpoints,
             config,
             http,
@@ -271,90 +292,23 @@ impl Dispatcher {
         self.state.lock().map_err(|_| WebhookError::Poisoned)
     }
 
-    /// The delivery log of an endpoint: settled deliveries, then pending.
-    pub fn deliveries(&self, endpoint_id: &str) -> Result<Vec<Delivery>, WebhookError> {
-        let st = self.lock()?;
-        let mut out = st.log.get(endpoint_id).cloned().unwrap_or_default();
-        for ((e, _), q) in &st.queues {
-            if e == endpoint_id {
-                out.extend(q.iter().cloned());
-            }
-        }
-        Ok(out)
+    /// The delivery log this dispatcher writes.
+    pub fn log(&self) -> &Arc<dyn WebhookDeliveryLog> {
+        &self.log
     }
 
-    /// Queues `event_id` to `endpoint_id` again (a settled delivery, e.g.
-    /// one given up). Returns whether the delivery was found.
-    pub fn redeliver(&self, endpoint_id: &str, event_id: Uuid) -> Result<bool, WebhookError> {
-        let mut st = self.lock()?;
-        let Some(log) = st.log.get_mut(endpoint_id) else {
-            return Ok(false);
-        };
-        let Some(i) = log.iter().position(|d| d.event_id == event_id) else {
-            return Ok(false);
-        };
-        let mut d = log.remove(i);
-        d.state = DeliveryState::Pending;
-        d.next_attempt = None;
-        d.attempts.clear();
-        let key = (endpoint_id.to_owned(), StreamId::new(&d.stream_id));
-        st.queues.entry(key).or_default().push_front(d);
-        Ok(true)
-    }
-
-    /// One pass: read new events, then attempt every due delivery (the
-    /// head of each (endpoint, stream) queue), then advance the checkpoint
-    /// to just before the oldest unsettled event.
+    /// One pass: read new events, attempt every due delivery (the head of
+    /// each (endpoint, stream) queue), send the queued manual redeliveries,
+    /// then advance the checkpoint to just before the oldest unsettled
+    /// event.
     pub async fn run_once(&self) -> Result<PassReport, WebhookError> {
         let _one = self.pass.lock().await;
         let mut report = PassReport::default();
-        let from = {
-            let st = self.lock()?;
-            if st.loaded { Some(st.read_to) } else { None }
-        };
-        let mut position = match from {
-            Some(p) => p,
-            None => self
-                .checkpoints
-                .load_checkpoint(CHECKPOINT)
-                .await?
-                .unwrap_or(Position::START),
-        };
-        loop {
-            let batch = self.store.read_all(position, self.config.batch).await?;
-            let Some(last) = batch.last() else { break };
-            position = last.global_position;
-            let mut st = self.lock()?;
-            for e in &batch {
-                for ep in self.endpoints.iter().filter(|ep| ep.wants(e)) {
-                    st.queues
-                        .entry((ep.id.clone(), e.stream_id.clone()))
-                        .or_default()
-                        .push_back(Delivery {
-                            endpoint_id: ep.id.clone(),
-                            event_id: e.event_id,
-                            stream_id: e.stream_id.to_string(),
-                            position: e.global_position.0,
-                            event_type: e.event_type.clone(),
-                            state: DeliveryState::Pending,
-                            attempts: Vec::new(),
-                            next_attempt: None,
-                        });
-                    report.enqueued += 1;
-                }
-            }
-            st.read_to = position;
-            st.loaded = true;
-        }
-        {
-            let mut st = self.lock()?;
-            st.read_to = position;
-            st.loaded = true;
-        }
+        self.read_new(&mut report).await?;
 
         // Due heads.
         let now = self.clock.now();
-        let due: Vec<(String, StreamId, Delivery)> = {
+        let due: Vec<(String, StreamId, Pending)> = {
             let st = self.lock()?;
             st.queues
                 .iter()
@@ -369,55 +323,58 @@ impl Dispatcher {
             let Some(ep) = self.endpoints.iter().find(|e| e.id == ep_id) else {
                 continue;
             };
-            let attempt = self.attempt(ep, &d).await?;
+            let attempt = self.attempt(ep, &d.target).await?;
             report.attempted += 1;
-            let ok = attempt.status.is_some_and(|s| (200..300).contains(&s));
-            let mut st = self.lock()?;
-            let key = (ep_id.clone(), stream);
-            let Some(q) = st.queues.get_mut(&key) else {
-                continue;
-            };
-            let Some(head) = q.front_mut() else { continue };
-            head.attempts.push(attempt);
-            let first = head.attempts.first().map(|a| a.at).unwrap_or(now);
-            let settled = if ok {
-                head.state = DeliveryState::Delivered;
+            let first = d.first_attempt_at.unwrap_or(attempt.at);
+            let (state, next) = if attempt.ok() {
                 report.delivered += 1;
-                true
-            } else if now - first >= self.config.give_up_after {
-                head.state = DeliveryState::Failed;
+                (DeliveryState::Delivered, None)
+            } else if attempt.at - first >= self.config.give_up_after {
                 report.failed += 1;
                 tracing::warn!(
                     endpoint = ep_id.as_str(),
-                    event_id = %head.event_id,
-                    attempts = head.attempts.len(),
+                    event_id = %d.target.event_id,
+                    attempts = d.attempts + 1,
                     "webhook delivery given up"
                 );
-                true
+                (DeliveryState::GivenUp, None)
             } else {
-                let n = head.attempts.len().saturating_sub(1).min(30) as u32;
+                let n = d.attempts.min(30);
                 let wait = self
                     .config
                     .initial_backoff
                     .saturating_mul(2u32.saturating_pow(n))
                     .min(self.config.max_backoff);
-                head.next_attempt = Some(now + wait);
-                false
+                (DeliveryState::FailedRetrying, Some(attempt.at + wait))
             };
-            if settled && let Some(done) = q.pop_front() {
+            self.log
+                .record_attempt(&attempt.write(&d.target, state, next, false, None))
+                .await?;
+            let mut st = self.lock()?;
+            let key = (ep_id, stream);
+            let Some(q) = st.queues.get_mut(&key) else {
+                continue;
+            };
+            if state.is_settled() {
+                q.pop_front();
                 if q.is_empty() {
                     st.queues.remove(&key);
                 }
-                st.log.entry(ep_id).or_default().push(done);
+            } else if let Some(head) = q.front_mut() {
+                head.attempts += 1;
+                head.first_attempt_at = Some(first);
+                head.next_attempt = next;
             }
         }
+
+        self.redeliver_queued(&mut report).await?;
 
         // Checkpoint: before the oldest unsettled delivery, else the read end.
         let safe = {
             let st = self.lock()?;
             st.queues
                 .values()
-                .filter_map(|q| q.front().map(|d| d.position))
+                .filter_map(|q| q.front().map(|d| d.target.position))
                 .min()
                 .map(|p| Position(p.saturating_sub(1)))
                 .unwrap_or(st.read_to)
@@ -426,9 +383,122 @@ impl Dispatcher {
         Ok(report)
     }
 
-    async fn attempt(&self, ep: &Endpoint, d: &Delivery) -> Result<Attempt, WebhookError> {
+    /// Reads the events after what was read (after the checkpoint on the
+    /// first pass) and queues their deliveries; past the checkpoint, what
+    /// the log says was done before a restart is kept.
+    async fn read_new(&self, report: &mut PassReport) -> Result<(), WebhookError> {
+        let from = {
+            let st = self.lock()?;
+            st.loaded.then_some((st.read_to, st.recover_upto))
+        };
+        let (mut position, mut recover_upto) = match from {
+            Some(p) => p,
+            None => {
+                let cp = self
+                    .checkpoints
+                    .load_checkpoint(CHECKPOINT)
+                    .await?
+                    .unwrap_or(Position::START);
+                let last = self.log.last_position().await?;
+                (cp, last.filter(|l| *l > cp))
+            }
+        };
+        loop {
+            let batch = self.store.read_all(position, self.config.batch).await?;
+            let Some(last) = batch.last() else { break };
+            let last = last.global_position;
+            let known: HashMap<(String, Uuid), Delivery> = match recover_upto {
+                Some(r) if position < r => self
+                    .log
+                    .deliveries_between(position, last.min(r))
+                    .await?
+                    .into_iter()
+                    .map(|d| ((d.target.endpoint_id.clone(), d.target.event_id), d))
+                    .collect(),
+                _ => HashMap::new(),
+            };
+            if recover_upto.is_some_and(|r| last >= r) {
+                recover_upto = None;
+            }
+            let mut st = self.lock()?;
+            for e in &batch {
+                for ep in self.endpoints.iter().filter(|ep| ep.wants(e)) {
+                    let mut pending = Pending {
+                        target: DeliveryTarget {
+                            endpoint_id: ep.id.clone(),
+                            merchant_id: ep.merchant_id.clone(),
+                            event_id: e.event_id,
+                            stream_id: e.stream_id.to_string(),
+                            event_type: e.event_type.clone(),
+                            position: e.global_position.0,
+                        },
+                        attempts: 0,
+                        first_attempt_at: None,
+                        next_attempt: None,
+                    };
+                    if let Some(d) = known.get(&(ep.id.clone(), e.event_id)) {
+                        if d.state.is_settled() {
+                            continue;
+                        }
+                        pending.attempts = d.attempt_count;
+                        pending.first_attempt_at = Some(d.first_attempt_at);
+                        pending.next_attempt = d.next_attempt_at;
+                    }
+                    st.queues
+                        .entry((ep.id.clone(), e.stream_id.clone()))
+                        .or_default()
+                        .push_back(pending);
+                    report.enqueued += 1;
+                }
+            }
+            position = last;
+            st.read_to = position;
+            st.recover_upto = recover_upto;
+            st.loaded = true;
+        }
+        let mut st = self.lock()?;
+        st.read_to = position;
+        st.recover_upto = recover_upto;
+        st.loaded = true;
+        Ok(())
+    }
+
+    /// Sends the queued manual redeliveries of this dispatcher's endpoints.
+    async fn redeliver_queued(&self, report: &mut PassReport) -> Result<(), WebhookError> {
+        let queued = self.log.queued_redeliveries(REDELIVERIES_PER_PASS).await?;
+        for d in queued {
+            let Some(ep) = self.endpoints.iter().find(|e| e.id == d.target.endpoint_id) else {
+                continue;
+            };
+            let attempt = self.attempt(ep, &d.target).await?;
+            report.redelivered += 1;
+            let state = if attempt.ok() {
+                DeliveryState::Delivered
+            } else {
+                d.state
+            };
+            self.log
+                .record_attempt(&attempt.write(
+                    &d.target,
+                    state,
+                    None,
+                    true,
+                    d.redelivery_requested_at,
+                ))
+                .await?;
+            tracing::info!(
+                endpoint = ep.id.as_str(),
+                event_id = %d.target.event_id,
+                status = attempt.status,
+                "webhook redelivered"
+            );
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, ep: &Endpoint, t: &DeliveryTarget) -> Result<Sent, WebhookError> {
         let at = self.clock.now();
-        let body = self.body(d).await?;
+        let body = self.body(t).await?;
         let sig = sign(&ep.secret, at.unix_timestamp(), &body);
         let started = Instant::now();
         let sent = self
@@ -436,27 +506,27 @@ impl Dispatcher {
             .post(&ep.url)
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, sig)
-            .header(EVENT_ID_HEADER, d.event_id.to_string())
+            .header(EVENT_ID_HEADER, t.event_id.to_string())
             .body(body)
             .send()
             .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(match sent {
-            Ok(resp) => Attempt {
+            Ok(resp) => Sent {
                 at,
                 status: Some(resp.status().as_u16()),
                 error: None,
                 latency_ms,
             },
-            Err(e) => Attempt {
+            Err(e) => Sent {
                 at,
                 status: None,
                 error: Some(if e.is_timeout() {
-                    "timeout".to_owned()
+                    ErrorClass::Timeout
                 } else if e.is_connect() {
-                    "connection failed".to_owned()
+                    ErrorClass::Connect
                 } else {
-                    "request failed".to_owned()
+                    ErrorClass::Other
                 }),
                 latency_ms,
             },
@@ -465,16 +535,51 @@ impl Dispatcher {
 
     /// The delivered body: the stored event as JSON (same fields as a
     /// RabbitMQ subscriber's message).
-    async fn body(&self, d: &Delivery) -> Result<Vec<u8>, WebhookError> {
+    async fn body(&self, t: &DeliveryTarget) -> Result<Vec<u8>, WebhookError> {
         let events = self
             .store
-            .read_all(Position(d.position.saturating_sub(1)), 1)
+            .read_all(Position(t.position.saturating_sub(1)), 1)
             .await?;
         let e = events
             .into_iter()
-            .find(|e| e.event_id == d.event_id)
-            .ok_or_else(|| StoreError::Corrupt(format!("event {} vanished", d.event_id)))?;
+            .find(|e| e.event_id == t.event_id)
+            .ok_or_else(|| StoreError::Corrupt(format!("event {} vanished", t.event_id)))?;
         serde_json::to_vec(&e).map_err(|err| StoreError::Corrupt(err.to_string()).into())
+    }
+}
+
+/// What one HTTP attempt saw.
+struct Sent {
+    at: OffsetDateTime,
+    status: Option<u16>,
+    error: Option<ErrorClass>,
+    latency_ms: u64,
+}
+
+impl Sent {
+    fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    fn write(
+        &self,
+        target: &DeliveryTarget,
+        state: DeliveryState,
+        next_attempt_at: Option<OffsetDateTime>,
+        manual: bool,
+        answers_request: Option<OffsetDateTime>,
+    ) -> AttemptWrite {
+        AttemptWrite {
+            target: target.clone(),
+            at: self.at,
+            status: self.status,
+            error: self.error,
+            latency_ms: self.latency_ms,
+            manual,
+            state,
+            next_attempt_at,
+            answers_request,
+        }
     }
 }
 

@@ -16,6 +16,9 @@ use payorch_engine::store::{
     StreamId,
 };
 use payorch_engine::testing::ManualClock;
+use payorch_engine::webhook_out::{
+    Delivery, DeliveryQuery, ErrorClass, InMemoryDeliveryLog, RedeliveryRequest, WebhookDeliveryLog,
+};
 use payorch_schemas::events::EventMetadata;
 use payorch_webhooks::{
     CHECKPOINT, DeliveryConfig, DeliveryState, Dispatcher, EVENT_ID_HEADER, Endpoint,
@@ -133,10 +136,12 @@ async fn fails_times_out_recovers_in_order_and_logs_every_attempt() {
         give_up_after: Duration::from_secs(24 * 3600),
         batch: 2,
     };
+    let log = Arc::new(InMemoryDeliveryLog::new());
     let d = Dispatcher::new(
         store.clone(),
         store.clone(),
         clock.clone(),
+        log.clone(),
         vec![endpoint],
         config,
     )
@@ -185,24 +190,121 @@ async fn fails_times_out_recovers_in_order_and_logs_every_attempt() {
     assert!(ids.contains(&b1.to_string()));
 
     // The log: attempts with status / timeout and latency.
-    let log = d.deliveries("ep1").unwrap();
-    assert_eq!(log.len(), 3);
-    let a1_log = log.iter().find(|x| x.event_id == a1).unwrap();
+    let page = log.list(&DeliveryQuery::new("ep1", 10)).await.unwrap();
+    assert_eq!(page.deliveries.len(), 3);
+    let a1_log = page
+        .deliveries
+        .iter()
+        .find(|x| x.target.event_id == a1)
+        .unwrap();
     assert_eq!(a1_log.state, DeliveryState::Delivered);
     let statuses: Vec<Option<u16>> = a1_log.attempts.iter().map(|a| a.status).collect();
     assert_eq!(statuses, vec![Some(500), None, Some(200)]);
-    assert_eq!(a1_log.attempts[1].error.as_deref(), Some("timeout"));
+    assert_eq!(a1_log.attempts[1].error, Some(ErrorClass::Timeout));
     assert!(
         a1_log.attempts[1].latency_ms >= 400,
         "{:?}",
         a1_log.attempts[1]
     );
 
-    // Redelivery by hand sends it once more.
-    assert!(d.redeliver("ep1", b1).unwrap());
+    // Redelivery by hand sends it once more, newly signed, logged as manual.
+    let queued = log
+        .request_redelivery("ep1", b1, clock.now())
+        .await
+        .unwrap();
+    assert!(matches!(queued, RedeliveryRequest::Queued(_)), "{queued:?}");
     let r = d.run_once().await.unwrap();
+    assert_eq!((r.attempted, r.redelivered), (0, 1));
+    let b1_log = log.delivery("ep1", b1).await.unwrap().unwrap();
+    assert_eq!(b1_log.attempts.len(), 2);
+    assert!(b1_log.attempts[1].manual && b1_log.redelivery_requested_at.is_none());
+    let seen = receiver.seen.lock().unwrap().clone();
+    assert_eq!(seen.last().map(|s| s.0.clone()), Some(b1.to_string()));
+    assert!(seen.last().is_some_and(|s| s.1), "redelivery signed");
+    assert_eq!(d.run_once().await.unwrap().redelivered, 0, "sent once");
+    assert_eq!(
+        log.request_redelivery("ep1", Uuid::now_v7(), clock.now())
+            .await
+            .unwrap(),
+        RedeliveryRequest::NotFound
+    );
+}
+
+/// A dispatcher restarted mid-retry (a new one over the same store and
+/// log) keeps the attempt count and backoff of the delivery it was
+/// retrying, does not resend what was delivered, and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_retry_keeps_the_log_and_completes() {
+    let receiver = Arc::new(Receiver::default());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let store = Arc::new(InMemoryStore::default());
+    let clock = Arc::new(ManualClock::at_epoch_2026());
+    let log = Arc::new(InMemoryDeliveryLog::new());
+    let a1 = append(&store, "order-a", 1, "m1", clock.now()).await;
+    let b1 = append(&store, "order-b", 1, "m1", clock.now()).await;
+    let endpoint = Endpoint {
+        id: "ep1".into(),
+        merchant_id: "m1".into(),
+        url,
+        secret: Secret::new(SECRET),
+        events: vec![],
+    };
+    let config = DeliveryConfig {
+        timeout: Duration::from_secs(5),
+        initial_backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(600),
+        give_up_after: Duration::from_secs(24 * 3600),
+        batch: 10,
+    };
+    let dispatcher = || {
+        Dispatcher::new(
+            store.clone(),
+            store.clone(),
+            clock.clone(),
+            log.clone(),
+            vec![endpoint.clone()],
+            config.clone(),
+        )
+        .expect("client")
+    };
+    // a1 fails twice (backoff now 20 s), b1 is delivered.
+    *receiver.plan.lock().unwrap() = VecDeque::from([Plan::Fail, Plan::Ok]);
+    let first = dispatcher();
+    first.run_once().await.unwrap();
+    *receiver.plan.lock().unwrap() = VecDeque::from([Plan::Fail]);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(first.run_once().await.unwrap().attempted, 1);
+    drop(first);
+
+    // Restart: b1 is not sent again; a1 waits out its 20 s backoff.
+    let second = dispatcher();
+    let r = second.run_once().await.unwrap();
+    assert_eq!(r.attempted, 0, "nothing due, nothing resent: {r:?}");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(second.run_once().await.unwrap().attempted, 0);
+    clock.advance(Duration::from_secs(10));
+    let r = second.run_once().await.unwrap();
     assert_eq!((r.attempted, r.delivered), (1, 1));
-    assert!(!d.redeliver("ep1", Uuid::now_v7()).unwrap());
+    let d: Delivery = log.delivery("ep1", a1).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Delivered);
+    let statuses: Vec<Option<u16>> = d.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![Some(500), Some(500), Some(200)]);
+    let seen = receiver.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.0 == b1.to_string()).count(),
+        1,
+        "b1 delivered once: {seen:?}"
+    );
+    assert_eq!(
+        store.load_checkpoint(CHECKPOINT).await.unwrap(),
+        Some(Position(2))
+    );
 }
 
 #[tokio::test]
@@ -226,10 +328,12 @@ async fn a_delivery_is_given_up_after_a_day_and_the_checkpoint_moves_on() {
         max_backoff: Duration::from_secs(6 * 3600),
         ..DeliveryConfig::default()
     };
+    let log = Arc::new(InMemoryDeliveryLog::new());
     let d = Dispatcher::new(
         store.clone(),
         store.clone(),
         clock.clone(),
+        log.clone(),
         vec![endpoint],
         config,
     )
@@ -243,14 +347,15 @@ async fn a_delivery_is_given_up_after_a_day_and_the_checkpoint_moves_on() {
         }
         clock.advance(Duration::from_secs(6 * 3600));
     }
-    let log = d.deliveries("ep").unwrap();
-    assert_eq!(log[0].event_id, e1);
-    assert_eq!(log[0].state, DeliveryState::Failed);
+    let page = log.list(&DeliveryQuery::new("ep", 10)).await.unwrap();
+    let entry = &page.deliveries[0];
+    assert_eq!(entry.target.event_id, e1);
+    assert_eq!(entry.state, DeliveryState::GivenUp);
     assert!(
-        log[0]
+        entry
             .attempts
             .iter()
-            .all(|a| a.error.as_deref() == Some("connection failed"))
+            .all(|a| a.error == Some(ErrorClass::Connect) && a.status.is_none())
     );
     assert!(
         (5..=7).contains(&attempts),

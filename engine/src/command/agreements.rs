@@ -64,6 +64,26 @@ impl Engine {
             });
         };
         let order_id = OrderId(Uuid::now_v7());
+        // Refused before anything is written, like a payment: the labels,
+        // and what PayKKa's schema rules refuse in the charge's Initiate
+        // (once `agreement_charged` is recorded, a refusal would leave a
+        // charge without its order).
+        ctx.checked_annotations()?;
+        let reference = agreement_reference(&c);
+        if let Err(e) = self
+            .initiate_request(
+                ctx,
+                order_id,
+                charge_request(&c, amount),
+                Some(&(agreement_id, reference.clone())),
+            )
+            .validate()
+        {
+            return Err(EngineError::InvalidField {
+                field: e.field,
+                problem: e.problem.to_string(),
+            });
+        }
         // Record the charge on the agreement first, with the key: a
         // cancelled agreement refuses it (conflict-checked against a
         // concurrent cancel), a twin request finds the key taken.
@@ -102,7 +122,7 @@ impl Engine {
             ctx,
             order_id,
             charge_request(&c, amount),
-            Some((agreement_id, agreement_reference(&c))),
+            Some((agreement_id, reference)),
             key,
             Placement::Charge { send: true },
         )
