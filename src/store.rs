@@ -161,6 +161,19 @@ impl Store {
         }
     }
 
+    /// A one-transaction bulk load (indexes re-created at the end) when
+    /// this is a Postgres store with no events; `None` otherwise (import
+    /// with [`Store::bulk`]).
+    pub async fn begin_bulk_load(&self) -> anyhow::Result<Option<payorch_postgres::BulkLoad>> {
+        match self {
+            Store::Sqlite(..) => Ok(None),
+            Store::Postgres(s) => s
+                .begin_bulk_load()
+                .await
+                .context("cannot start the bulk load"),
+        }
+    }
+
     /// A wake-up source that announces appends: on Postgres from any
     /// process (`LISTEN payorch_events`, a task holding one connection); on
     /// SQLite the in-process signal raised by appends through
