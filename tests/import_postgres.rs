@@ -52,13 +52,14 @@ fn events_of(lines: &[String]) -> Vec<Value> {
         .map(|l| {
             let mut v: Value = serde_json::from_str(l).unwrap();
             v.as_object_mut().unwrap().remove("global_position");
-            // The same instant, whatever offset the source wrote.
+            // The same instant, whatever offset the source wrote, to the
+            // microsecond (Postgres's precision; SQLite keeps nanoseconds).
             let t = time::OffsetDateTime::parse(
                 v["recorded_at"].as_str().unwrap(),
                 &time::format_description::well_known::Rfc3339,
             )
             .unwrap();
-            v["recorded_at"] = t.unix_timestamp_nanos().to_string().into();
+            v["recorded_at"] = (t.unix_timestamp_nanos() / 1000).to_string().into();
             v
         })
         .collect()
@@ -128,11 +129,11 @@ async fn import_into_an_empty_postgres_store_is_one_transaction_and_idempotent()
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(
-        events_of(&exported),
-        events_of(&lines),
-        "the same events, versions and order"
-    );
+    let (got, want) = (events_of(&exported), events_of(&lines));
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "event {i}: the same events, versions and order");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +144,8 @@ async fn a_refused_import_leaves_the_postgres_store_empty_with_its_constraints()
     };
     let dir = tempfile::tempdir().unwrap();
     let lines = demo_export(dir.path());
+    let out = payorch(&["--store-url", &url, "migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let fresh = count_and_schema(&url).await;
     assert_eq!(fresh.0, 0);
 
@@ -185,4 +188,87 @@ async fn a_refused_import_leaves_the_postgres_store_empty_with_its_constraints()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&s0), "names the stream: {err}");
     assert_eq!(count_and_schema(&url).await, fresh, "unchanged, constraints in place");
+}
+
+/// An export includes every event committed before it started, even while
+/// a transaction that began earlier is still open on the server (which
+/// makes `read_all` hold the newer events back): it waits instead of
+/// stopping early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_waits_for_events_held_back_by_an_older_open_transaction() {
+    let test = "export_waits_for_events_held_back";
+    let Some((db, url)) = support::database(test, "exphold").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lines = demo_export(dir.path());
+    let file = dir.path().join("demo.jsonl");
+    let out = payorch(&["--store-url", &url, "import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // An older transaction stays open while a newer one commits an event.
+    let mut holder = PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; SELECT pg_current_xact_id()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let holding: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = pg_backend_pid() \
+         AND backend_xid IS NOT NULL",
+    )
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    assert_eq!(holding, 1, "the old transaction is open and has an id");
+    let mut extra: Value = serde_json::from_str(&lines[0]).unwrap();
+    extra["stream_id"] = format!("order-{}", uuid::Uuid::now_v7()).into();
+    extra["event_id"] = uuid::Uuid::now_v7().to_string().into();
+    let extra_file = dir.path().join("extra.jsonl");
+    write_lines(&extra_file, &[extra.to_string()]);
+    let out = payorch(&["--store-url", &url, "import", extra_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let back = dir.path().join("back.jsonl");
+    let export = support::Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_payorch"))
+            .args(["--store-url", &url, "export", "--out", back.to_str().unwrap()])
+            .env_remove("PAYORCH_STORE_URL")
+            .env_remove("PAYORCH_CONFIG")
+            .spawn()
+            .expect("spawn export"),
+    );
+    // Once the export has read (and found the new event held back), the
+    // old transaction ends.
+    let probe = sqlx::PgPool::connect(&url).await.expect("connect");
+    support::until(
+        std::time::Duration::from_secs(60),
+        "the export reading while the old transaction is open",
+        || {
+            let probe = probe.clone();
+            let db = db.name.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND query LIKE '%pg_snapshot_xmin%' AND pid <> pg_backend_pid()",
+                )
+                .bind(db)
+                .fetch_one(&probe)
+                .await
+                .unwrap();
+                (n > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    probe.close().await;
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    let mut export = export;
+    let status = export.0.wait().expect("export");
+    assert!(status.success());
+    let exported = std::fs::read_to_string(&back).unwrap();
+    assert_eq!(
+        exported.lines().count(),
+        lines.len() + 1,
+        "the held-back event is exported too"
+    );
 }

@@ -2,7 +2,12 @@
 //! one `RecordedEvent` per line.
 //!
 //! Export writes the whole store in global order (pages of 10,000), or the
-//! selected streams (`--stream ID`, repeatable) one after another.
+//! selected streams (`--stream ID`, repeatable) one after another. A
+//! whole-store export includes every event committed before it started:
+//! on Postgres it reads until it has passed the highest committed
+//! position, waiting (up to two minutes, then an error) while `read_all`
+//! holds events back behind a transaction still open elsewhere on the
+//! server, instead of stopping early.
 //!
 //! Import, not through the append path, one of two ways:
 //!
@@ -66,6 +71,10 @@ pub struct ImportArgs {
 /// Events per `read_all` page of an export.
 const EXPORT_PAGE: usize = 10_000;
 
+/// How long an export waits for transactions elsewhere on the server that
+/// hold back events it must include.
+const EXPORT_HOLD_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Events per import transaction (at most the store's own limit).
 const IMPORT_BATCH: usize = 50_000;
 
@@ -101,10 +110,34 @@ pub fn run_export(args: &ExportArgs, globals: &Globals, out: &Output) -> anyhow:
             Ok(())
         };
         if args.streams.is_empty() {
+            // Everything committed before the export started: on Postgres
+            // read_all may hold recent events back while a transaction
+            // that began earlier is still open anywhere on the server, so
+            // an empty page before the head means "wait", not "done".
+            let head = store.committed_head().await?;
             let mut after = Position::START;
+            let mut waited_since: Option<std::time::Instant> = None;
             loop {
                 let batch = events.read_all(after, EXPORT_PAGE).await?;
-                let Some(last) = batch.last() else { break };
+                let Some(last) = batch.last() else {
+                    let Some(head) = head.filter(|h| *h > after) else {
+                        break;
+                    };
+                    let since = *waited_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > EXPORT_HOLD_BACK_WAIT {
+                        bail!(
+                            "events after position {} (up to {}) stayed held back for {} s by \
+                             a transaction still open on the Postgres server; the export \
+                             never skips events: run it again when that transaction ends",
+                            after.0,
+                            head.0,
+                            EXPORT_HOLD_BACK_WAIT.as_secs()
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                waited_since = None;
                 after = last.global_position;
                 for e in &batch {
                     write(e)?;
