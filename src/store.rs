@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
 use payorch_engine::listing::{Indexer, ResourceIndex};
 use payorch_engine::open_work::OpenWorkIndex;
-use payorch_engine::store::{
-    CheckpointStore, EventStore, IdempotencyStore, Position, StoreError,
-};
+use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, Position, StoreError};
 use payorch_engine::wakeup::{WakeupSignal, WakingStore};
 use payorch_postgres::AdvisoryLock;
 use payorch_postgres::PostgresStore;

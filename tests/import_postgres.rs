@@ -28,7 +28,11 @@ fn json_of(out: &Output) -> Value {
 fn demo_export(dir: &Path) -> Vec<String> {
     let store = format!("sqlite://{}", dir.join("demo.db").display());
     let out = payorch(&["--json", "demo", "--store", &store]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = dir.join("demo.jsonl");
     let out = payorch(&[
         "--store-url",
@@ -37,7 +41,11 @@ fn demo_export(dir: &Path) -> Vec<String> {
         "--out",
         file.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(file)
         .unwrap()
         .lines()
@@ -101,14 +109,26 @@ async fn import_into_an_empty_postgres_store_is_one_transaction_and_idempotent()
     assert!(lines.len() > 40, "the demo writes every flow");
     let file = dir.path().join("demo.jsonl");
 
-    let out = payorch(&["--json", "--store-url", &url, "import", file.to_str().unwrap()]);
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &url,
+        "import",
+        file.to_str().unwrap(),
+    ]);
     let r = json_of(&out);
     assert!(out.status.success(), "{r:#}");
     assert_eq!(r["mode"], "one_transaction");
     assert_eq!(r["imported"].as_u64().unwrap() as usize, lines.len());
     assert_eq!(count_and_schema(&url).await, (lines.len() as i64, 4, 3));
 
-    let out = payorch(&["--json", "--store-url", &url, "import", file.to_str().unwrap()]);
+    let out = payorch(&[
+        "--json",
+        "--store-url",
+        &url,
+        "import",
+        file.to_str().unwrap(),
+    ]);
     let r = json_of(&out);
     assert_eq!(r["mode"], "per_batch", "the store has events now");
     assert_eq!(r["imported"], 0, "a second import stores nothing");
@@ -123,7 +143,11 @@ async fn import_into_an_empty_postgres_store_is_one_transaction_and_idempotent()
         "--out",
         back.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported: Vec<String> = std::fs::read_to_string(&back)
         .unwrap()
         .lines()
@@ -145,7 +169,11 @@ async fn a_refused_import_leaves_the_postgres_store_empty_with_its_constraints()
     let dir = tempfile::tempdir().unwrap();
     let lines = demo_export(dir.path());
     let out = payorch(&["--store-url", &url, "migrate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fresh = count_and_schema(&url).await;
     assert_eq!(fresh.0, 0);
 
@@ -161,8 +189,15 @@ async fn a_refused_import_leaves_the_postgres_store_empty_with_its_constraints()
     let out = payorch(&["--store-url", &url, "import", file.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&id) && err.contains("nothing was stored"), "{err}");
-    assert_eq!(count_and_schema(&url).await, fresh, "unchanged, constraints in place");
+    assert!(
+        err.contains(&id) && err.contains("nothing was stored"),
+        "{err}"
+    );
+    assert_eq!(
+        count_and_schema(&url).await,
+        fresh,
+        "unchanged, constraints in place"
+    );
 
     // A version gap: a stream's second event is missing.
     let mut gap = lines.clone();
@@ -187,7 +222,11 @@ async fn a_refused_import_leaves_the_postgres_store_empty_with_its_constraints()
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&s0), "names the stream: {err}");
-    assert_eq!(count_and_schema(&url).await, fresh, "unchanged, constraints in place");
+    assert_eq!(
+        count_and_schema(&url).await,
+        fresh,
+        "unchanged, constraints in place"
+    );
 }
 
 /// An export includes every event committed before it started, even while
@@ -204,7 +243,11 @@ async fn export_waits_for_events_held_back_by_an_older_open_transaction() {
     let lines = demo_export(dir.path());
     let file = dir.path().join("demo.jsonl");
     let out = payorch(&["--store-url", &url, "import", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // An older transaction stays open while a newer one commits an event.
     let mut holder = PgConnection::connect(&url).await.expect("connect");
@@ -226,12 +269,22 @@ async fn export_waits_for_events_held_back_by_an_older_open_transaction() {
     let extra_file = dir.path().join("extra.jsonl");
     write_lines(&extra_file, &[extra.to_string()]);
     let out = payorch(&["--store-url", &url, "import", extra_file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let back = dir.path().join("back.jsonl");
     let export = support::Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_payorch"))
-            .args(["--store-url", &url, "export", "--out", back.to_str().unwrap()])
+            .args([
+                "--store-url",
+                &url,
+                "export",
+                "--out",
+                back.to_str().unwrap(),
+            ])
             .env_remove("PAYORCH_STORE_URL")
             .env_remove("PAYORCH_CONFIG")
             .spawn()

@@ -52,15 +52,14 @@ echo "file: $events events, $(du -m "$work/export.jsonl" | cut -f1) MB"
 psql -q "$U/postgres" -c "CREATE DATABASE $db" >/dev/null
 "$B" --store-url "$U/$db" migrate >/dev/null
 
-# Sums utime+stime (seconds) of the processes whose command line names
-# $db (the Postgres backends of this database), sampling every 0.1 s
-# until killed; prints the total.
-backend_cpu() {
-  python3 - "$db" <<'PY'
+# The sampler: sums utime+stime (seconds) of the processes whose command
+# line names the database (its Postgres backends), sampling every 0.1 s
+# until SIGTERM; then prints the total.
+cat > "$work/backend_cpu.py" <<'PY'
 import os, signal, sys, time
 db, seen, hz = sys.argv[1].encode(), {}, os.sysconf("SC_CLK_TCK")
 def done(*_):
-    print(f"{sum(seen.values()) / hz:.2f}"); sys.exit(0)
+    print(f"{sum(seen.values()) / hz:.2f}", flush=True); os._exit(0)
 signal.signal(signal.SIGTERM, done)
 while True:
     for pid in os.listdir("/proc"):
@@ -73,12 +72,11 @@ while True:
             pass
     time.sleep(0.1)
 PY
-}
 
 # run LABEL ARGS...: one timed payorch run and its figures.
 run() {
   local label=$1; shift
-  backend_cpu > "$work/pg_cpu" &
+  python3 "$work/backend_cpu.py" "$db" > "$work/pg_cpu" 2>/dev/null < /dev/null &
   local sampler=$!
   sleep 0.3
   local t0 t1
@@ -90,11 +88,11 @@ run() {
   python3 - "$label" "$events" "$t0" "$t1" "$work/cpu" "$work/pg_cpu" "$work/out.json" <<'PY'
 import json, sys
 label, n, t0, t1, cpu, pg, out = sys.argv[1:]
-n, wall = int(n), float(sys.argv[4]) - float(t0)
+n, wall = int(n), float(t1) - float(t0)
 u, s = map(float, open(cpu).read().split()[-2:])
 print(f"{label:<28} {n:>9} events {wall:7.2f} s {n / wall / 1000:7.1f}k events/s"
       f"  payorch CPU {u + s:5.2f} s  postgres backend CPU {float(open(pg).read() or 0):5.2f} s"
-      f"  {open(out).read().strip()}")
+      f"  {json.dumps(json.load(open(out)))}")
 PY
 }
 

@@ -225,13 +225,15 @@ pub fn run_import(args: &ImportArgs, globals: &Globals, out: &Output) -> anyhow:
         while let Some(next) = rx.recv().await {
             let result = match next {
                 Ok(batch) => match load.as_mut() {
-                    Some(load) => load.load(&batch.events).await.map(|n| (n, 0)).with_context(|| {
-                        format!(
-                            "cannot import lines {}..={}; nothing was stored (the import into \
+                    Some(load) => load.load(&batch.events).await.map(|n| (n, 0)).with_context(
+                        || {
+                            format!(
+                                "cannot import lines {}..={}; nothing was stored (the import into \
                              an empty store is one transaction)",
-                            batch.first_line, batch.last_line
-                        )
-                    }),
+                                batch.first_line, batch.last_line
+                            )
+                        },
+                    ),
                     None => bulk
                         .import_batch(&batch.events)
                         .await

@@ -424,7 +424,10 @@ async fn bulk_load_matches_the_per_batch_import_and_keeps_the_schema() {
     let Some(a) = fixture().await else { return };
     let Some(b) = fixture().await else { return };
     let schema = events_schema(&a.store).await;
-    assert!(schema.len() >= 8, "4 indexes, 3 constraints, 1 check: {schema:?}");
+    assert!(
+        schema.len() >= 8,
+        "4 indexes, 3 constraints, 1 check: {schema:?}"
+    );
     assert_eq!(schema, events_schema(&b.store).await);
 
     let events = history(7, 30); // 210 events in batches of 32: 7 subtransactions
@@ -445,7 +448,11 @@ async fn bulk_load_matches_the_per_batch_import_and_keeps_the_schema() {
     let got = read_everything(&a.store, events.len()).await;
     let want = read_everything(&b.store, events.len()).await;
     let source: Vec<String> = events.iter().map(kept).collect();
-    assert_eq!(got.iter().map(kept).collect::<Vec<_>>(), source, "events and order kept");
+    assert_eq!(
+        got.iter().map(kept).collect::<Vec<_>>(),
+        source,
+        "events and order kept"
+    );
     assert_eq!(want.iter().map(kept).collect::<Vec<_>>(), source);
     assert!(
         got.windows(2)
@@ -507,7 +514,11 @@ async fn a_refused_or_abandoned_bulk_load_leaves_the_store_empty_and_constrained
     let mut dup = events.clone();
     let reused = dup[3].event_id;
     dup[90].event_id = reused;
-    let mut load = store.begin_bulk_load().await.expect("begin").expect("empty");
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
     for chunk in dup.chunks(25) {
         load.load(chunk).await.expect("each batch is consistent");
     }
@@ -521,7 +532,11 @@ async fn a_refused_or_abandoned_bulk_load_leaves_the_store_empty_and_constrained
     // A version gap in a later batch.
     let mut gap = events.clone();
     gap.remove(60); // a stream's version 13 goes missing
-    let mut load = store.begin_bulk_load().await.expect("begin").expect("empty");
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
     let mut refused = None;
     for chunk in gap.chunks(25) {
         if let Err(e) = load.load(chunk).await {
@@ -538,7 +553,11 @@ async fn a_refused_or_abandoned_bulk_load_leaves_the_store_empty_and_constrained
     assert_eq!(events_schema(store).await, schema, "constraints in place");
 
     // A stream that does not start at version 1.
-    let mut load = store.begin_bulk_load().await.expect("begin").expect("empty");
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
     assert!(matches!(
         load.load(&events[5..]).await,
         Err(StoreError::Conflict { .. })
@@ -574,7 +593,11 @@ async fn a_refused_or_abandoned_bulk_load_leaves_the_store_empty_and_constrained
     assert_eq!(events_schema(store).await, schema, "constraints in place");
 
     // After all that, a good load goes through.
-    let mut load = store.begin_bulk_load().await.expect("begin").expect("empty");
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
     load.load(&events).await.expect("load");
     assert_eq!(load.finish().await.expect("finish"), events.len() as u64);
     assert_eq!(event_count(store).await, events.len() as i64);
@@ -615,7 +638,12 @@ async fn an_imported_store_serves_listings_and_open_work() {
 
     let n = event_count(&src.store).await as usize;
     let exported = read_everything(&src.store, n).await;
-    let mut load = dst.store.begin_bulk_load().await.expect("begin").expect("empty");
+    let mut load = dst
+        .store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
     load.load(&exported).await.expect("load");
     load.finish().await.expect("finish");
     read_everything(&dst.store, n).await;
@@ -624,7 +652,11 @@ async fn an_imported_store_serves_listings_and_open_work() {
     let mut open_rows = Vec::new();
     for store in [&src.store, &dst.store] {
         let indexer = Indexer::new(store.clone(), store.clone(), store.clone());
-        assert_eq!(indexer.catch_up().await.expect("index"), n, "every event indexed");
+        assert_eq!(
+            indexer.catch_up().await.expect("index"),
+            n,
+            "every event indexed"
+        );
         let page = ResourceIndex::list(
             store.as_ref(),
             &ListQuery::new(ResourceKind::Payment, "18356675194960"),
