@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use payorch_engine::bus::{InMemoryLeaderLock, LeaderLock, LeaseGuard};
 use payorch_engine::listing::{Indexer, ResourceIndex};
 use payorch_engine::open_work::OpenWorkIndex;
-use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, StoreError};
+use payorch_engine::store::{CheckpointStore, EventStore, IdempotencyStore, Position, StoreError};
 use payorch_engine::wakeup::{WakeupSignal, WakingStore};
 use payorch_postgres::AdvisoryLock;
 use payorch_postgres::PostgresStore;
@@ -166,6 +166,39 @@ impl Store {
         match self {
             Store::Sqlite(s, _) => s.clone(),
             Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The highest position committed so far on Postgres (`None` on
+    /// SQLite, whose one writer never commits out of order). `read_all`
+    /// holds back positions of transactions younger than the oldest one
+    /// still running anywhere on the server, so a reader that must see
+    /// everything committed before it started (an export) reads until it
+    /// has passed this position.
+    pub async fn committed_head(&self) -> anyhow::Result<Option<Position>> {
+        match self {
+            Store::Sqlite(..) => Ok(None),
+            Store::Postgres(s) => {
+                let head: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(max(global_position), 0) FROM events")
+                        .fetch_one(s.pool())
+                        .await
+                        .context("cannot read the store's last position")?;
+                Ok(Some(Position(u64::try_from(head).unwrap_or(0))))
+            }
+        }
+    }
+
+    /// A one-transaction bulk load (indexes re-created at the end) when
+    /// this is a Postgres store with no events; `None` otherwise (import
+    /// with [`Store::bulk`]).
+    pub async fn begin_bulk_load(&self) -> anyhow::Result<Option<payorch_postgres::BulkLoad>> {
+        match self {
+            Store::Sqlite(..) => Ok(None),
+            Store::Postgres(s) => s
+                .begin_bulk_load()
+                .await
+                .context("cannot start the bulk load"),
         }
     }
 

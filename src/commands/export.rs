@@ -2,18 +2,35 @@
 //! one `RecordedEvent` per line.
 //!
 //! Export writes the whole store in global order (pages of 10,000), or the
-//! selected streams (`--stream ID`, repeatable) one after another.
+//! selected streams (`--stream ID`, repeatable) one after another. A
+//! whole-store export includes every event committed before it started:
+//! on Postgres it reads until it has passed the highest committed
+//! position, waiting (up to two minutes, then an error) while `read_all`
+//! holds events back behind a transaction still open elsewhere on the
+//! server, instead of stopping early.
 //!
-//! Import stores the events in batches of up to 50,000 per transaction
-//! through the store's bulk import (`BulkImport`: on Postgres four round
-//! trips per batch, the events sent with one `COPY ... FROM STDIN`), not
-//! through the append path. A reader thread decodes the next batch while
-//! the store writes the last one. Each event keeps its stream, version and
-//! event id, so importing the same file twice stores nothing the second
-//! time (ids already stored at the same place are skipped); every line
-//! must parse as an exported event, and each stream must continue where
-//! the store (or the file) left it, else the batch is refused whole
-//! (conflict). A progress bar shows bytes read.
+//! Import, not through the append path, one of two ways:
+//!
+//! * **Into an empty Postgres store: one transaction** (`BulkLoad`). The
+//!   events table is locked, its indexes and unique constraints dropped,
+//!   every batch of 50,000 sent with `COPY ... FROM STDIN`, then the
+//!   indexes re-created (one sort each instead of a btree insert per row)
+//!   and the transaction committed. Any failure, or an interrupted
+//!   import, rolls it all back: the store stays empty with its
+//!   constraints. `--per-batch` opts out.
+//! * **Otherwise (SQLite, a store with events): one transaction per batch**
+//!   of up to 50,000 through the store's `BulkImport` (on Postgres four
+//!   round trips per batch and one COPY); a refused batch stores nothing
+//!   of itself, earlier batches stay (re-running the import skips them).
+//!
+//! A reader thread decodes the next batch while the store writes the last
+//! one. Each event keeps its stream, version and event id, so importing
+//! the same file twice stores nothing the second time (ids already stored
+//! at the same place are skipped); every line must parse as an exported
+//! event, each stream must continue where the store (or the file) left
+//! it, and an event id may appear once, else the import is refused (a
+//! conflict naming the stream, or the reused id). A progress bar shows
+//! bytes read, then a spinner while the indexes are re-created.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -44,10 +61,19 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// A JSON-lines file written by `payorch export` (`-` for stdin).
     file: PathBuf,
+    /// One transaction per batch even into an empty Postgres store (by
+    /// default that import is one transaction that locks the events table
+    /// and re-creates its indexes at the end).
+    #[arg(long)]
+    per_batch: bool,
 }
 
 /// Events per `read_all` page of an export.
 const EXPORT_PAGE: usize = 10_000;
+
+/// How long an export waits for transactions elsewhere on the server that
+/// hold back events it must include.
+const EXPORT_HOLD_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Events per import transaction (at most the store's own limit).
 const IMPORT_BATCH: usize = 50_000;
@@ -84,10 +110,34 @@ pub fn run_export(args: &ExportArgs, globals: &Globals, out: &Output) -> anyhow:
             Ok(())
         };
         if args.streams.is_empty() {
+            // Everything committed before the export started: on Postgres
+            // read_all may hold recent events back while a transaction
+            // that began earlier is still open anywhere on the server, so
+            // an empty page before the head means "wait", not "done".
+            let head = store.committed_head().await?;
             let mut after = Position::START;
+            let mut waited_since: Option<std::time::Instant> = None;
             loop {
                 let batch = events.read_all(after, EXPORT_PAGE).await?;
-                let Some(last) = batch.last() else { break };
+                let Some(last) = batch.last() else {
+                    let Some(head) = head.filter(|h| *h > after) else {
+                        break;
+                    };
+                    let since = *waited_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > EXPORT_HOLD_BACK_WAIT {
+                        bail!(
+                            "events after position {} (up to {}) stayed held back for {} s by \
+                             a transaction still open on the Postgres server; the export \
+                             never skips events: run it again when that transaction ends",
+                            after.0,
+                            head.0,
+                            EXPORT_HOLD_BACK_WAIT.as_secs()
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                waited_since = None;
                 after = last.global_position;
                 for e in &batch {
                     write(e)?;
@@ -141,7 +191,18 @@ pub fn run_import(args: &ImportArgs, globals: &Globals, out: &Output) -> anyhow:
         };
         let store = Store::open_migrated(&config.store_url).await?;
         let bulk = store.bulk();
-        let batch_max = IMPORT_BATCH.min(bulk.max_batch()).max(1);
+        let mut load = if args.per_batch {
+            None
+        } else {
+            store.begin_bulk_load().await?
+        };
+        let mode = if load.is_some() {
+            "one_transaction"
+        } else {
+            "per_batch"
+        };
+        let store_max = load.as_ref().map_or(bulk.max_batch(), |l| l.max_batch());
+        let batch_max = IMPORT_BATCH.min(store_max).max(1);
 
         // Reading and parsing run on their own thread, one batch ahead of
         // the store: the next batch is decoded while the last one is
@@ -163,18 +224,33 @@ pub fn run_import(args: &ImportArgs, globals: &Globals, out: &Output) -> anyhow:
         let mut failure = None;
         while let Some(next) = rx.recv().await {
             let result = match next {
-                Ok(batch) => bulk.import_batch(&batch.events).await.with_context(|| {
-                    format!(
-                        "cannot import lines {}..={}; nothing of them was stored",
-                        batch.first_line, batch.last_line
-                    )
-                }),
+                Ok(batch) => match load.as_mut() {
+                    Some(load) => load.load(&batch.events).await.map(|n| (n, 0)).with_context(
+                        || {
+                            format!(
+                                "cannot import lines {}..={}; nothing was stored (the import into \
+                             an empty store is one transaction)",
+                                batch.first_line, batch.last_line
+                            )
+                        },
+                    ),
+                    None => bulk
+                        .import_batch(&batch.events)
+                        .await
+                        .map(|o| (o.imported, o.already_present))
+                        .with_context(|| {
+                            format!(
+                                "cannot import lines {}..={}; nothing of them was stored",
+                                batch.first_line, batch.last_line
+                            )
+                        }),
+                },
                 Err(e) => Err(e),
             };
             match result {
-                Ok(o) => {
-                    imported += o.imported;
-                    skipped += o.already_present;
+                Ok((new, present)) => {
+                    imported += new;
+                    skipped += present;
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -186,13 +262,38 @@ pub fn run_import(args: &ImportArgs, globals: &Globals, out: &Output) -> anyhow:
         drop(rx);
         let _ = reader.join();
         bar.finish_and_clear();
+        if let Some(load) = load.take() {
+            if failure.is_some() {
+                if let Err(e) = load.abort().await {
+                    tracing::warn!(error = %e, "import: rolling back the bulk load failed");
+                }
+            } else {
+                let spin = spinner("{spinner} {msg} {elapsed}");
+                spin.set_message(format!(
+                    "checking {imported} event(s) and re-creating the indexes"
+                ));
+                spin.enable_steady_tick(std::time::Duration::from_millis(200));
+                if let Err(e) = load.finish().await {
+                    failure = Some(anyhow::Error::new(e).context(
+                        "cannot finish the import; nothing was stored (the import into an \
+                         empty store is one transaction)",
+                    ));
+                }
+                spin.finish_and_clear();
+            }
+        }
         store.close().await;
         if let Some(e) = failure {
             return Err(e);
         }
         out.emit(
-            &json!({"imported": imported, "already_present": skipped}),
-            || format!("imported {imported} event(s), {skipped} already present"),
+            &json!({"imported": imported, "already_present": skipped, "mode": mode}),
+            || {
+                format!(
+                    "imported {imported} event(s), {skipped} already present ({})",
+                    mode.replace('_', " ")
+                )
+            },
         );
         Ok(ExitCode::SUCCESS)
     })

@@ -185,6 +185,26 @@ where
     }
 }
 
+/// A throw-away database and its URL; `None` (after saying so, see
+/// [`skip`]) when Postgres is down. `prefix` names the database.
+pub async fn database(test: &str, prefix: &str) -> Option<(Database, String)> {
+    let mut pg = match admin().await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(test, "Postgres", &database_url(), &e);
+            return None;
+        }
+    };
+    let db = Database {
+        name: format!("payorch_{prefix}_{}", uuid::Uuid::now_v7().simple()),
+    };
+    pg.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", db.name)))
+        .await
+        .expect("create database");
+    let url = url_of_database(&db.name);
+    Some((db, url))
+}
+
 /// What a service test runs on: a throw-away database, a broker
 /// connection, and a durable queue bound to every event (`#`) before any
 /// `payorch` starts, so it sees everything published.

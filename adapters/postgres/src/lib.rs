@@ -50,6 +50,16 @@
 //! position, which `tests/store_postgres.rs` proves deterministically.
 //! Trade-off: any long-running *writing* transaction on the cluster delays
 //! (never breaks) tailing until it ends.
+//!
+//! ## Import
+//!
+//! `payorch import` does not append: [`BulkImport`](payorch_engine::bulk::BulkImport)
+//! COPYs one batch per transaction (idempotent by event id), and
+//! [`BulkLoad`] loads a whole history into an *empty* store in one
+//! transaction, with the indexes and unique constraints of `events`
+//! dropped and re-created at the end; each batch gets its positions from
+//! its own subtransaction's id, so the append rule and `read_all`'s
+//! horizon hold unchanged (see `bulk.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -73,6 +83,7 @@ mod open_work;
 pub mod wakeup;
 mod webhook_log;
 
+pub use bulk::BulkLoad;
 pub use lock::AdvisoryLock;
 
 /// Events per append: the batch ordinal is the low 16 bits of a position.

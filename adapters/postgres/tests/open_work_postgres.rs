@@ -321,3 +321,380 @@ async fn bulk_import_keeps_payload_bytes_and_timestamps() {
     assert_eq!(b.schema_version, 2);
     fx.teardown().await;
 }
+
+// ---------------------------------------------------------------------------
+// Bulk load (one transaction, indexes re-created): `payorch import` into an
+// empty store.
+// ---------------------------------------------------------------------------
+
+/// Export-like events of `streams` streams with `per_stream` events each,
+/// interleaved (version 1 of every stream, then version 2, ...), so each
+/// stream spans several batches.
+fn history(streams: usize, per_stream: u64) -> Vec<payorch_engine::store::RecordedEvent> {
+    use payorch_engine::store::{EventMetadata, Position, RecordedEvent, StreamId, Version};
+    let ids: Vec<StreamId> = (0..streams)
+        .map(|i| StreamId::new(format!("order-{i:03}-{}", Uuid::now_v7())))
+        .collect();
+    let mut out = Vec::new();
+    for v in 1..=per_stream {
+        for s in &ids {
+            out.push(RecordedEvent {
+                global_position: Position(out.len() as u64 + 1),
+                stream_id: s.clone(),
+                stream_type: "order".into(),
+                version: Version(v),
+                event_id: Uuid::now_v7(),
+                event_type: format!("step{v}"),
+                schema_version: 1,
+                payload: serde_json::value::RawValue::from_string(format!(
+                    "{{\"n\": {v}, \"s\": \"{s}\"}}"
+                ))
+                .expect("json"),
+                metadata: EventMetadata {
+                    merchant_id: Some("18356675194960".into()),
+                    ..Default::default()
+                },
+                recorded_at: time::OffsetDateTime::from_unix_timestamp(1_764_000_000 + v as i64)
+                    .expect("time"),
+            });
+        }
+    }
+    out
+}
+
+/// The indexes and constraints of `events` in the fixture's schema, with
+/// the schema name taken out (so two schemas compare).
+async fn events_schema(store: &PostgresStore) -> Vec<String> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, replace(indexdef, schemaname || '.', '') FROM pg_indexes \
+         WHERE schemaname = current_schema() AND tablename = 'events' \
+         UNION ALL \
+         SELECT conname::text, contype::text || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_constraint WHERE conrelid = 'events'::regclass \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("catalog");
+    rows.into_iter().map(|(a, b)| format!("{a}: {b}")).collect()
+}
+
+async fn event_count(store: &PostgresStore) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+}
+
+/// Everything of the store in global order, once all `n` events are
+/// readable (other tests' open transactions may hold `read_all` back).
+async fn read_everything(
+    store: &PostgresStore,
+    n: usize,
+) -> Vec<payorch_engine::store::RecordedEvent> {
+    use payorch_engine::store::{EventStore, Position};
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = store
+            .read_all(Position::START, n + 10)
+            .await
+            .expect("read_all");
+        assert!(all.len() <= n, "more events than imported");
+        if all.len() == n {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "imported events never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What an import must keep of each event (not its position).
+fn kept(e: &payorch_engine::store::RecordedEvent) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {}",
+        e.event_id,
+        e.stream_id,
+        e.stream_type,
+        e.version.0,
+        e.event_type,
+        e.schema_version,
+        e.payload.get(),
+        serde_json::to_string(&e.metadata).expect("metadata"),
+    ) + &e.recorded_at.unix_timestamp_nanos().to_string()
+}
+
+/// An import into an empty store in one transaction gives the same events,
+/// versions and order as the per-batch import, positions that later
+/// appends stay above, and the same indexes and constraints as a freshly
+/// migrated store; importing again stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_load_matches_the_per_batch_import_and_keeps_the_schema() {
+    use payorch_engine::bulk::BulkImport;
+    use payorch_engine::store::testkit::{new_events, request};
+    use payorch_engine::store::{EventStore, ExpectedVersion, StreamId};
+    let Some(a) = fixture().await else { return };
+    let Some(b) = fixture().await else { return };
+    let schema = events_schema(&a.store).await;
+    assert!(
+        schema.len() >= 8,
+        "4 indexes, 3 constraints, 1 check: {schema:?}"
+    );
+    assert_eq!(schema, events_schema(&b.store).await);
+
+    let events = history(7, 30); // 210 events in batches of 32: 7 subtransactions
+    let mut load = a
+        .store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("an empty store takes a bulk load");
+    for chunk in events.chunks(32) {
+        assert_eq!(load.load(chunk).await.expect("load"), chunk.len() as u64);
+    }
+    assert_eq!(load.finish().await.expect("finish"), events.len() as u64);
+    for chunk in events.chunks(32) {
+        b.store.import_batch(chunk).await.expect("per batch");
+    }
+
+    let got = read_everything(&a.store, events.len()).await;
+    let want = read_everything(&b.store, events.len()).await;
+    let source: Vec<String> = events.iter().map(kept).collect();
+    assert_eq!(
+        got.iter().map(kept).collect::<Vec<_>>(),
+        source,
+        "events and order kept"
+    );
+    assert_eq!(want.iter().map(kept).collect::<Vec<_>>(), source);
+    assert!(
+        got.windows(2)
+            .all(|w| w[0].global_position < w[1].global_position),
+        "positions increase in file order"
+    );
+    let xids: std::collections::BTreeSet<u64> =
+        got.iter().map(|e| e.global_position.0 >> 16).collect();
+    assert_eq!(xids.len(), 7, "one transaction id per batch: {xids:?}");
+    assert_eq!(
+        events_schema(&a.store).await,
+        schema,
+        "indexes and constraints re-created as they were"
+    );
+
+    // A later append lands after every imported event.
+    let s = StreamId::new(format!("order-after-{}", Uuid::now_v7()));
+    let o = a
+        .store
+        .append(request(&s, ExpectedVersion::NoStream, new_events(1, 1)))
+        .await
+        .expect("append");
+    assert!(o.first_position > got.last().expect("events").global_position);
+    // ... and a stream continues at its imported version.
+    let head = got[0].stream_id.clone();
+    assert!(matches!(
+        a.store
+            .append(request(&head, ExpectedVersion::NoStream, new_events(2, 1)))
+            .await,
+        Err(payorch_engine::store::StoreError::Conflict { .. })
+    ));
+
+    // The store is no longer empty: a second import goes per batch and
+    // stores nothing.
+    assert!(
+        a.store.begin_bulk_load().await.expect("begin").is_none(),
+        "no bulk load into a store with events"
+    );
+    let o = a.store.import_batch(&events[..100]).await.expect("again");
+    assert_eq!((o.imported, o.already_present), (0, 100));
+    assert_eq!(event_count(&a.store).await, events.len() as i64 + 1);
+    a.teardown().await;
+    b.teardown().await;
+}
+
+/// A file with an event id twice, or a version gap, is refused whole: the
+/// store stays empty with every index and constraint in place. So does a
+/// load that is abandoned, or whose connection goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_abandoned_bulk_load_leaves_the_store_empty_and_constrained() {
+    use payorch_engine::store::StoreError;
+    let Some(fx) = fixture().await else { return };
+    let store = &fx.store;
+    let schema = events_schema(store).await;
+    let events = history(5, 20);
+
+    // The same event id at two places, in different batches: only the
+    // re-created unique constraint can see it.
+    let mut dup = events.clone();
+    let reused = dup[3].event_id;
+    dup[90].event_id = reused;
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
+    for chunk in dup.chunks(25) {
+        load.load(chunk).await.expect("each batch is consistent");
+    }
+    match load.finish().await {
+        Err(StoreError::EventIdReused { event_id }) => assert_eq!(event_id, reused),
+        other => panic!("expected EventIdReused, got {other:?}"),
+    }
+    assert_eq!(event_count(store).await, 0, "nothing stored");
+    assert_eq!(events_schema(store).await, schema, "constraints in place");
+
+    // A version gap in a later batch.
+    let mut gap = events.clone();
+    gap.remove(60); // a stream's version 13 goes missing
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
+    let mut refused = None;
+    for chunk in gap.chunks(25) {
+        if let Err(e) = load.load(chunk).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert!(load.finish().await.is_err(), "a failed load cannot commit");
+    assert_eq!(event_count(store).await, 0, "nothing stored");
+    assert_eq!(events_schema(store).await, schema, "constraints in place");
+
+    // A stream that does not start at version 1.
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
+    assert!(matches!(
+        load.load(&events[5..]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    load.abort().await.expect("abort");
+    assert_eq!(events_schema(store).await, schema, "constraints in place");
+
+    // Abandoned after two batches (the importing process dies): its
+    // connection closes, the server rolls the transaction back.
+    let side = PostgresStore::from_pool(
+        PgPoolOptions::new()
+            .max_connections(1)
+            .after_connect({
+                let schema = fx.schema.clone();
+                move |conn, _| {
+                    let sql = format!("SET search_path TO {schema}");
+                    Box::pin(async move {
+                        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                        Ok(())
+                    })
+                }
+            })
+            .connect_with(PostgresStore::connect_options(&database_url()).expect("url"))
+            .await
+            .expect("pool"),
+    );
+    let mut load = side.begin_bulk_load().await.expect("begin").expect("empty");
+    load.load(&events[..25]).await.expect("load");
+    load.load(&events[25..50]).await.expect("load");
+    drop(load);
+    side.pool().close().await;
+    assert_eq!(event_count(store).await, 0, "nothing stored");
+    assert_eq!(events_schema(store).await, schema, "constraints in place");
+
+    // After all that, a good load goes through.
+    let mut load = store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
+    load.load(&events).await.expect("load");
+    assert_eq!(load.finish().await.expect("finish"), events.len() as u64);
+    assert_eq!(event_count(store).await, events.len() as i64);
+    fx.teardown().await;
+}
+
+/// An imported store serves listings and the reconciler's open work: both
+/// checkpointed projections catch up over the imported events and agree
+/// with the same projections over the source store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_store_serves_listings_and_open_work() {
+    use payorch_engine::listing::{Indexer, ListQuery, ResourceIndex, ResourceKind};
+    let Some(src) = fixture().await else { return };
+    let Some(dst) = fixture().await else { return };
+    let gateway = Arc::new(FakeGateway::new());
+    let clock = Arc::new(ManualClock::at_epoch_2026());
+    let engine_over = |store: &Arc<PostgresStore>| {
+        Arc::new(Engine::new(
+            store.clone(),
+            store.clone(),
+            gateway.clone(),
+            clock.clone(),
+            EngineConfig {
+                default_return_url: Some("https://shop.example/return".into()),
+                ..EngineConfig::default()
+            },
+        ))
+    };
+    let engine = engine_over(&src.store);
+    let ctx = CommandContext::new("18356675194960");
+    for _ in 0..3 {
+        let done = engine.place_payment(&ctx, payment()).await.unwrap();
+        assert_eq!(done.status, Phase::Authorised);
+    }
+    gateway.script(Op::Initiate, Step::ProcessThenTimeout);
+    let open = engine.place_payment(&ctx, payment()).await.unwrap();
+    assert_eq!(open.status, Phase::AuthorisationUnknown);
+
+    let n = event_count(&src.store).await as usize;
+    let exported = read_everything(&src.store, n).await;
+    let mut load = dst
+        .store
+        .begin_bulk_load()
+        .await
+        .expect("begin")
+        .expect("empty");
+    load.load(&exported).await.expect("load");
+    load.finish().await.expect("finish");
+    read_everything(&dst.store, n).await;
+
+    let mut listings = Vec::new();
+    let mut open_rows = Vec::new();
+    for store in [&src.store, &dst.store] {
+        let indexer = Indexer::new(store.clone(), store.clone(), store.clone());
+        assert_eq!(
+            indexer.catch_up().await.expect("index"),
+            n,
+            "every event indexed"
+        );
+        let page = ResourceIndex::list(
+            store.as_ref(),
+            &ListQuery::new(ResourceKind::Payment, "18356675194960"),
+        )
+        .await
+        .expect("list");
+        assert_eq!(page.ids.len(), 4, "every payment listed");
+        listings.push(page.ids);
+
+        let rec = Reconciler::with_open_work(
+            engine_over(store),
+            ReconcilerConfig::default(),
+            store.clone(),
+            store.clone(),
+        );
+        rec.run_once().await.expect("pass");
+        let rows = OpenWorkIndex::list(store.as_ref(), WorkKind::OrderCall, None, None, 10)
+            .await
+            .expect("open work");
+        open_rows.push(rows.iter().map(|r| r.stream_id.clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(listings[0], listings[1], "same listing, same order");
+    assert_eq!(open_rows[0], vec![order_stream(open.order_id)]);
+    assert_eq!(open_rows[0], open_rows[1], "same open work");
+    src.teardown().await;
+    dst.teardown().await;
+}
