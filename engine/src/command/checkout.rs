@@ -9,13 +9,14 @@ use uuid::Uuid;
 use super::idempotency::*;
 use super::paykka_requests::*;
 use super::runner::{Idem, Respond};
+use super::views::Stamped;
 use super::*;
 use crate::aggregate::CheckoutAggregate;
 use crate::checkout::{CheckoutCommand, CheckoutPhase, CheckoutState};
 use crate::gateway::{self, GatewayOutcome, RejectionClass};
 use crate::order::{CallOutcome, Observation, OrderCommand, PlacePayment};
-use crate::read::{checkout_stream, load};
-use crate::store::{EventMetadata, StoreError, StreamId, Version};
+use crate::read::{Loaded, checkout_stream, load, load_timed};
+use crate::store::{EventMetadata, StoreError, StreamId};
 use crate::view::CheckoutView;
 
 impl Engine {
@@ -82,7 +83,7 @@ impl Engine {
                 &stream,
                 &meta,
                 idem,
-                Some((CheckoutState::default(), Version::NONE)),
+                Some(Loaded::empty()),
                 |_| CheckoutCommand::Create(requested.clone()),
             )
             .await
@@ -127,8 +128,8 @@ impl Engine {
             },
             other => non_success(other),
         };
-        let respond = |s: &CheckoutState| match CheckoutView::from_state(s) {
-            Some(v) => to_raw(&v),
+        let respond = |s: &CheckoutState, t: crate::read::StreamTimes| match CheckoutView::from_state(s) {
+            Some(v) => to_raw(&v.with_times(t)),
             None => Err(EngineError::NotFound {
                 what: "checkout session",
                 id: checkout_id.to_string(),
@@ -143,7 +144,7 @@ impl Engine {
                 &stream,
                 &meta,
                 idem,
-                Some((begun.state, begun.version)),
+                Some(begun.held()),
                 |_| CheckoutCommand::RecordCreateOutcome(outcome.clone()),
             )
             .await?;
@@ -159,10 +160,12 @@ impl Engine {
                 reason,
             });
         }
-        let view = CheckoutView::from_state(&done.state).ok_or(EngineError::NotFound {
-            what: "checkout session",
-            id: checkout_id.to_string(),
-        })?;
+        let view = CheckoutView::from_state(&done.state)
+            .ok_or(EngineError::NotFound {
+                what: "checkout session",
+                id: checkout_id.to_string(),
+            })?
+            .with_times(done.times);
         if done.events.is_empty() {
             return self.complete_alone(key.as_ref(), view).await;
         }
@@ -174,14 +177,14 @@ impl Engine {
         ctx: &CommandContext,
         stream: &StreamId,
     ) -> Result<CheckoutView, EngineError> {
-        let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
-        let view = CheckoutView::from_state(&s)
+        let l = load_timed::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
+        let view = CheckoutView::from_state(&l.state)
             .filter(|v| v.merchant_id == ctx.merchant_id)
             .ok_or_else(|| EngineError::NotFound {
                 what: "checkout session",
                 id: stream.to_string(),
             })?;
-        self.stamp(view).await
+        Ok(view.with_times(l.times))
     }
 
     /// The current view of a checkout session of this merchant.

@@ -13,15 +13,15 @@ use uuid::Uuid;
 use super::idempotency::*;
 use super::paykka_requests::*;
 use super::runner::{Idem, Respond};
-use super::views::view_of;
+use super::views::stamped_view_of;
 use super::*;
 use crate::gateway::{self, GatewayOutcome};
 use crate::order::{
     CallOutcome, CapturePayment, ObservationSource, OrderCommand, OrderState, PlacePayment,
     RefundEntry, RefundPayment,
 };
-use crate::read::order_stream;
-use crate::store::{EventMetadata, StoreError, Version};
+use crate::read::{Loaded, StreamTimes, order_stream};
+use crate::store::{EventMetadata, StoreError};
 use crate::view::OrderView;
 
 /// What [`Engine::begin_order_call`] leaves to do.
@@ -32,8 +32,7 @@ pub(crate) enum Begun {
     Done(OrderView),
     /// The request events are appended: call PayKKa, then record.
     Call {
-        state: OrderState,
-        version: Version,
+        held: Loaded<OrderState>,
         meta: EventMetadata,
     },
 }
@@ -68,11 +67,14 @@ fn not_sent_reason<T>(o: &GatewayOutcome<T>) -> Option<String> {
     }
 }
 
-/// The stored response of an order command: the order's view.
+/// The stored response of an order command: the order's view, with the
+/// times of its stream (what the executing request answers).
 pub(crate) fn order_response(
     order_id: OrderId,
-) -> impl Fn(&OrderState) -> Result<Box<serde_json::value::RawValue>, EngineError> + Send + Sync {
-    move |s| to_raw(&view_of(s, order_id)?)
+) -> impl Fn(&OrderState, StreamTimes) -> Result<Box<serde_json::value::RawValue>, EngineError>
++ Send
++ Sync {
+    move |s, t| to_raw(&stamped_view_of(s, order_id, t)?)
 }
 
 impl Engine {
@@ -140,7 +142,7 @@ impl Engine {
                 order_id,
                 &meta,
                 idem,
-                Some((OrderState::default(), Version::NONE)),
+                Some(Loaded::empty()),
                 |_| OrderCommand::Place(place.clone()),
             )
             .await
@@ -175,7 +177,7 @@ impl Engine {
             order_id,
             &meta,
             key.as_ref(),
-            (placed.state, placed.version),
+            placed.held(),
             OrderCommand::RecordInitiateOutcome(outcome),
         )
         .await
@@ -201,7 +203,7 @@ impl Engine {
         order_id: OrderId,
         meta: &EventMetadata,
         key: Option<&Key>,
-        held: (OrderState, Version),
+        held: Loaded<OrderState>,
         cmd: OrderCommand,
     ) -> Result<OrderView, EngineError> {
         let Some(reason) = not_sent else {
@@ -229,28 +231,25 @@ impl Engine {
         key: Option<&Key>,
         cmd: OrderCommand,
     ) -> Result<Begun, EngineError> {
-        let (state, version) = self.load_order(ctx, order_id).await?;
+        let held = self.load_order(ctx, order_id).await?;
         let stream = order_stream(order_id);
         let idem = Idem::begin(key.map(|k| k.begin(Some(&stream), self.clock.now())));
         let meta = ctx.metadata();
         match self
-            .order_command(order_id, &meta, idem, Some((state, version)), |_| {
-                cmd.clone()
-            })
+            .order_command(order_id, &meta, idem, Some(held), |_| cmd.clone())
             .await
         {
             Ok(done) if done.events.is_empty() => {
                 // Nothing to ask PayKKa (e.g. a void of a voided order):
                 // the answer is the current view.
-                let view = view_of(&done.state, order_id)?;
+                let view = stamped_view_of(&done.state, order_id, done.times)?;
                 let view = self
                     .record_alone(ctx, key, Some(&stream), Resolves::Order, view)
                     .await?;
                 Ok(Begun::Done(view))
             }
             Ok(done) => Ok(Begun::Call {
-                state: done.state,
-                version: done.version,
+                held: done.held(),
                 meta,
             }),
             Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match key {
@@ -276,7 +275,7 @@ impl Engine {
         order_id: OrderId,
         meta: &EventMetadata,
         key: Option<&Key>,
-        held: (OrderState, Version),
+        held: Loaded<OrderState>,
         cmd: OrderCommand,
     ) -> Result<OrderView, EngineError> {
         let respond = order_response(order_id);
@@ -287,7 +286,7 @@ impl Engine {
         let done = self
             .order_command(order_id, meta, idem, Some(held), |_| cmd.clone())
             .await?;
-        let view = view_of(&done.state, order_id)?;
+        let view = stamped_view_of(&done.state, order_id, done.times)?;
         if done.events.is_empty() {
             return self.complete_alone(key, view).await;
         }
@@ -310,25 +309,26 @@ impl Engine {
                 amount,
                 final_capture,
             });
-            let (state, version, meta) = match self
+            let (held, meta) = match self
                 .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call {
-                    state,
-                    version,
-                    meta,
-                } => (state, version, meta),
+                Begun::Call { held, meta } => (held, meta),
             };
-            let Some(entry) = state.captures().iter().find(|c| c.capture_id == capture_id) else {
-                let view = view_of(&state, order_id)?;
+            let Some(entry) = held
+                .state
+                .captures()
+                .iter()
+                .find(|c| c.capture_id == capture_id)
+            else {
+                let view = stamped_view_of(&held.state, order_id, held.times)?;
                 return self.complete_alone(key.as_ref(), view).await;
             };
             let req = CaptureRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
-                order_id: gateway_order_id(&state),
+                order_id: gateway_order_id(&held.state),
                 amount: Some(entry.amount.minor),
                 currency: Some(entry.amount.currency),
                 final_capture: capture_flag(
@@ -355,7 +355,7 @@ impl Engine {
                     order_id,
                     &meta,
                     key.as_ref(),
-                    (state, version),
+                    held,
                     cmd,
                 )
                 .await?;
@@ -384,25 +384,25 @@ impl Engine {
     /// rest changes nothing at PayKKa). Nothing to do for an order that
     /// does not await a release.
     pub async fn release_remainder(&self, order_id: OrderId) -> Result<OrderView, EngineError> {
-        let (state, version) = crate::read::load::<crate::aggregate::OrderAggregate>(
+        let held = crate::read::load_timed::<crate::aggregate::OrderAggregate>(
             self.store.as_ref(),
             &order_stream(order_id),
         )
         .await?;
-        let Some(merchant) = state.merchant_id().cloned() else {
+        let Some(merchant) = held.state.merchant_id().cloned() else {
             return Err(EngineError::NotFound {
                 what: "order",
                 id: order_id.to_string(),
             });
         };
-        if !state.awaits_release() {
-            return view_of(&state, order_id);
+        if !held.state.awaits_release() {
+            return stamped_view_of(&held.state, order_id, held.times);
         }
         let ctx = CommandContext::new(merchant.as_str());
         let meta = ctx.metadata();
         let reason = "release the rest of a final partial capture";
         let done = self
-            .order_command(order_id, &meta, Idem::None, Some((state, version)), |_| {
+            .order_command(order_id, &meta, Idem::None, Some(held), |_| {
                 OrderCommand::ReleaseRemainder
             })
             .await?;
@@ -420,15 +420,11 @@ impl Engine {
             .await,
         );
         let done = self
-            .order_command(
-                order_id,
-                &meta,
-                Idem::None,
-                Some((done.state, done.version)),
-                |_| OrderCommand::RecordVoidOutcome(outcome.clone()),
-            )
+            .order_command(order_id, &meta, Idem::None, Some(done.held()), |_| {
+                OrderCommand::RecordVoidOutcome(outcome.clone())
+            })
             .await?;
-        view_of(&done.state, order_id)
+        stamped_view_of(&done.state, order_id, done.times)
     }
 
     /// Voids (releases) an authorisation with nothing captured.
@@ -443,21 +439,17 @@ impl Engine {
             let cmd = OrderCommand::Void {
                 reason: reason.clone(),
             };
-            let (state, version, meta) = match self
+            let (held, meta) = match self
                 .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call {
-                    state,
-                    version,
-                    meta,
-                } => (state, version, meta),
+                Begun::Call { held, meta } => (held, meta),
             };
             let req = VoidRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
-                order_id: gateway_order_id(&state),
+                order_id: gateway_order_id(&held.state),
                 reason: reason.as_deref().map(Reason::parse),
             };
             let gw = self.gateway.clone();
@@ -474,7 +466,7 @@ impl Engine {
                 order_id,
                 &meta,
                 key.as_ref(),
-                (state, version),
+                held,
                 OrderCommand::RecordVoidOutcome(outcome),
             )
             .await
@@ -500,26 +492,27 @@ impl Engine {
                 amount,
                 reason: reason.clone(),
             });
-            let (state, version, meta) = match self
+            let (held, meta) = match self
                 .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call {
-                    state,
-                    version,
-                    meta,
-                } => (state, version, meta),
+                Begun::Call { held, meta } => (held, meta),
             };
-            let Some(entry) = state.refunds().iter().find(|r| r.refund_id == refund_id) else {
-                let view = view_of(&state, order_id)?;
+            let Some(entry) = held
+                .state
+                .refunds()
+                .iter()
+                .find(|r| r.refund_id == refund_id)
+            else {
+                let view = stamped_view_of(&held.state, order_id, held.times)?;
                 return self.complete_alone(key.as_ref(), view).await;
             };
             let req = RefundRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
                 refund_trans_id: entry.refund_trans_id.as_str().to_owned(),
-                ori_order_id: gateway_order_id(&state),
+                ori_order_id: gateway_order_id(&held.state),
                 refund_amount: entry.amount.minor,
                 currency: entry.amount.currency,
                 reason: reason.as_deref().map(Reason::parse),
@@ -546,7 +539,7 @@ impl Engine {
                 order_id,
                 &meta,
                 key.as_ref(),
-                (state, version),
+                held,
                 cmd,
             )
             .await
@@ -618,7 +611,7 @@ impl Engine {
                 }
             })
             .await?;
-        view_of(&done.state, order_id)
+        stamped_view_of(&done.state, order_id, done.times)
     }
 
     /// The shopper is back from the 3DS page; the result follows by
@@ -634,6 +627,6 @@ impl Engine {
                 OrderCommand::CompleteChallenge
             })
             .await?;
-        view_of(&done.state, order_id)
+        stamped_view_of(&done.state, order_id, done.times)
     }
 }
