@@ -90,10 +90,12 @@ def loadavg():
 log("openssl speed -seconds 3 rsa2048 (CPU time)")
 speed = subprocess.run(["openssl", "speed", "-seconds", "3", "rsa2048"], capture_output=True, text=True, check=True).stdout
 row = next((l for l in speed.splitlines() if re.match(r"\s*rsa\s+2048\s+bits", l)), None)
-if row is None:
-    sys.exit("openssl speed printed no 'rsa 2048 bits' row:\n" + speed)
-nums = row.split()
-signs, verifies = float(nums[-2]), float(nums[-1])
+head = next((l for l in speed.splitlines() if "sign/s" in l and "verify/s" in l), None)
+if row is None or head is None:
+    sys.exit("openssl speed printed no 'sign/s verify/s' header and 'rsa 2048 bits' row:\n" + speed)
+# Columns after "bits" match the header (OpenSSL 3.2+ adds encrypt/decrypt ones).
+cols, vals = head.split(), row.split("bits", 1)[1].split()
+signs, verifies = float(vals[cols.index("sign/s")]), float(vals[cols.index("verify/s")])
 log(f"RSA-2048: {signs} signs/s, {verifies} verifies/s per core")
 
 # ---------------------------------------------------------------- separate sandbox
