@@ -170,10 +170,7 @@ impl Store {
         match self {
             Store::Sqlite(_, signal) => StoreWakeup::Local(signal.clone()),
             Store::Postgres(s) => StoreWakeup::Postgres(
-                payorch_postgres::wakeup::PgWakeup::start_with(
-                    s.pool(),
-                    s.append_signal().clone(),
-                ),
+                payorch_postgres::wakeup::PgWakeup::start_with(s.pool(), s.append_signal().clone()),
             ),
         }
     }

@@ -280,7 +280,11 @@ async fn response_first_purchase_and_its_notification_cost_three_round_trips() {
         .await
         .unwrap();
     assert_eq!(got, o, "GET after the POST");
-    assert_eq!(store.take(), ["read_stream"], "GET: one read, no stamp reads");
+    assert_eq!(
+        store.take(),
+        ["read_stream"],
+        "GET: one read, no stamp reads"
+    );
     let total = request.len() + notification.len();
     assert!(
         total <= 4,

@@ -323,7 +323,11 @@ async fn store_sessions_mute_the_trigger_and_others_keep_it() {
             .await
             .expect("setting")
             .get(0);
-    assert_eq!(setting.as_deref(), Some("off"), "PostgresStore::tune sets it");
+    assert_eq!(
+        setting.as_deref(),
+        Some("off"),
+        "PostgresStore::tune sets it"
+    );
     assert_eq!(
         sent_by_insert(&mut tuned, &mut listener).await,
         0,
@@ -333,7 +337,10 @@ async fn store_sessions_mute_the_trigger_and_others_keep_it() {
 
     let mut plain = admin().await.expect("plain session");
     plain
-        .execute(sqlx::AssertSqlSafe(format!("SET search_path TO {}", fx.schema)))
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO {}",
+            fx.schema
+        )))
         .await
         .expect("search_path");
     assert_eq!(

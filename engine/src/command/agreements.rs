@@ -72,13 +72,9 @@ impl Engine {
                 .map(|k| k.begin(Some(&order_stream(order_id)), self.clock.now())),
         );
         match self
-            .execute::<AgreementAggregate>(
-                &stream,
-                &ctx.metadata(),
-                idem,
-                Some(held),
-                |_| AgreementCommand::Charge { order_id, amount },
-            )
+            .execute::<AgreementAggregate>(&stream, &ctx.metadata(), idem, Some(held), |_| {
+                AgreementCommand::Charge { order_id, amount }
+            })
             .await
         {
             Ok(_) => {}
@@ -138,8 +134,7 @@ impl Engine {
         let key = Key::of(ctx, cancel_fingerprint(agreement_id, &reason));
         let stream = agreement_stream(agreement_id);
         let held = load_timed::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
-        if AgreementView::from_state(&held.state).is_none_or(|v| v.merchant_id != ctx.merchant_id)
-        {
+        if AgreementView::from_state(&held.state).is_none_or(|v| v.merchant_id != ctx.merchant_id) {
             return Err(EngineError::NotFound {
                 what: "agreement",
                 id: agreement_id.to_string(),
@@ -220,13 +215,9 @@ impl Engine {
             None => Idem::None,
         };
         let done = self
-            .execute::<AgreementAggregate>(
-                &stream,
-                &meta,
-                idem,
-                Some(begun.held()),
-                |_| AgreementCommand::RecordCancelOutcome(outcome.clone()),
-            )
+            .execute::<AgreementAggregate>(&stream, &meta, idem, Some(begun.held()), |_| {
+                AgreementCommand::RecordCancelOutcome(outcome.clone())
+            })
             .await?;
         let view = view_of(&done.state, done.times)?;
         if done.events.is_empty() {

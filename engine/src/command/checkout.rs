@@ -79,13 +79,9 @@ impl Engine {
                 .map(|k| k.begin(Some(&stream), self.clock.now())),
         );
         let begun = match self
-            .execute::<CheckoutAggregate>(
-                &stream,
-                &meta,
-                idem,
-                Some(Loaded::empty()),
-                |_| CheckoutCommand::Create(requested.clone()),
-            )
+            .execute::<CheckoutAggregate>(&stream, &meta, idem, Some(Loaded::empty()), |_| {
+                CheckoutCommand::Create(requested.clone())
+            })
             .await
         {
             Ok(done) => done,
@@ -128,25 +124,22 @@ impl Engine {
             },
             other => non_success(other),
         };
-        let respond = |s: &CheckoutState, t: crate::read::StreamTimes| match CheckoutView::from_state(s) {
-            Some(v) => to_raw(&v.with_times(t)),
-            None => Err(EngineError::NotFound {
-                what: "checkout session",
-                id: checkout_id.to_string(),
-            }),
-        };
+        let respond =
+            |s: &CheckoutState, t: crate::read::StreamTimes| match CheckoutView::from_state(s) {
+                Some(v) => to_raw(&v.with_times(t)),
+                None => Err(EngineError::NotFound {
+                    what: "checkout session",
+                    id: checkout_id.to_string(),
+                }),
+            };
         let idem = match (&key, &not_sent) {
             (Some(k), None) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
             _ => Idem::None,
         };
         let done = self
-            .execute::<CheckoutAggregate>(
-                &stream,
-                &meta,
-                idem,
-                Some(begun.held()),
-                |_| CheckoutCommand::RecordCreateOutcome(outcome.clone()),
-            )
+            .execute::<CheckoutAggregate>(&stream, &meta, idem, Some(begun.held()), |_| {
+                CheckoutCommand::RecordCreateOutcome(outcome.clone())
+            })
             .await?;
         if let Some(reason) = not_sent {
             if let Some(k) = &key {

@@ -138,13 +138,9 @@ impl Engine {
         let meta = ctx.metadata();
         // A new stream: nothing to load.
         let placed = match self
-            .order_command(
-                order_id,
-                &meta,
-                idem,
-                Some(Loaded::empty()),
-                |_| OrderCommand::Place(place.clone()),
-            )
+            .order_command(order_id, &meta, idem, Some(Loaded::empty()), |_| {
+                OrderCommand::Place(place.clone())
+            })
             .await
         {
             Ok(done) => done,
@@ -533,16 +529,8 @@ impl Engine {
                     other => non_success(other),
                 };
             let cmd = OrderCommand::RecordRefundOutcome { refund_id, outcome };
-            self.finish_or_unreachable(
-                "refund",
-                not_sent,
-                order_id,
-                &meta,
-                key.as_ref(),
-                held,
-                cmd,
-            )
-            .await
+            self.finish_or_unreachable("refund", not_sent, order_id, &meta, key.as_ref(), held, cmd)
+                .await
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await

@@ -132,11 +132,9 @@ impl Engine {
             let write = match &idempotency {
                 Idem::None => None,
                 Idem::Begin(rec) => Some(IdempotencyWrite::Begin(rec.clone())),
-                Idem::Complete(key, respond) => {
-                    Some(IdempotencyWrite::Complete(
-                        key.completion(respond(&next, times.after(now))?),
-                    ))
-                }
+                Idem::Complete(key, respond) => Some(IdempotencyWrite::Complete(
+                    key.completion(respond(&next, times.after(now))?),
+                )),
             };
             let completes = matches!(write, Some(IdempotencyWrite::Complete(_)));
             let request = AppendRequest {
