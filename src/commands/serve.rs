@@ -225,7 +225,6 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         // SQLite.
         let wakeup = app.store.wakeup();
         let mut relay_name = None;
-        let mut relay_runtime = None;
         let relay = match &config.amqp_url {
             Some(amqp) => {
                 let relay_config = RelayConfig::new(amqp.clone());
@@ -237,23 +236,7 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                     relay_config,
                 );
                 relay = relay.with_wakeup(Arc::new(wakeup.signal().subscribe()));
-                // Its own runtime thread: lapin's I/O thread wakes the
-                // relay for every publish and confirm, and on the shared
-                // runtime each wake-up queued behind every request task;
-                // under load (c64) the relay fell thousands of events
-                // behind. On its own thread the OS schedules it.
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("payorch-relay")
-                    .enable_all()
-                    .build()
-                    .context("cannot start the relay's runtime")?;
-                let handle = {
-                    let _on = rt.enter();
-                    relay.spawn()
-                };
-                relay_runtime = Some(rt);
-                Some(handle)
+                Some(relay.spawn())
             }
             None => None,
         };
@@ -401,9 +384,6 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             r.stop().await;
         }
         app.shutdown().await;
-        if let Some(rt) = relay_runtime {
-            rt.shutdown_background();
-        }
         Ok(ExitCode::SUCCESS)
     })
 }
