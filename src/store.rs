@@ -203,15 +203,16 @@ impl Store {
     }
 
     /// A wake-up source that announces appends: on Postgres from any
-    /// process (`LISTEN payorch_events`, a task holding one connection); on
+    /// process (`LISTEN payorch_events`, a task holding one connection)
+    /// and at once from this one (the store's own append signal); on
     /// SQLite the in-process signal raised by appends through
     /// [`Store::events`] (one process per file).
     pub fn wakeup(&self) -> StoreWakeup {
         match self {
             Store::Sqlite(_, signal) => StoreWakeup::Local(signal.clone()),
-            Store::Postgres(s) => {
-                StoreWakeup::Postgres(payorch_postgres::wakeup::PgWakeup::start(s.pool()))
-            }
+            Store::Postgres(s) => StoreWakeup::Postgres(
+                payorch_postgres::wakeup::PgWakeup::start_with(s.pool(), s.append_signal().clone()),
+            ),
         }
     }
 

@@ -118,7 +118,20 @@ impl Api {
             .post(key, idem, "/v1/payments", &card_body(minor, &labels))
             .await;
         assert_eq!(status, 201, "{v}");
-        v["id"].as_str().expect("id").to_owned()
+        let id = v["id"].as_str().expect("id").to_owned();
+        self.shows_as_answered(key, &id, &v).await;
+        id
+    }
+
+    /// A later GET shows exactly what a POST answered, `created_at` and
+    /// `updated_at` included (the answer is stamped from the events the
+    /// command appended, in the precision the store keeps; the fake
+    /// gateway sends no notification, so nothing is appended meanwhile).
+    async fn shows_as_answered(&self, key: &str, id: &str, answer: &Value) {
+        let (status, got) = self.get(key, &format!("/v1/payments/{id}")).await;
+        assert_eq!(status, 200, "{got}");
+        assert!(answer["created_at"].is_string(), "{answer}");
+        assert_eq!(&got, answer, "GET after the POST");
     }
 }
 
@@ -222,6 +235,8 @@ async fn scenario(api: &Api) {
             )
             .await;
         assert_eq!(s, 200, "{v}");
+        api.shows_as_answered(KEY_A, id, &v).await;
+        assert_ne!(v["updated_at"], v["created_at"], "{v}");
     }
     let b = [
         api.pay_labelled(

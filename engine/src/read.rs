@@ -4,6 +4,8 @@
 
 use payorch_schemas::events::{AgreementId, CheckoutId, OrderId};
 
+use time::OffsetDateTime;
+
 use crate::aggregate::Aggregate;
 use crate::codec::{self, CodecError};
 use crate::store::{EventStore, RecordedEvent, StoreError, StreamId, Version};
@@ -53,22 +55,82 @@ pub fn fold_recorded<A: Aggregate>(
     Ok(state)
 }
 
+/// The recorded times of a stream's first and latest events: what a view
+/// shows as `created_at` / `updated_at`. Both `None` for a stream with no
+/// events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamTimes {
+    pub first: Option<OffsetDateTime>,
+    pub last: Option<OffsetDateTime>,
+}
+
+impl StreamTimes {
+    /// The times after events recorded at `recorded_at` were appended.
+    pub fn after(self, recorded_at: OffsetDateTime) -> StreamTimes {
+        StreamTimes {
+            first: self.first.or(Some(recorded_at)),
+            last: Some(recorded_at),
+        }
+    }
+
+    /// The times after `events` (in version order) were folded in.
+    fn after_all(self, events: &[RecordedEvent]) -> StreamTimes {
+        match (events.first(), events.last()) {
+            (Some(f), Some(l)) => StreamTimes {
+                first: self.first.or(Some(f.recorded_at)),
+                last: Some(l.recorded_at),
+            },
+            _ => self,
+        }
+    }
+}
+
+/// A folded stream: its state, version, and the recorded times of its
+/// first and latest events.
+#[derive(Clone, Debug)]
+pub struct Loaded<S> {
+    pub state: S,
+    pub version: Version,
+    pub times: StreamTimes,
+}
+
+impl<S: Default> Loaded<S> {
+    /// A stream with no events.
+    pub fn empty() -> Self {
+        Loaded {
+            state: S::default(),
+            version: Version::NONE,
+            times: StreamTimes::default(),
+        }
+    }
+}
+
 /// Reads and folds a whole stream: its state and version.
 pub async fn load<A: Aggregate>(
     store: &dyn EventStore,
     stream: &StreamId,
 ) -> Result<(A::State, Version), ReadError> {
-    let mut state = A::State::default();
-    let mut version = Version::NONE;
+    let l = load_timed::<A>(store, stream).await?;
+    Ok((l.state, l.version))
+}
+
+/// [`load`], plus the recorded times of the stream's first and latest
+/// events (from the rows it reads anyway: no extra round trip).
+pub async fn load_timed<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+) -> Result<Loaded<A::State>, ReadError> {
+    let mut l = Loaded::<A::State>::empty();
     loop {
-        let batch = store.read_stream(stream, version.next(), PAGE).await?;
+        let batch = store.read_stream(stream, l.version.next(), PAGE).await?;
         let n = batch.len();
-        state = fold_recorded::<A>(state, &batch)?;
+        l.state = fold_recorded::<A>(l.state, &batch)?;
+        l.times = l.times.after_all(&batch);
         if let Some(last) = batch.last() {
-            version = last.version;
+            l.version = last.version;
         }
         if n < PAGE {
-            return Ok((state, version));
+            return Ok(l);
         }
     }
 }

@@ -14,6 +14,47 @@ use crate::agreement::{AgreementPhase, AgreementState};
 use crate::checkout::{CheckoutPhase, CheckoutState};
 use crate::order::{CallProgress, CaptureEntry, OrderState, Phase, RefundEntry};
 
+/// What every resource view shows beside its own fields: the merchant's
+/// labels and the recorded times of the resource's first and latest
+/// events. Flattened into the views, so their JSON carries the four fields
+/// at the top level, each left out when empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Labels {
+    /// The merchant's own reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_reference: Option<String>,
+    /// The merchant's key/value labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Recorded time of the first event (the engine's commands and queries
+    /// set it; [`crate::orchestrator::Engine::stamp`] otherwise).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub created_at: Option<OffsetDateTime>,
+    /// Recorded time of the event at the view's `version`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub updated_at: Option<OffsetDateTime>,
+}
+
+impl Labels {
+    /// The merchant's labels, no times yet.
+    pub fn new(merchant_reference: Option<String>, metadata: BTreeMap<String, String>) -> Labels {
+        Labels {
+            merchant_reference,
+            metadata,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
 /// What the HTTP API and the CLI show of an order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderView {
@@ -45,26 +86,10 @@ pub struct OrderView {
     pub refunds: Vec<RefundEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub void: Option<CallProgress>,
-    /// The merchant's own reference.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merchant_reference: Option<String>,
-    /// The merchant's key/value labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
-    /// Recorded time of the first event (set by [`crate::orchestrator::Engine::stamp`]).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub created_at: Option<OffsetDateTime>,
-    /// Recorded time of the event at `version`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub updated_at: Option<OffsetDateTime>,
+    /// The merchant's labels and the recorded times (flattened: the JSON
+    /// keeps the four fields at this level).
+    #[serde(flatten)]
+    pub labels: Labels,
     /// Stream version the view was built from.
     pub version: u64,
 }
@@ -101,10 +126,7 @@ impl OrderView {
             captures: o.captures.clone(),
             refunds: o.refunds.clone(),
             void: o.void,
-            merchant_reference: p.merchant_reference.clone(),
-            metadata: p.metadata.clone(),
-            created_at: None,
-            updated_at: None,
+            labels: Labels::new(p.merchant_reference.clone(), p.metadata.clone()),
             version: o.version,
         })
     }
@@ -119,26 +141,10 @@ pub struct AgreementView {
     pub first_order_id: OrderId,
     pub shopper_reference: String,
     pub charges: Vec<OrderId>,
-    /// The merchant's own reference.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merchant_reference: Option<String>,
-    /// The merchant's key/value labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
-    /// Recorded time of the first event (set by [`crate::orchestrator::Engine::stamp`]).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub created_at: Option<OffsetDateTime>,
-    /// Recorded time of the event at `version`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub updated_at: Option<OffsetDateTime>,
+    /// The merchant's labels and the recorded times (flattened: the JSON
+    /// keeps the four fields at this level).
+    #[serde(flatten)]
+    pub labels: Labels,
     pub version: u64,
 }
 
@@ -159,26 +165,10 @@ pub struct CheckoutView {
     /// when it was created).
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    /// The merchant's own reference.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merchant_reference: Option<String>,
-    /// The merchant's key/value labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
-    /// Recorded time of the first event (set by [`crate::orchestrator::Engine::stamp`]).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub created_at: Option<OffsetDateTime>,
-    /// Recorded time of the event at `version`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub updated_at: Option<OffsetDateTime>,
+    /// The merchant's labels and the recorded times (flattened: the JSON
+    /// keeps the four fields at this level).
+    #[serde(flatten)]
+    pub labels: Labels,
     pub version: u64,
 }
 
@@ -193,10 +183,7 @@ impl AgreementView {
             first_order_id: c.first_order_id,
             shopper_reference: c.shopper_reference.clone(),
             charges: s.charges.iter().map(|(o, _)| *o).collect(),
-            merchant_reference: c.merchant_reference.clone(),
-            metadata: c.metadata.clone(),
-            created_at: None,
-            updated_at: None,
+            labels: Labels::new(c.merchant_reference.clone(), c.metadata.clone()),
             version: s.version,
         })
     }
@@ -215,10 +202,7 @@ impl CheckoutView {
             session_url: s.created.as_ref().and_then(|c| c.session_url.clone()),
             order_id: s.order_id,
             expires_at: r.expires_at,
-            merchant_reference: r.merchant_reference.clone(),
-            metadata: r.metadata.clone(),
-            created_at: None,
-            updated_at: None,
+            labels: Labels::new(r.merchant_reference.clone(), r.metadata.clone()),
             version: s.version,
         })
     }

@@ -10,6 +10,10 @@
 //! memory (1), the notification's read that sees the fact and records
 //! nothing (1). Notification first: the response's append conflicts once,
 //! reloads once, sees the fact and only completes the key.
+//!
+//! The answer is what the HTTP API sends: stamped with `created_at` /
+//! `updated_at` (`Engine::stamp`) from the events the command appended
+//! or read, so stamping costs no store call.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -241,9 +245,16 @@ async fn response_first_purchase_and_its_notification_cost_three_round_trips() {
     let (engine, store, gateway) = setup();
     let ctx = CommandContext::new("18356675194960").with_idempotency_key("k-1");
     let o = engine.place_payment(&ctx, purchase()).await.unwrap();
+    let o = engine.stamp(o).await.unwrap();
     assert_eq!(o.status, Phase::Captured);
     let request = store.take();
-    assert_eq!(request, ["append", "append"], "placement+key, outcome+key");
+    assert_eq!(
+        request,
+        ["append", "append"],
+        "placement+key, outcome+key; stamping the answer reads nothing"
+    );
+    let (created, updated) = (o.labels.created_at, o.labels.updated_at);
+    assert!(created.is_some() && created <= updated, "{o:?}");
 
     let q = QueryRequest {
         merchant_id: "18356675194960".into(),
@@ -263,6 +274,17 @@ async fn response_first_purchase_and_its_notification_cost_three_round_trips() {
     assert_eq!(v.version, o.version, "the notification records nothing");
     let notification = store.take();
     assert_eq!(notification, ["read_stream"]);
+    // A later GET shows what the POST answered, times included.
+    let got = engine
+        .get_order(&CommandContext::new("18356675194960"), o.order_id)
+        .await
+        .unwrap();
+    assert_eq!(got, o, "GET after the POST");
+    assert_eq!(
+        store.take(),
+        ["read_stream"],
+        "GET: one read, no stamp reads"
+    );
     let total = request.len() + notification.len();
     assert!(
         total <= 4,
@@ -277,6 +299,7 @@ async fn notification_first_purchase_reloads_once_and_records_nothing_twice() {
     gateway.notify_first.store(true, Ordering::SeqCst);
     let ctx = CommandContext::new("18356675194960").with_idempotency_key("k-2");
     let o = engine.place_payment(&ctx, purchase()).await.unwrap();
+    let o = engine.stamp(o).await.unwrap();
     assert_eq!(o.status, Phase::Captured);
     let request = store.take();
     let notification = gateway.notification_calls.lock().unwrap().clone();
@@ -292,6 +315,11 @@ async fn notification_first_purchase_reloads_once_and_records_nothing_twice() {
          sees the fact, appends nothing and completes the key"
     );
     assert_eq!(store.conflicts.load(Ordering::SeqCst), 1, "no retry storm");
+    let got = engine
+        .get_order(&CommandContext::new("18356675194960"), o.order_id)
+        .await
+        .unwrap();
+    assert_eq!(got, o, "GET after the POST, times included");
     let types: Vec<String> = store
         .inner
         .read_all(Position::START, 1000)

@@ -71,6 +71,11 @@ pub struct Args {
 /// How often the relay-lag gauge is refreshed while the relay lags.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Shortest time between two looks at the relay lag: after a checkpoint
+/// of this process's relay (a one-row probe whether it caught up), or after
+/// an append while caught up (a count).
+const LAG_FAST_INTERVAL: Duration = Duration::from_millis(100);
+
 /// With no lag: refreshed on the next append (the store's wake-up), or
 /// after this long.
 const LAG_IDLE_INTERVAL: Duration = Duration::from_secs(10);
@@ -279,7 +284,11 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
         // Merchant webhooks out ([[webhooks]]), one pass per second.
         let webhook_task = crate::webhooks_out::spawn(&config, &app, stop_tx.subscribe())?;
 
-        // Relay lag gauge (see crate::gauges), refreshed every second.
+        // Relay lag gauge (see crate::gauges): counted every second while
+        // the relay lags; when this process's relay saves a checkpoint, a
+        // one-row probe sets it to 0 once the relay has caught up, so the
+        // gauge shows the drain when it happens (at most LAG_FAST_INTERVAL
+        // later), not up to a second later.
         let lag_task = relay_name.map(|name| {
             let (events, checkpoints) = (app.store.events(), app.store.checkpoints());
             let metrics = app.metrics.clone();
@@ -288,11 +297,21 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
             let wake = wakeup.signal().subscribe();
             tokio::spawn(async move {
                 let mut lag = 0;
+                let mut count_at = tokio::time::Instant::now();
                 loop {
                     if let Some(s) = &relay_status {
                         metrics.set_role("relay", s.borrow().state == RelayState::Active);
                     }
-                    match crate::gauges::lag(events.as_ref(), checkpoints.as_ref(), &name).await {
+                    let now = tokio::time::Instant::now();
+                    let measured = if lag == 0 || now >= count_at {
+                        count_at = now + LAG_INTERVAL;
+                        crate::gauges::lag(events.as_ref(), checkpoints.as_ref(), &name).await
+                    } else {
+                        crate::gauges::caught_up(events.as_ref(), checkpoints.as_ref(), &name)
+                            .await
+                            .map(|done| if done { 0 } else { lag })
+                    };
+                    match measured {
                         Ok(n) => {
                             lag = n;
                             metrics.set_relay_lag(gauge(n));
@@ -300,12 +319,25 @@ pub fn run(args: &Args, globals: &Globals, out: &Output) -> anyhow::Result<ExitC
                         Err(e) => tracing::warn!(error = %e, "relay lag not measured"),
                     }
                     // Caught up and told of appends: sleep until the next
-                    // one (or LAG_IDLE_INTERVAL); otherwise every second.
+                    // one (or LAG_IDLE_INTERVAL); lagging: until the next
+                    // count, or a checkpoint saved by this process's relay.
+                    let saved = relay_status.as_ref().map(|s| s.borrow().checkpoint);
+                    let mut status = relay_status.clone();
                     let pause = async {
+                        tokio::time::sleep(LAG_FAST_INTERVAL).await;
                         if lag == 0 {
                             wake.wait(LAG_IDLE_INTERVAL).await;
-                        } else {
-                            tokio::time::sleep(LAG_INTERVAL).await;
+                            return;
+                        }
+                        let count = tokio::time::sleep_until(count_at);
+                        match (status.as_mut(), saved) {
+                            (Some(rx), Some(saved)) => {
+                                tokio::select! {
+                                    _ = count => {}
+                                    _ = rx.wait_for(|s| s.checkpoint != saved) => {}
+                                }
+                            }
+                            _ => count.await,
                         }
                     };
                     tokio::select! {

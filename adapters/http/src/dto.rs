@@ -630,10 +630,10 @@ impl From<OrderView> for PaymentView {
                 })
                 .collect(),
             void: v.void,
-            merchant_reference: v.merchant_reference,
-            metadata: v.metadata,
-            created_at: v.created_at,
-            updated_at: v.updated_at,
+            merchant_reference: v.labels.merchant_reference,
+            metadata: v.labels.metadata,
+            created_at: v.labels.created_at,
+            updated_at: v.labels.updated_at,
             version: v.version,
         }
     }
@@ -680,10 +680,10 @@ impl From<CheckoutView> for CheckoutSessionView {
             session_url: v.session_url,
             payment_id: v.order_id,
             expires_at: v.expires_at,
-            merchant_reference: v.merchant_reference,
-            metadata: v.metadata,
-            created_at: v.created_at,
-            updated_at: v.updated_at,
+            merchant_reference: v.labels.merchant_reference,
+            metadata: v.labels.metadata,
+            created_at: v.labels.created_at,
+            updated_at: v.labels.updated_at,
             version: v.version,
         }
     }
@@ -720,10 +720,10 @@ impl From<AgreementView> for RecurringAgreementView {
             first_payment_id: v.first_order_id,
             shopper_reference: v.shopper_reference,
             charges: v.charges,
-            merchant_reference: v.merchant_reference,
-            metadata: v.metadata,
-            created_at: v.created_at,
-            updated_at: v.updated_at,
+            merchant_reference: v.labels.merchant_reference,
+            metadata: v.labels.metadata,
+            created_at: v.labels.created_at,
+            updated_at: v.labels.updated_at,
             version: v.version,
         }
     }

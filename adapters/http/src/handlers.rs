@@ -7,7 +7,10 @@
 //! (201, `status: declined`, `decline` set).
 //!
 //! Times: every resource shows `created_at`/`updated_at`, the recorded
-//! times of its first and latest events ([`payorch_engine::orchestrator::Engine::stamp`]).
+//! times of its first and latest events. The engine's commands and queries
+//! answer views stamped from the events they appended or read; a replayed
+//! answer stored without them is stamped from its stream
+//! ([`payorch_engine::orchestrator::Engine::stamp`], a no-op otherwise).
 //!
 //! Idempotency: every POST passes `Idempotency-Key` to the engine
 //! (`CommandContext::with_idempotency_key`), which keeps one record per

@@ -246,6 +246,7 @@ impl BulkImport for PostgresStore {
             });
         }
         tx.commit().await.map_err(unavailable)?;
+        self.notifier.appended(self.pool());
         Ok(outcome)
     }
 }

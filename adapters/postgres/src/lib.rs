@@ -62,6 +62,7 @@
 //! horizon hold unchanged (see `bulk.rs`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,6 +125,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), PgStoreError> {
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Announces appends (see [`wakeup`]).
+    notifier: Arc<wakeup::AppendNotifier>,
 }
 
 impl PostgresStore {
@@ -150,16 +153,30 @@ impl PostgresStore {
         Ok(Self::tune(options))
     }
 
-    /// Adds the store's session settings to existing connect options.
+    /// Adds the store's session settings to existing connect options
+    /// (also `payorch.append_notify = off`: the store announces its appends
+    /// itself, see [`wakeup`]).
     pub fn tune(options: PgConnectOptions) -> PgConnectOptions {
-        options.options([("plan_cache_mode", "force_generic_plan")])
+        options.options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("payorch.append_notify", "off"),
+        ])
     }
 
     /// Uses an existing pool (its `search_path` decides the schema). Build
     /// it from [`PostgresStore::connect_options`] or [`PostgresStore::tune`]
     /// for full speed.
     pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore { pool }
+        PostgresStore {
+            pool,
+            notifier: Arc::default(),
+        }
+    }
+
+    /// The in-process signal raised after each of this store's appends
+    /// (give it to [`wakeup::PgWakeup::start_with`]).
+    pub fn append_signal(&self) -> &payorch_engine::wakeup::WakeupSignal {
+        self.notifier.signal()
     }
 
     /// Applies the embedded migrations (idempotent).
@@ -700,7 +717,11 @@ impl EventStore for PostgresStore {
                 request.events.len()
             )));
         }
-        Self::append_inner(&self.pool, request).await
+        let out = Self::append_inner(&self.pool, request).await?;
+        if !out.already_stored {
+            self.notifier.appended(&self.pool);
+        }
+        Ok(out)
     }
 
     async fn read_stream(

@@ -1,7 +1,16 @@
 //! Wake-ups from Postgres: `LISTEN payorch_events` on a dedicated
-//! connection. Migration 0004's statement-level trigger on `events` calls
-//! `pg_notify('payorch_events', '')`, delivered when the appending
-//! transaction commits; no extra round trip per append.
+//! connection.
+//!
+//! Who sends them: the store announces its own appends itself
+//! ([`AppendNotifier`]): at once to tailers in its process (an in-process
+//! signal, which [`PgWakeup::start_with`] shares), and to other processes
+//! with one `NOTIFY payorch_events` sent by a background task after the
+//! appends committed, at most once per [`NOTIFY_GAP`]. Its sessions set
+//! `payorch.append_notify = off`, which mutes migration 0004's trigger
+//! (since migration 0008): a `NOTIFY` inside the appending transaction made
+//! Postgres serialise the commits of all appends through one lock held
+//! across the WAL flush (no group commit). Other writers (older payorch
+//! versions, sessions without the setting) still notify from the trigger.
 //!
 //! [`PgWakeup::start`] spawns a task that holds the listening connection
 //! and turns each notification into [`WakeupSignal::notify`]. When the
@@ -10,14 +19,72 @@
 //! checkpoints; a wake-up is a hint, never data). Channels are per
 //! database: every payorch on the database wakes, whatever its schema.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use payorch_engine::wakeup::WakeupSignal;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// The notification channel written by the `events` trigger.
 pub const CHANNEL: &str = "payorch_events";
+
+/// Shortest time between two `NOTIFY`s of one store: a burst of appends
+/// costs one notification per gap, and another process's tailer learns of
+/// an append at most this much later (plus the `NOTIFY` round trip).
+pub const NOTIFY_GAP: Duration = Duration::from_millis(5);
+
+/// Announces a store's appends (see the module docs). Cloned stores share
+/// one; the background task ends when the last clone is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct AppendNotifier {
+    signal: WakeupSignal,
+    pending: Arc<Notify>,
+    task: OnceLock<JoinHandle<()>>,
+}
+
+impl Drop for AppendNotifier {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.get() {
+            t.abort();
+        }
+    }
+}
+
+impl AppendNotifier {
+    /// The in-process signal raised by every append of the store.
+    pub(crate) fn signal(&self) -> &WakeupSignal {
+        &self.signal
+    }
+
+    /// After a committed append: wake this process's tailers now, and
+    /// other processes' through the next coalesced `NOTIFY`.
+    pub(crate) fn appended(&self, pool: &PgPool) {
+        self.signal.notify();
+        self.task
+            .get_or_init(|| tokio::spawn(notify_loop(pool.clone(), self.pending.clone())));
+        // One stored permit however many appends come before the task
+        // looks again: they share one NOTIFY.
+        self.pending.notify_one();
+    }
+}
+
+async fn notify_loop(pool: PgPool, pending: Arc<Notify>) {
+    loop {
+        pending.notified().await;
+        // No write, no transaction id: nothing to flush, no lock held
+        // across a WAL flush.
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "NOTIFY {CHANNEL} failed; other processes' tailers fall back to polling");
+        }
+        tokio::time::sleep(NOTIFY_GAP).await;
+    }
+}
 
 /// A running `LISTEN` task; dropping it stops the task.
 #[derive(Debug)]
@@ -36,7 +103,14 @@ impl PgWakeup {
     /// Listens on a new connection made with `pool`'s connect options (not
     /// a pooled connection of the store).
     pub fn start(pool: &PgPool) -> PgWakeup {
-        let signal = WakeupSignal::new();
+        Self::start_with(pool, WakeupSignal::new())
+    }
+
+    /// [`PgWakeup::start`], raising `signal`: pass the store's
+    /// [`crate::PostgresStore::append_signal`] so that tailers in this
+    /// process wake on its appends at once, and on other processes'
+    /// through `LISTEN`.
+    pub fn start_with(pool: &PgPool, signal: WakeupSignal) -> PgWakeup {
         let options = pool.connect_options().as_ref().clone();
         let own = PgPoolOptions::new()
             .max_connections(1)

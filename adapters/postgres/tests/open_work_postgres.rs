@@ -223,9 +223,11 @@ async fn the_reconciler_keeps_the_postgres_index_current() {
     fx.teardown().await;
 }
 
-/// LISTEN/NOTIFY wake-ups: an append (any writer) wakes a waiting
-/// listener through the `events` trigger of migration 0004; a listener not
-/// waiting at that moment sees it on its next `wait`.
+/// LISTEN/NOTIFY wake-ups: an append wakes a waiting listener in another
+/// process (the store's coalesced NOTIFY after the commit; other writers:
+/// the `events` trigger of migration 0004); a listener not waiting at that
+/// moment sees it on its next `wait`. In the appending process the store's
+/// own signal wakes at once (`PgWakeup::start_with`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_wakes_a_listener_through_notify() {
     use payorch_engine::store::testkit::{new_events, request, stream};
@@ -245,17 +247,122 @@ async fn an_append_wakes_a_listener_through_notify() {
         let l = wakeup.signal().subscribe();
         tokio::spawn(async move { l.wait(Duration::from_secs(60)).await })
     };
+    let local = store.append_signal().subscribe();
     let s = stream("wake");
     store
         .append(request(&s, ExpectedVersion::NoStream, new_events(1, 3)))
         .await
         .expect("append");
+    assert!(
+        local.wait(Duration::from_secs(60)).await,
+        "the appending process's signal"
+    );
     assert!(waiter.await.expect("join"), "woken by the append's NOTIFY");
     assert!(
         listener.wait(Duration::from_secs(60)).await,
         "a listener that was not waiting still sees it"
     );
     drop(wakeup);
+    fx.teardown().await;
+}
+
+/// The store's sessions mute the trigger's NOTIFY (migration 0008:
+/// `payorch.append_notify = off`, set by `PostgresStore::tune`): a NOTIFY
+/// inside the appending transaction serialises commits. A session without
+/// the setting still notifies. Each session inserts a row between two
+/// marker NOTIFYs of its own; notifications arrive in commit order and name
+/// their backend, so what one session sent between its markers is exactly
+/// what its insert sent, whatever other tests notify meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_sessions_mute_the_trigger_and_others_keep_it() {
+    use sqlx::Row;
+    use sqlx::postgres::PgListener;
+
+    let Some(fx) = fixture().await else { return };
+    let mut listener = PgListener::connect(&database_url())
+        .await
+        .expect("listener");
+    listener
+        .listen(payorch_postgres::wakeup::CHANNEL)
+        .await
+        .expect("LISTEN");
+
+    // Notifications the insert of `conn` sent (between its two markers).
+    async fn sent_by_insert(conn: &mut PgConnection, listener: &mut PgListener) -> usize {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pid");
+        let marker = Uuid::now_v7().simple().to_string();
+        let notify = |tag: &str| format!("NOTIFY payorch_events, '{tag}-{marker}'");
+        conn.execute(sqlx::AssertSqlSafe(notify("before")))
+            .await
+            .expect("marker");
+        sqlx::query(
+            "INSERT INTO events (global_position, stream_id, stream_type, version, event_id, \
+             event_type, schema_version, payload, metadata, recorded_at) \
+             VALUES ((pg_current_xact_id()::text::int8 << 16) | 1, $1, 'test', 1, $2, 'created', \
+             1, '{}', '{}', now())",
+        )
+        .bind(format!("mute-{marker}"))
+        .bind(Uuid::now_v7())
+        .execute(&mut *conn)
+        .await
+        .expect("insert");
+        conn.execute(sqlx::AssertSqlSafe(notify("after")))
+            .await
+            .expect("marker");
+        let (mut between, mut started) = (0, false);
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(60), listener.recv())
+                .await
+                .expect("notifications arrive")
+                .expect("recv");
+            if n.process_id() != pid as u32 {
+                continue;
+            }
+            match n.payload() {
+                p if p == format!("before-{marker}") => started = true,
+                p if p == format!("after-{marker}") => return between,
+                _ if started => between += 1,
+                _ => {}
+            }
+        }
+    }
+
+    let mut tuned = fx.store.pool().acquire().await.expect("store session");
+    let setting: Option<String> =
+        sqlx::query("SELECT current_setting('payorch.append_notify', true)")
+            .fetch_one(&mut *tuned)
+            .await
+            .expect("setting")
+            .get(0);
+    assert_eq!(
+        setting.as_deref(),
+        Some("off"),
+        "PostgresStore::tune sets it"
+    );
+    assert_eq!(
+        sent_by_insert(&mut tuned, &mut listener).await,
+        0,
+        "a store session's insert sends no NOTIFY"
+    );
+    drop(tuned);
+
+    let mut plain = admin().await.expect("plain session");
+    plain
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO {}",
+            fx.schema
+        )))
+        .await
+        .expect("search_path");
+    assert_eq!(
+        sent_by_insert(&mut plain, &mut listener).await,
+        1,
+        "any other session's insert notifies from the trigger"
+    );
+    drop(plain);
     fx.teardown().await;
 }
 

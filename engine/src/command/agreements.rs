@@ -11,12 +11,13 @@ use super::idempotency::*;
 use super::paykka_requests::*;
 use super::payments::Placement;
 use super::runner::{Idem, Respond};
+use super::views::Stamped;
 use super::*;
 use crate::aggregate::{AgreementAggregate, OrderAggregate};
 use crate::agreement::{self, AgreementCommand, AgreementPhase, AgreementState};
 use crate::gateway::GatewayOutcome;
 use crate::order::CallOutcome;
-use crate::read::{agreement_stream, load, order_stream};
+use crate::read::{StreamTimes, agreement_stream, load, load_timed, order_stream};
 use crate::store::StoreError;
 use crate::store::Version;
 use crate::view::{AgreementView, OrderView};
@@ -28,16 +29,16 @@ impl Engine {
         ctx: &CommandContext,
         agreement_id: AgreementId,
     ) -> Result<AgreementView, EngineError> {
-        let (s, _) =
-            load::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
+        let l =
+            load_timed::<AgreementAggregate>(self.store.as_ref(), &agreement_stream(agreement_id))
                 .await?;
-        let view = AgreementView::from_state(&s)
+        let view = AgreementView::from_state(&l.state)
             .filter(|v| v.merchant_id == ctx.merchant_id)
             .ok_or_else(|| EngineError::NotFound {
                 what: "agreement",
                 id: agreement_id.to_string(),
             })?;
-        self.stamp(view).await
+        Ok(view.with_times(l.times))
     }
 
     /// A merchant-initiated charge on an active agreement: a new order
@@ -52,8 +53,9 @@ impl Engine {
     ) -> Result<OrderView, EngineError> {
         let key = Key::of(ctx, charge_fingerprint(agreement_id, amount));
         let stream = agreement_stream(agreement_id);
-        let (s, version) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
-        let Some(c) = s
+        let held = load_timed::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        let Some(c) = held
+            .state
             .created
             .clone()
             .filter(|c| c.merchant_id == ctx.merchant_id)
@@ -92,13 +94,9 @@ impl Engine {
                 .map(|k| k.begin(Some(&order_stream(order_id)), self.clock.now())),
         );
         match self
-            .execute::<AgreementAggregate>(
-                &stream,
-                &ctx.metadata(),
-                idem,
-                Some((s, version)),
-                |_| AgreementCommand::Charge { order_id, amount },
-            )
+            .execute::<AgreementAggregate>(&stream, &ctx.metadata(), idem, Some(held), |_| {
+                AgreementCommand::Charge { order_id, amount }
+            })
             .await
         {
             Ok(_) => {}
@@ -243,8 +241,8 @@ impl Engine {
     ) -> Result<AgreementView, EngineError> {
         let key = Key::of(ctx, cancel_fingerprint(agreement_id, &reason));
         let stream = agreement_stream(agreement_id);
-        let (s, version) = load::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
-        if AgreementView::from_state(&s).is_none_or(|v| v.merchant_id != ctx.merchant_id) {
+        let held = load_timed::<AgreementAggregate>(self.store.as_ref(), &stream).await?;
+        if AgreementView::from_state(&held.state).is_none_or(|v| v.merchant_id != ctx.merchant_id) {
             return Err(EngineError::NotFound {
                 what: "agreement",
                 id: agreement_id.to_string(),
@@ -256,7 +254,7 @@ impl Engine {
                 .map(|k| k.begin(Some(&stream), self.clock.now())),
         );
         let begun = match self
-            .execute::<AgreementAggregate>(&stream, &meta, idem, Some((s, version)), |_| {
+            .execute::<AgreementAggregate>(&stream, &meta, idem, Some(held), |_| {
                 AgreementCommand::Cancel {
                     reason: reason.clone(),
                 }
@@ -280,15 +278,17 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let view_of = |s: &AgreementState| {
-            AgreementView::from_state(s).ok_or_else(|| EngineError::NotFound {
-                what: "agreement",
-                id: agreement_id.to_string(),
-            })
+        let view_of = |s: &AgreementState, t: StreamTimes| {
+            AgreementView::from_state(s)
+                .map(|v| v.with_times(t))
+                .ok_or_else(|| EngineError::NotFound {
+                    what: "agreement",
+                    id: agreement_id.to_string(),
+                })
         };
         if begun.events.is_empty() {
             // Already cancelled or cancelling: nothing to send.
-            let view = view_of(&begun.state)?;
+            let view = view_of(&begun.state, begun.times)?;
             return self
                 .record_alone(ctx, key.as_ref(), Some(&stream), Resolves::Agreement, view)
                 .await;
@@ -317,21 +317,17 @@ impl Engine {
             GatewayOutcome::Success(()) => CallOutcome::Accepted(()),
             other => non_success(other),
         };
-        let respond = |s: &AgreementState| to_raw(&view_of(s)?);
+        let respond = |s: &AgreementState, t: StreamTimes| to_raw(&view_of(s, t)?);
         let idem = match &key {
             Some(k) => Idem::Complete(k, &respond as &Respond<'_, AgreementState>),
             None => Idem::None,
         };
         let done = self
-            .execute::<AgreementAggregate>(
-                &stream,
-                &meta,
-                idem,
-                Some((begun.state, begun.version)),
-                |_| AgreementCommand::RecordCancelOutcome(outcome.clone()),
-            )
+            .execute::<AgreementAggregate>(&stream, &meta, idem, Some(begun.held()), |_| {
+                AgreementCommand::RecordCancelOutcome(outcome.clone())
+            })
             .await?;
-        let view = view_of(&done.state)?;
+        let view = view_of(&done.state, done.times)?;
         if done.events.is_empty() {
             return self.complete_alone(key.as_ref(), view).await;
         }

@@ -9,13 +9,14 @@ use uuid::Uuid;
 use super::idempotency::*;
 use super::paykka_requests::*;
 use super::runner::{Idem, Respond};
+use super::views::Stamped;
 use super::*;
 use crate::aggregate::CheckoutAggregate;
 use crate::checkout::{CheckoutCommand, CheckoutPhase, CheckoutState};
 use crate::gateway::{self, GatewayOutcome, RejectionClass};
 use crate::order::{CallOutcome, Observation, OrderCommand, PlacePayment};
-use crate::read::{checkout_stream, load};
-use crate::store::{EventMetadata, StoreError, StreamId, Version};
+use crate::read::{Loaded, checkout_stream, load, load_timed};
+use crate::store::{EventMetadata, StoreError, StreamId};
 use crate::view::CheckoutView;
 
 impl Engine {
@@ -78,13 +79,9 @@ impl Engine {
                 .map(|k| k.begin(Some(&stream), self.clock.now())),
         );
         let begun = match self
-            .execute::<CheckoutAggregate>(
-                &stream,
-                &meta,
-                idem,
-                Some((CheckoutState::default(), Version::NONE)),
-                |_| CheckoutCommand::Create(requested.clone()),
-            )
+            .execute::<CheckoutAggregate>(&stream, &meta, idem, Some(Loaded::empty()), |_| {
+                CheckoutCommand::Create(requested.clone())
+            })
             .await
         {
             Ok(done) => done,
@@ -127,25 +124,22 @@ impl Engine {
             },
             other => non_success(other),
         };
-        let respond = |s: &CheckoutState| match CheckoutView::from_state(s) {
-            Some(v) => to_raw(&v),
-            None => Err(EngineError::NotFound {
-                what: "checkout session",
-                id: checkout_id.to_string(),
-            }),
-        };
+        let respond =
+            |s: &CheckoutState, t: crate::read::StreamTimes| match CheckoutView::from_state(s) {
+                Some(v) => to_raw(&v.with_times(t)),
+                None => Err(EngineError::NotFound {
+                    what: "checkout session",
+                    id: checkout_id.to_string(),
+                }),
+            };
         let idem = match (&key, &not_sent) {
             (Some(k), None) => Idem::Complete(k, &respond as &Respond<'_, CheckoutState>),
             _ => Idem::None,
         };
         let done = self
-            .execute::<CheckoutAggregate>(
-                &stream,
-                &meta,
-                idem,
-                Some((begun.state, begun.version)),
-                |_| CheckoutCommand::RecordCreateOutcome(outcome.clone()),
-            )
+            .execute::<CheckoutAggregate>(&stream, &meta, idem, Some(begun.held()), |_| {
+                CheckoutCommand::RecordCreateOutcome(outcome.clone())
+            })
             .await?;
         if let Some(reason) = not_sent {
             if let Some(k) = &key {
@@ -159,10 +153,12 @@ impl Engine {
                 reason,
             });
         }
-        let view = CheckoutView::from_state(&done.state).ok_or(EngineError::NotFound {
-            what: "checkout session",
-            id: checkout_id.to_string(),
-        })?;
+        let view = CheckoutView::from_state(&done.state)
+            .ok_or(EngineError::NotFound {
+                what: "checkout session",
+                id: checkout_id.to_string(),
+            })?
+            .with_times(done.times);
         if done.events.is_empty() {
             return self.complete_alone(key.as_ref(), view).await;
         }
@@ -174,14 +170,14 @@ impl Engine {
         ctx: &CommandContext,
         stream: &StreamId,
     ) -> Result<CheckoutView, EngineError> {
-        let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
-        let view = CheckoutView::from_state(&s)
+        let l = load_timed::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
+        let view = CheckoutView::from_state(&l.state)
             .filter(|v| v.merchant_id == ctx.merchant_id)
             .ok_or_else(|| EngineError::NotFound {
                 what: "checkout session",
                 id: stream.to_string(),
             })?;
-        self.stamp(view).await
+        Ok(view.with_times(l.times))
     }
 
     /// The current view of a checkout session of this merchant.

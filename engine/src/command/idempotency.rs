@@ -85,7 +85,9 @@ use crate::aggregate::{AgreementAggregate, CheckoutAggregate, OrderAggregate};
 use crate::agreement::AgreementPhase;
 use crate::checkout::CheckoutPhase;
 use crate::codec::CodecError;
-use crate::read::load;
+use crate::read::load_timed;
+
+use super::views::Stamped;
 use crate::store::{IdempotencyCompletion, IdempotencyRecord, StoreError, StreamId};
 
 /// SHA-256 of the canonical JSON of `value`, hex. The JSON text is fed to
@@ -348,8 +350,8 @@ impl Engine {
             return Ok(None);
         }
         if let Resolves::Charge(agreement_id) = resolves {
-            let (s, _) = load::<OrderAggregate>(self.store.as_ref(), stream).await?;
-            if s.placed().is_none() {
+            let l = load_timed::<OrderAggregate>(self.store.as_ref(), stream).await?;
+            if l.state.placed().is_none() {
                 // The crash came between the agreement's charge and the
                 // order's placement: nothing reached PayKKa. Place it now.
                 let Some(order_id) = self.charge_of(agreement_id, stream, ctx).await? else {
@@ -371,32 +373,33 @@ impl Engine {
         }
         let raw = match resolves {
             Resolves::Order | Resolves::Charge(_) => {
-                let (s, _) = load::<OrderAggregate>(self.store.as_ref(), stream).await?;
+                let l = load_timed::<OrderAggregate>(self.store.as_ref(), stream).await?;
+                let s = &l.state;
                 if s.has_open_call() || s.merchant_id() != Some(&ctx.merchant_id) {
                     return Ok(None);
                 }
-                match crate::view::OrderView::from_state(&s) {
-                    Some(v) => to_raw(&v)?,
+                match crate::view::OrderView::from_state(s) {
+                    Some(v) => to_raw(&v.with_times(l.times))?,
                     None => return Ok(None),
                 }
             }
             Resolves::Checkout => {
-                let (s, _) = load::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
-                if s.phase == CheckoutPhase::Requested {
+                let l = load_timed::<CheckoutAggregate>(self.store.as_ref(), stream).await?;
+                if l.state.phase == CheckoutPhase::Requested {
                     return Ok(None);
                 }
-                match crate::view::CheckoutView::from_state(&s) {
-                    Some(v) if v.merchant_id == ctx.merchant_id => to_raw(&v)?,
+                match crate::view::CheckoutView::from_state(&l.state) {
+                    Some(v) if v.merchant_id == ctx.merchant_id => to_raw(&v.with_times(l.times))?,
                     _ => return Ok(None),
                 }
             }
             Resolves::Agreement => {
-                let (s, _) = load::<AgreementAggregate>(self.store.as_ref(), stream).await?;
-                if s.phase == AgreementPhase::Cancelling {
+                let l = load_timed::<AgreementAggregate>(self.store.as_ref(), stream).await?;
+                if l.state.phase == AgreementPhase::Cancelling {
                     return Ok(None);
                 }
-                match crate::view::AgreementView::from_state(&s) {
-                    Some(v) if v.merchant_id == ctx.merchant_id => to_raw(&v)?,
+                match crate::view::AgreementView::from_state(&l.state) {
+                    Some(v) if v.merchant_id == ctx.merchant_id => to_raw(&v.with_times(l.times))?,
                     _ => return Ok(None),
                 }
             }

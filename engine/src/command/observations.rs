@@ -9,11 +9,12 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::runner::Idem;
+use super::views::Stamped;
 use super::*;
 use crate::aggregate::OrderAggregate;
 use crate::gateway::{self, GatewayOutcome, RejectionClass};
 use crate::order::{Observation, ObservationSource, OrderCommand, OrderState};
-use crate::read::{load, order_of_trans_id, order_stream};
+use crate::read::{Loaded, load, load_timed, order_of_trans_id, order_stream};
 use crate::store::{EventMetadata, Version};
 use crate::view::OrderView;
 
@@ -75,7 +76,7 @@ impl Engine {
         order_id: OrderId,
         observation: Observation,
         correlation_id: Option<Uuid>,
-        held: Option<(OrderState, Version)>,
+        held: Option<Loaded<OrderState>>,
     ) -> Result<OrderView, EngineError> {
         let meta = EventMetadata {
             correlation_id,
@@ -90,10 +91,12 @@ impl Engine {
                     OrderCommand::ApplyGatewayObservation(observation.clone())
                 })
                 .await?;
-            OrderView::from_state(&done.state).ok_or(EngineError::NotFound {
-                what: "order",
-                id: order_id.to_string(),
-            })
+            OrderView::from_state(&done.state)
+                .map(|v| v.with_times(done.times))
+                .ok_or(EngineError::NotFound {
+                    what: "order",
+                    id: order_id.to_string(),
+                })
         }
         .instrument(span)
         .await
@@ -111,9 +114,9 @@ impl Engine {
         };
         // One read: the order as it is (its fact may already be recorded
         // by the PayKKa response, then nothing is appended).
-        let (mut state, mut version) =
-            load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
-        if version == Version::NONE {
+        let mut held =
+            load_timed::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
+        if held.version == Version::NONE {
             // Paid on a checkout session: the order starts now.
             if !self
                 .start_order_from_checkout(
@@ -126,10 +129,10 @@ impl Engine {
             {
                 return Ok(None);
             }
-            (state, version) =
-                load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
+            held =
+                load_timed::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         }
-        if let Some(placed) = state.placed() {
+        if let Some(placed) = held.state.placed() {
             contradiction(
                 order_id,
                 placed.merchant_id.as_str(),
@@ -144,7 +147,7 @@ impl Engine {
             order_id,
             Observation::Payment(obs),
             correlation_id,
-            Some((state, version)),
+            Some(held),
         )
         .await
         .map(Some)
@@ -162,15 +165,15 @@ impl Engine {
         }) else {
             return Ok(None);
         };
-        let (state, version) =
-            load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
+        let held =
+            load_timed::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
         let Some(refund) = usize::try_from(seq)
             .ok()
-            .and_then(|i| state.refunds().get(i.wrapping_sub(1)))
+            .and_then(|i| held.state.refunds().get(i.wrapping_sub(1)))
         else {
             return Ok(None);
         };
-        if let Some(placed) = state.placed() {
+        if let Some(placed) = held.state.placed() {
             contradiction(
                 order_id,
                 placed.merchant_id.as_str(),
@@ -185,7 +188,7 @@ impl Engine {
             order_id,
             Observation::Refund(obs),
             correlation_id,
-            Some((state, version)),
+            Some(held),
         )
         .await
         .map(Some)

@@ -13,15 +13,15 @@ use uuid::Uuid;
 use super::idempotency::*;
 use super::paykka_requests::*;
 use super::runner::{Idem, Respond};
-use super::views::view_of;
+use super::views::stamped_view_of;
 use super::*;
 use crate::gateway::{self, GatewayOutcome};
 use crate::order::{
     CallOutcome, CapturePayment, ObservationSource, OrderCommand, OrderState, PlacePayment,
     RefundEntry, RefundPayment,
 };
-use crate::read::order_stream;
-use crate::store::{EventMetadata, StoreError, Version};
+use crate::read::{Loaded, StreamTimes, order_stream};
+use crate::store::{EventMetadata, StoreError};
 use crate::view::OrderView;
 
 /// What [`Engine::begin_order_call`] leaves to do.
@@ -32,8 +32,7 @@ pub(crate) enum Begun {
     Done(OrderView),
     /// The request events are appended: call PayKKa, then record.
     Call {
-        state: OrderState,
-        version: Version,
+        held: Loaded<OrderState>,
         meta: EventMetadata,
     },
 }
@@ -80,11 +79,14 @@ fn not_sent_reason<T>(o: &GatewayOutcome<T>) -> Option<String> {
     }
 }
 
-/// The stored response of an order command: the order's view.
+/// The stored response of an order command: the order's view, with the
+/// times of its stream (what the executing request answers).
 pub(crate) fn order_response(
     order_id: OrderId,
-) -> impl Fn(&OrderState) -> Result<Box<serde_json::value::RawValue>, EngineError> + Send + Sync {
-    move |s| to_raw(&view_of(s, order_id)?)
+) -> impl Fn(&OrderState, StreamTimes) -> Result<Box<serde_json::value::RawValue>, EngineError>
++ Send
++ Sync {
+    move |s, t| to_raw(&stamped_view_of(s, order_id, t)?)
 }
 
 impl Engine {
@@ -150,13 +152,9 @@ impl Engine {
         let meta = ctx.metadata();
         // A new stream: nothing to load.
         let placed = match self
-            .order_command(
-                order_id,
-                &meta,
-                idem,
-                Some((OrderState::default(), Version::NONE)),
-                |_| OrderCommand::Place(place.clone()),
-            )
+            .order_command(order_id, &meta, idem, Some(Loaded::empty()), |_| {
+                OrderCommand::Place(place.clone())
+            })
             .await
         {
             Ok(done) => done,
@@ -179,7 +177,7 @@ impl Engine {
                     key: k.key.clone(),
                     retry_after: std::time::Duration::from_secs(1),
                 }),
-                None => view_of(&placed.state, order_id),
+                None => stamped_view_of(&placed.state, order_id, placed.times),
             };
         }
         if placement == (Placement::Charge { send: false }) {
@@ -193,7 +191,7 @@ impl Engine {
                     order_id,
                     &meta,
                     key.as_ref(),
-                    (placed.state, placed.version),
+                    placed.held(),
                     OrderCommand::RecordInitiateOutcome(outcome),
                 )
                 .await;
@@ -216,7 +214,7 @@ impl Engine {
             order_id,
             &meta,
             key.as_ref(),
-            (placed.state, placed.version),
+            placed.held(),
             OrderCommand::RecordInitiateOutcome(outcome),
         )
         .await
@@ -244,7 +242,7 @@ impl Engine {
         order_id: OrderId,
         meta: &EventMetadata,
         key: Option<&Key>,
-        held: (OrderState, Version),
+        held: Loaded<OrderState>,
         cmd: OrderCommand,
     ) -> Result<OrderView, EngineError> {
         let Some(reason) = not_sent else {
@@ -276,28 +274,25 @@ impl Engine {
         key: Option<&Key>,
         cmd: OrderCommand,
     ) -> Result<Begun, EngineError> {
-        let (state, version) = self.load_order(ctx, order_id).await?;
+        let held = self.load_order(ctx, order_id).await?;
         let stream = order_stream(order_id);
         let idem = Idem::begin(key.map(|k| k.begin(Some(&stream), self.clock.now())));
         let meta = ctx.metadata();
         match self
-            .order_command(order_id, &meta, idem, Some((state, version)), |_| {
-                cmd.clone()
-            })
+            .order_command(order_id, &meta, idem, Some(held), |_| cmd.clone())
             .await
         {
             Ok(done) if done.events.is_empty() => {
                 // Nothing to ask PayKKa (e.g. a void of a voided order):
                 // the answer is the current view.
-                let view = view_of(&done.state, order_id)?;
+                let view = stamped_view_of(&done.state, order_id, done.times)?;
                 let view = self
                     .record_alone(ctx, key, Some(&stream), Resolves::Order, view)
                     .await?;
                 Ok(Begun::Done(view))
             }
             Ok(done) => Ok(Begun::Call {
-                state: done.state,
-                version: done.version,
+                held: done.held(),
                 meta,
             }),
             Err(EngineError::Store(StoreError::IdempotencyKeyTaken { .. })) => match key {
@@ -323,7 +318,7 @@ impl Engine {
         order_id: OrderId,
         meta: &EventMetadata,
         key: Option<&Key>,
-        held: (OrderState, Version),
+        held: Loaded<OrderState>,
         cmd: OrderCommand,
     ) -> Result<OrderView, EngineError> {
         let respond = order_response(order_id);
@@ -334,7 +329,7 @@ impl Engine {
         let done = self
             .order_command(order_id, meta, idem, Some(held), |_| cmd.clone())
             .await?;
-        let view = view_of(&done.state, order_id)?;
+        let view = stamped_view_of(&done.state, order_id, done.times)?;
         if done.events.is_empty() {
             return self.complete_alone(key, view).await;
         }
@@ -357,25 +352,26 @@ impl Engine {
                 amount,
                 final_capture,
             });
-            let (state, version, meta) = match self
+            let (held, meta) = match self
                 .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call {
-                    state,
-                    version,
-                    meta,
-                } => (state, version, meta),
+                Begun::Call { held, meta } => (held, meta),
             };
-            let Some(entry) = state.captures().iter().find(|c| c.capture_id == capture_id) else {
-                let view = view_of(&state, order_id)?;
+            let Some(entry) = held
+                .state
+                .captures()
+                .iter()
+                .find(|c| c.capture_id == capture_id)
+            else {
+                let view = stamped_view_of(&held.state, order_id, held.times)?;
                 return self.complete_alone(key.as_ref(), view).await;
             };
             let req = CaptureRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
-                order_id: gateway_order_id(&state),
+                order_id: gateway_order_id(&held.state),
                 amount: Some(entry.amount.minor),
                 currency: Some(entry.amount.currency),
                 final_capture: capture_flag(
@@ -405,7 +401,7 @@ impl Engine {
                         order_id,
                         &meta,
                         key.as_ref(),
-                        (state, version),
+                        held,
                         cmd,
                     )
                     .await;
@@ -417,7 +413,7 @@ impl Engine {
             // is completed with what this request answers (the view after
             // the Void), so a replay answers the same.
             let view = self
-                .finish_order_call(order_id, &meta, None, (state, version), cmd)
+                .finish_order_call(order_id, &meta, None, held, cmd)
                 .await?;
             if view.status == crate::order::Phase::PartiallyCaptured {
                 return self.release_remainder_keyed(order_id, key.as_ref()).await;
@@ -447,26 +443,26 @@ impl Engine {
         order_id: OrderId,
         key: Option<&Key>,
     ) -> Result<OrderView, EngineError> {
-        let (state, version) = crate::read::load::<crate::aggregate::OrderAggregate>(
+        let held = crate::read::load_timed::<crate::aggregate::OrderAggregate>(
             self.store.as_ref(),
             &order_stream(order_id),
         )
         .await?;
-        let Some(merchant) = state.merchant_id().cloned() else {
+        let Some(merchant) = held.state.merchant_id().cloned() else {
             return Err(EngineError::NotFound {
                 what: "order",
                 id: order_id.to_string(),
             });
         };
-        if !state.awaits_release() {
-            let view = view_of(&state, order_id)?;
+        if !held.state.awaits_release() {
+            let view = stamped_view_of(&held.state, order_id, held.times)?;
             return self.complete_alone(key, view).await;
         }
         let ctx = CommandContext::new(merchant.as_str());
         let meta = ctx.metadata();
         let reason = "release the rest of a final partial capture";
         let done = self
-            .order_command(order_id, &meta, Idem::None, Some((state, version)), |_| {
+            .order_command(order_id, &meta, Idem::None, Some(held), |_| {
                 OrderCommand::ReleaseRemainder
             })
             .await?;
@@ -489,15 +485,11 @@ impl Engine {
             None => Idem::None,
         };
         let done = self
-            .order_command(
-                order_id,
-                &meta,
-                idem,
-                Some((done.state, done.version)),
-                |_| OrderCommand::RecordVoidOutcome(outcome.clone()),
-            )
+            .order_command(order_id, &meta, idem, Some(done.held()), |_| {
+                OrderCommand::RecordVoidOutcome(outcome.clone())
+            })
             .await?;
-        let view = view_of(&done.state, order_id)?;
+        let view = stamped_view_of(&done.state, order_id, done.times)?;
         if done.events.is_empty() {
             return self.complete_alone(key, view).await;
         }
@@ -516,21 +508,17 @@ impl Engine {
             let cmd = OrderCommand::Void {
                 reason: reason.clone(),
             };
-            let (state, version, meta) = match self
+            let (held, meta) = match self
                 .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call {
-                    state,
-                    version,
-                    meta,
-                } => (state, version, meta),
+                Begun::Call { held, meta } => (held, meta),
             };
             let req = VoidRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
-                order_id: gateway_order_id(&state),
+                order_id: gateway_order_id(&held.state),
                 reason: reason.as_deref().map(Reason::parse),
             };
             let gw = self.gateway.clone();
@@ -547,7 +535,7 @@ impl Engine {
                 order_id,
                 &meta,
                 key.as_ref(),
-                (state, version),
+                held,
                 OrderCommand::RecordVoidOutcome(outcome),
             )
             .await
@@ -573,26 +561,27 @@ impl Engine {
                 amount,
                 reason: reason.clone(),
             });
-            let (state, version, meta) = match self
+            let (held, meta) = match self
                 .begin_order_call(ctx, order_id, key.as_ref(), cmd)
                 .await?
             {
                 Begun::Done(view) => return Ok(view),
-                Begun::Call {
-                    state,
-                    version,
-                    meta,
-                } => (state, version, meta),
+                Begun::Call { held, meta } => (held, meta),
             };
-            let Some(entry) = state.refunds().iter().find(|r| r.refund_id == refund_id) else {
-                let view = view_of(&state, order_id)?;
+            let Some(entry) = held
+                .state
+                .refunds()
+                .iter()
+                .find(|r| r.refund_id == refund_id)
+            else {
+                let view = stamped_view_of(&held.state, order_id, held.times)?;
                 return self.complete_alone(key.as_ref(), view).await;
             };
             let req = RefundRequest {
                 merchant_id: ctx.merchant_id.as_str().to_owned(),
                 timestamp: self.now_ms(),
                 refund_trans_id: entry.refund_trans_id.as_str().to_owned(),
-                ori_order_id: gateway_order_id(&state),
+                ori_order_id: gateway_order_id(&held.state),
                 refund_amount: entry.amount.minor,
                 currency: entry.amount.currency,
                 reason: reason.as_deref().map(Reason::parse),
@@ -613,16 +602,8 @@ impl Engine {
                     other => non_success(other),
                 };
             let cmd = OrderCommand::RecordRefundOutcome { refund_id, outcome };
-            self.finish_or_unreachable(
-                "refund",
-                not_sent,
-                order_id,
-                &meta,
-                key.as_ref(),
-                (state, version),
-                cmd,
-            )
-            .await
+            self.finish_or_unreachable("refund", not_sent, order_id, &meta, key.as_ref(), held, cmd)
+                .await
         }
         .instrument(self.command_span("refund", ctx, Some(order_id)))
         .await
@@ -691,7 +672,7 @@ impl Engine {
                 }
             })
             .await?;
-        view_of(&done.state, order_id)
+        stamped_view_of(&done.state, order_id, done.times)
     }
 
     /// The shopper is back from the 3DS page; the result follows by
@@ -707,6 +688,6 @@ impl Engine {
                 OrderCommand::CompleteChallenge
             })
             .await?;
-        view_of(&done.state, order_id)
+        stamped_view_of(&done.state, order_id, done.times)
     }
 }

@@ -12,7 +12,7 @@ use crate::agreement::AgreementCommand;
 use crate::codec::{self, DomainEvent};
 use crate::gateway::GatewayOutcome;
 use crate::order::{OrderCommand, OrderState};
-use crate::read::{agreement_stream, load, order_stream};
+use crate::read::{Loaded, StreamTimes, agreement_stream, load_timed, order_stream};
 use crate::store::{
     AppendRequest, EventMetadata, ExpectedVersion, IdempotencyRecord, IdempotencyWrite, StoreError,
     StreamId, Version,
@@ -46,9 +46,11 @@ pub(crate) enum Idem<'a, S> {
     Release(&'a Key),
 }
 
-/// Builds a stored response from the state after an append.
+/// Builds a stored response from the state after an append and the
+/// stream's times then (the answer of the executing request, which a
+/// replay returns as it is).
 pub(crate) type Respond<'a, S> =
-    dyn Fn(&S) -> Result<Box<RawValue>, EngineError> + Send + Sync + 'a;
+    dyn Fn(&S, StreamTimes) -> Result<Box<RawValue>, EngineError> + Send + Sync + 'a;
 
 impl<S> Idem<'_, S> {
     pub(crate) fn begin(rec: Option<IdempotencyRecord>) -> Self {
@@ -56,26 +58,48 @@ impl<S> Idem<'_, S> {
     }
 }
 
-/// What [`Engine::execute`] did: the state and version after it and the
-/// events it appended (empty: nothing to do).
+/// What [`Engine::execute`] did: the state and version after it, the
+/// recorded times of the stream's first and latest events, and the events
+/// it appended (empty: nothing to do).
 pub(crate) struct Executed<A: Aggregate> {
     pub state: A::State,
     pub version: Version,
+    pub times: StreamTimes,
     pub events: Vec<A::Event>,
 }
 
+impl<A: Aggregate> Executed<A> {
+    /// The stream as the command leaves it, for a command that continues.
+    pub fn held(self) -> Loaded<A::State> {
+        Loaded {
+            state: self.state,
+            version: self.version,
+            times: self.times,
+        }
+    }
+}
+
 impl Engine {
-    /// decide -> append with conflict retries, from `start` (the state and
-    /// version the caller holds, e.g. from its previous append) or from a
-    /// load. Only a conflict reloads: a command that continues a command
-    /// costs one round trip. The idempotency write goes into the same
-    /// append as the events; with no events it is the caller's to store.
+    /// The time recorded with new events: the clock's, in UTC, to the
+    /// microsecond (what Postgres keeps), so that the answer of the command
+    /// that appended them shows the times a later read shows.
+    pub(crate) fn recorded_now(&self) -> time::OffsetDateTime {
+        let t = self.clock.now().to_offset(time::UtcOffset::UTC);
+        let ns = t.nanosecond();
+        t.replace_nanosecond(ns - ns % 1_000).unwrap_or(t)
+    }
+
+    /// decide -> append with conflict retries, from `start` (the stream as
+    /// the caller holds it, e.g. from its previous append) or from a load.
+    /// Only a conflict reloads: a command that continues a command costs
+    /// one round trip. The idempotency write goes into the same append as
+    /// the events; with no events it is the caller's to store.
     pub(crate) async fn execute<A: Aggregate>(
         &self,
         stream: &StreamId,
         meta: &EventMetadata,
         idempotency: Idem<'_, A::State>,
-        start: Option<(A::State, Version)>,
+        start: Option<Loaded<A::State>>,
         command: impl Fn(&A::State) -> A::Command,
     ) -> Result<Executed<A>, EngineError>
     where
@@ -84,21 +108,26 @@ impl Engine {
         let attempts = self.config.max_conflict_retries.max(1);
         let mut start = start;
         for _ in 0..attempts {
-            let (state, version) = match start.take() {
+            let Loaded {
+                state,
+                version,
+                times,
+            } = match start.take() {
                 Some(held) => held,
-                None => load::<A>(self.store.as_ref(), stream).await?,
+                None => load_timed::<A>(self.store.as_ref(), stream).await?,
             };
             let events = A::decide(&state, command(&state))?;
             if events.is_empty() {
                 return Ok(Executed {
                     state,
                     version,
+                    times,
                     events,
                 });
             }
             let next = events.iter().fold(state, A::evolve);
             let meta = with_merchant::<A>(meta, &next);
-            let now = self.clock.now();
+            let now = self.recorded_now();
             let new_events = events
                 .iter()
                 .map(|e| codec::encode(e, Uuid::now_v7(), meta.clone(), now))
@@ -106,9 +135,9 @@ impl Engine {
             let write = match &idempotency {
                 Idem::None => None,
                 Idem::Begin(rec) => Some(IdempotencyWrite::Begin(rec.clone())),
-                Idem::Complete(key, respond) => {
-                    Some(IdempotencyWrite::Complete(key.completion(respond(&next)?)))
-                }
+                Idem::Complete(key, respond) => Some(IdempotencyWrite::Complete(
+                    key.completion(respond(&next, times.after(now))?),
+                )),
                 Idem::Release(key) => Some(IdempotencyWrite::Release {
                     scope: key.scope.clone(),
                     key: key.key.clone(),
@@ -133,6 +162,7 @@ impl Engine {
                     return Ok(Executed {
                         state: next,
                         version: out.version,
+                        times: times.after(now),
                         events,
                     });
                 }
@@ -152,7 +182,7 @@ impl Engine {
         order_id: OrderId,
         meta: &EventMetadata,
         idempotency: Idem<'_, OrderState>,
-        start: Option<(OrderState, Version)>,
+        start: Option<Loaded<OrderState>>,
         cmd: impl Fn(&OrderState) -> OrderCommand,
     ) -> Result<Executed<OrderAggregate>, EngineError> {
         let done = self

@@ -6,8 +6,12 @@ use super::*;
 use crate::aggregate::OrderAggregate;
 use crate::codec::{self};
 use crate::order::OrderState;
-use crate::read::{agreement_stream, checkout_stream, load, order_stream, read_whole_stream};
+use crate::read::{
+    Loaded, StreamTimes, agreement_stream, checkout_stream, load_timed, order_stream,
+    read_whole_stream,
+};
 use crate::store::{StreamId, Version};
+use crate::view::Labels;
 use crate::view::{AgreementView, CheckoutView, OrderView};
 
 pub(crate) fn view_of(state: &OrderState, order_id: OrderId) -> Result<OrderView, EngineError> {
@@ -17,16 +21,51 @@ pub(crate) fn view_of(state: &OrderState, order_id: OrderId) -> Result<OrderView
     })
 }
 
+/// The view of an order as a command leaves it, stamped with the times the
+/// command knows (see [`Stamped::with_times`]).
+pub(crate) fn stamped_view_of(
+    state: &OrderState,
+    order_id: OrderId,
+    times: StreamTimes,
+) -> Result<OrderView, EngineError> {
+    Ok(view_of(state, order_id)?.with_times(times))
+}
+
 /// A view whose `created_at`/`updated_at` are the recorded times (the
 /// engine clock's, when the events were decided) of its stream's first
 /// event and of the event at the view's version.
-pub trait Stamped {
+pub trait Stamped: Sized {
     /// The stream the view was folded from.
     fn stream(&self) -> StreamId;
     /// The stream version the view reflects.
     fn stream_version(&self) -> u64;
+    /// The labels and times of the view.
+    fn labels(&self) -> &Labels;
+    /// The labels and times of the view, to change.
+    fn labels_mut(&mut self) -> &mut Labels;
+
     /// Sets the two times.
-    fn set_times(&mut self, created_at: time::OffsetDateTime, updated_at: time::OffsetDateTime);
+    fn set_times(&mut self, created_at: time::OffsetDateTime, updated_at: time::OffsetDateTime) {
+        let l = self.labels_mut();
+        l.created_at = Some(created_at);
+        l.updated_at = Some(updated_at);
+    }
+
+    /// Whether both times are set.
+    fn is_stamped(&self) -> bool {
+        let l = self.labels();
+        l.created_at.is_some() && l.updated_at.is_some()
+    }
+
+    /// The view with the times of the stream it was built from (the
+    /// stream as a command loaded or appended it, at the view's version);
+    /// unchanged when they are not known.
+    fn with_times(mut self, times: StreamTimes) -> Self {
+        if let (Some(first), Some(last)) = (times.first, times.last) {
+            self.set_times(first, last);
+        }
+        self
+    }
 }
 
 impl Stamped for OrderView {
@@ -36,9 +75,11 @@ impl Stamped for OrderView {
     fn stream_version(&self) -> u64 {
         self.version
     }
-    fn set_times(&mut self, created_at: time::OffsetDateTime, updated_at: time::OffsetDateTime) {
-        self.created_at = Some(created_at);
-        self.updated_at = Some(updated_at);
+    fn labels(&self) -> &Labels {
+        &self.labels
+    }
+    fn labels_mut(&mut self) -> &mut Labels {
+        &mut self.labels
     }
 }
 
@@ -49,9 +90,11 @@ impl Stamped for CheckoutView {
     fn stream_version(&self) -> u64 {
         self.version
     }
-    fn set_times(&mut self, created_at: time::OffsetDateTime, updated_at: time::OffsetDateTime) {
-        self.created_at = Some(created_at);
-        self.updated_at = Some(updated_at);
+    fn labels(&self) -> &Labels {
+        &self.labels
+    }
+    fn labels_mut(&mut self) -> &mut Labels {
+        &mut self.labels
     }
 }
 
@@ -62,21 +105,28 @@ impl Stamped for AgreementView {
     fn stream_version(&self) -> u64 {
         self.version
     }
-    fn set_times(&mut self, created_at: time::OffsetDateTime, updated_at: time::OffsetDateTime) {
-        self.created_at = Some(created_at);
-        self.updated_at = Some(updated_at);
+    fn labels(&self) -> &Labels {
+        &self.labels
+    }
+    fn labels_mut(&mut self) -> &mut Labels {
+        &mut self.labels
     }
 }
 
 impl Engine {
-    /// Sets a view's `created_at`/`updated_at` from its stream: two point
-    /// reads (version 1 and the view's version; one when they are the
-    /// same). The times are the events' recorded times (the engine clock's),
-    /// never the caller's wall clock. The `get_*` queries answer stamped
-    /// views; commands answer views without times (their store round
-    /// trips stay what they were), which a caller that shows them stamps
-    /// (the HTTP API does).
+    /// Makes sure a view shows its `created_at`/`updated_at`: the recorded
+    /// times (the engine clock's, when the events were decided) of its
+    /// stream's first event and of the event at the view's version, never
+    /// the caller's wall clock. The queries and the commands answer views
+    /// stamped from the events they read or appended anyway, and those
+    /// pass through unchanged, with no store call. A view without times
+    /// (a stored idempotency response being replayed) is stamped from its
+    /// stream: two point reads (version 1 and the view's version; one when
+    /// they are the same).
     pub async fn stamp<V: Stamped>(&self, mut v: V) -> Result<V, EngineError> {
+        if v.is_stamped() {
+            return Ok(v);
+        }
         let stream = v.stream();
         let version = v.stream_version().max(1);
         let first = self.store.read_stream(&stream, Version(1), 1).await?;
@@ -91,20 +141,21 @@ impl Engine {
         Ok(v)
     }
 
+    /// An order of this merchant, as stored.
     pub(crate) async fn load_order(
         &self,
         ctx: &CommandContext,
         order_id: OrderId,
-    ) -> Result<(OrderState, Version), EngineError> {
-        let (state, version) =
-            load::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
-        if state.merchant_id() != Some(&ctx.merchant_id) {
+    ) -> Result<Loaded<OrderState>, EngineError> {
+        let loaded =
+            load_timed::<OrderAggregate>(self.store.as_ref(), &order_stream(order_id)).await?;
+        if loaded.state.merchant_id() != Some(&ctx.merchant_id) {
             return Err(EngineError::NotFound {
                 what: "order",
                 id: order_id.to_string(),
             });
         }
-        Ok((state, version))
+        Ok(loaded)
     }
 
     /// The current view of an order of this merchant.
@@ -113,12 +164,8 @@ impl Engine {
         ctx: &CommandContext,
         order_id: OrderId,
     ) -> Result<OrderView, EngineError> {
-        let (state, _) = self.load_order(ctx, order_id).await?;
-        let view = OrderView::from_state(&state).ok_or(EngineError::NotFound {
-            what: "order",
-            id: order_id.to_string(),
-        })?;
-        self.stamp(view).await
+        let loaded = self.load_order(ctx, order_id).await?;
+        stamped_view_of(&loaded.state, order_id, loaded.times)
     }
 
     /// The stored events of an order of this merchant (upcast, typed).

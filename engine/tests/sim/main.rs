@@ -29,7 +29,7 @@ use payorch_engine::reconciler::{Reconciler, ReconcilerConfig};
 use payorch_engine::replay::order_at_version;
 use payorch_engine::store::memory::InMemoryStore;
 use payorch_engine::store::{EventStore, IdempotencyStore, StreamId};
-use payorch_engine::view::OrderView;
+use payorch_engine::view::{Labels, OrderView};
 use payorch_schemas::events::order::TokenRequest;
 use payorch_schemas::events::{
     AGREEMENT_STREAM_TYPE, AgreementId, AuthorisationKind, CaptureMode, CheckoutId, OrderId,
@@ -894,8 +894,11 @@ impl Sim {
                 // times; the fold of the history has none.
                 Ok(live)
                     if OrderView {
-                        created_at: None,
-                        updated_at: None,
+                        labels: Labels {
+                            created_at: None,
+                            updated_at: None,
+                            ..live.labels.clone()
+                        },
                         ..live.clone()
                     } != *v =>
                 {
