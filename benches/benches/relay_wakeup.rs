@@ -94,7 +94,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn run(store: &Arc<PostgresStore>, woken: bool) -> Vec<Duration> {
     let exchange = format!("bench.wakeup.{}", uuid::Uuid::now_v7().simple());
-    let config = RelayConfig::new(amqp_url()).with_exchange(exchange);
+    // The sample ends when the checkpoint covers the event: write it as
+    // soon as the pipeline drains (the default waits up to 200 ms, which
+    // would measure that interval instead of the wake-up).
+    let mut config = RelayConfig::new(amqp_url()).with_exchange(exchange);
+    config.checkpoint_interval = Duration::ZERO;
     let mut relay = Relay::new(
         store.clone(),
         store.clone(),
